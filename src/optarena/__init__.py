@@ -1,0 +1,31 @@
+"""optarena: faithful PyTorch optimizers and a fair arena to compare them."""
+
+from optarena.optim import (
+    AGR,
+    Adaburst,
+    AdamNX,
+    AdamW,
+    AdaX,
+    OptimizerInfo,
+    create_optimizer,
+    get_optimizer_info,
+    list_optimizers,
+)
+from optarena.schedules import AdamNXLR, LRBurst
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AGR",
+    "AdaX",
+    "Adaburst",
+    "AdamNX",
+    "AdamNXLR",
+    "AdamW",
+    "LRBurst",
+    "OptimizerInfo",
+    "__version__",
+    "create_optimizer",
+    "get_optimizer_info",
+    "list_optimizers",
+]

@@ -1,0 +1,33 @@
+"""optarena optimizers: drop-in ``torch.optim.Optimizer`` classes and their registry."""
+
+from optarena.optim.adaburst import Adaburst
+from optarena.optim.adamnx import AdamNX
+from optarena.optim.adamw import AdamW
+from optarena.optim.adax import AdaX
+from optarena.optim.agr import AGR, agr_multi_tensor, agr_single_tensor
+from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.registry import (
+    OptimizerInfo,
+    create_optimizer,
+    get_optimizer_info,
+    list_optimizers,
+    param_groups_for,
+    register,
+)
+
+__all__ = [
+    "AGR",
+    "AdaX",
+    "Adaburst",
+    "AdamNX",
+    "AdamW",
+    "OptarenaOptimizer",
+    "OptimizerInfo",
+    "agr_multi_tensor",
+    "agr_single_tensor",
+    "create_optimizer",
+    "get_optimizer_info",
+    "list_optimizers",
+    "param_groups_for",
+    "register",
+]

@@ -1,0 +1,277 @@
+"""Adaburst (Lin et al., "Learning rate burst for superior SGDM and AdamW integration", JIFS 2024; seed 000).
+
+The AdamW and SGD-momentum updates summed over one shared, *undamped* first moment, with the
+SGD-momentum rate driven by the learning-rate burst (Algorithm 4)::
+
+    θ ← θ(1 − lr·λ)                                       decoupled weight decay (line 9)
+    m ← β1·m + g                                          shared first moment (line 11)
+    v ← β2·v + g²
+    A = (m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)        AdamW direction, ε = 1e-4
+    S = m                                                 SGD-momentum direction (line 17)
+    lr1 = lr,   lr2 = lr · φ                              φ = Lrburst() (line 16)
+    θ ← θ − lr1·A − lr2·S                                 (line 18)
+
+φ anneals along a cosine from ``burst_max`` to ``burst_min`` over ``burst_T_max`` steps (or
+epochs) and the annealing restarts when the monitored metric (training accuracy in the paper)
+has not improved for ``burst_patience`` epochs: call :meth:`Adaburst.epoch_end` with it.
+The state is AdamW's: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v). No official code exists;
+every open choice is listed in ``docs/algorithms/adaburst.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optarena.optim.base import (
+    OptarenaOptimizer,
+    ParamsT,
+    check_adam_hyperparameters,
+    check_choice,
+    check_range,
+)
+from optarena.optim.functional import decay_factor, scalar_value
+from optarena.schedules.burst import CosineBurst, PlateauDetector
+
+VARIANTS = ("adaburst", "adamw_sgdm", "sgdm_burst", "adamw_burst")
+"""``adaburst``: the full method. The paper's Table 6 ablations: ``adamw_sgdm`` (both updates,
+no burst: φ stays at ``burst_max``), ``sgdm_burst`` (lr1 = 0: SGD momentum with the burst),
+``adamw_burst`` (lr2 = 0, and the burst drives AdamW's rate: lr1 = lr·φ)."""
+
+
+def adaburst_single_tensor(
+    param: Tensor,
+    grad: Tensor,
+    m_grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    *,
+    step: float,
+    lr1: float,
+    lr2: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    decay: float | None,
+) -> None:
+    """Reference Adaburst update of one tensor, line by line as Algorithm 4."""
+    if decay is not None:
+        param.mul_(decay)  # θ ← θ(1 − lr·λ)
+    exp_avg.mul_(beta1).add_(m_grad)  # m ← β1·m + g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad)  # v ← β2·v + g²
+    if lr1 != 0:  # θ ← θ − lr1·A,  A = m̂ / (√v̂ + ε)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+        param.addcdiv_(exp_avg, denom, value=-lr1 / bias_correction1)
+    if lr2 != 0:  # θ ← θ − lr2·S,  S = m
+        param.add_(exp_avg, alpha=-lr2)
+
+
+def adaburst_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    steps: list[float],
+    lr1: float,
+    lr2: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    decay: float | None,
+) -> None:
+    """foreach Adaburst; equals :func:`adaburst_single_tensor` tensor by tensor."""
+    if decay is not None:
+        torch._foreach_mul_(params, decay)
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, m_grads)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads)
+    if lr1 != 0:
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr1 / (1 - beta1**t) for t in steps])
+    if lr2 != 0:
+        torch._foreach_add_(params, exp_avgs, alpha=-lr2)
+
+
+class Adaburst(OptarenaOptimizer):
+    """Adaburst: AdamW + SGD momentum over one shared moment, with the learning-rate burst.
+
+    Args:
+        params: parameters or param groups.
+        lr: the AdamW rate lr1, and the unit of the SGD-momentum rate lr2 = lr·φ (default 1e-3).
+        betas: (β1, β2); β1 is also the SGD momentum (default (0.9, 0.999)).
+        eps: added to the bias-corrected √v (default 1e-4, the paper's Algorithm 4).
+        weight_decay: decoupled decay λ (default 1e-2, PyTorch's AdamW default, which the
+            paper says its settings follow).
+        weight_decay_mode: ``'decoupled'`` (θ(1 − lr·λ), default) or ``'unscaled'`` (θ(1 − λ),
+            Algorithm 4 line 9 read literally).
+        burst_max: φ at the start of a burst (default 1.0: lr2 peaks at lr, PyTorch's equal
+            default rates for SGD and AdamW).
+        burst_min: φ at the end of the annealing (default 0.0: "reducing the learning rate to
+            zero through cosine annealing").
+        burst_T_max: length of one annealing, in ``burst_unit`` (default 150, from the only
+            public sketch, which advances its clock every optimizer step).
+        burst_unit: ``'step'`` (the clock advances every ``step()``, default) or ``'epoch'``
+            (it advances in :meth:`epoch_end`).
+        burst_patience: epochs without improvement before a burst restarts (default 5; the
+            paper's per-task Table 2 values are lost).
+        burst_mode: ``'max'`` (accuracy, default) or ``'min'`` (a loss).
+        burst_threshold, burst_threshold_mode, burst_cooldown: as in ``ReduceLROnPlateau``.
+        burst_cyclic: also restart the annealing every ``burst_T_max`` units (default False).
+        burst_start: start training inside a burst (default True, Algorithm 3 starts its clock
+            at the peak); False waits at ``burst_min`` for the first trigger.
+        relative_burst: lr2 = lr·φ (default, Algorithm 4 line 16); False makes lr2 = φ.
+        variant: ``'adaburst'`` or a Table 6 ablation, see :data:`VARIANTS`.
+        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
+            :class:`~optarena.optim.base.OptarenaOptimizer`.
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    single_tensor_kernel = staticmethod(adaburst_single_tensor)
+    multi_tensor_kernel = staticmethod(adaburst_multi_tensor)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-4,
+        weight_decay: float = 1e-2,
+        *,
+        weight_decay_mode: str = "decoupled",
+        burst_max: float = 1.0,
+        burst_min: float = 0.0,
+        burst_T_max: int = 150,
+        burst_unit: str = "step",
+        burst_patience: int = 5,
+        burst_mode: str = "max",
+        burst_threshold: float = 1e-4,
+        burst_threshold_mode: str = "rel",
+        burst_cooldown: int = 0,
+        burst_cyclic: bool = False,
+        burst_start: bool = True,
+        relative_burst: bool = True,
+        variant: str = "adaburst",
+        foreach: bool | None = None,
+        maximize: bool = False,
+        agr: str | None = None,
+        agr_stop_step: int | None = None,
+        agr_official_edge_cases: bool = False,
+    ) -> None:
+        check_choice("burst_unit", burst_unit, ("step", "epoch"))
+        # The burst is one clock for the whole optimizer: the monitored metric is global.
+        self.burst = CosineBurst(
+            burst_T_max,
+            cyclic=burst_cyclic,
+            start_in_burst=burst_start,
+            plateau=PlateauDetector(
+                mode=burst_mode,  # type: ignore[arg-type]
+                patience=burst_patience,
+                threshold=burst_threshold,
+                threshold_mode=burst_threshold_mode,  # type: ignore[arg-type]
+                cooldown=burst_cooldown,
+            ),
+        )
+        self.burst_unit = burst_unit
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode,
+            burst_max=burst_max,
+            burst_min=burst_min,
+            burst_lr=burst_max if burst_start else burst_min,
+            relative_burst=relative_burst,
+            variant=variant,
+        )
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            agr=agr,
+            agr_stop_step=agr_stop_step,
+            agr_official_edge_cases=agr_official_edge_cases,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_adam_hyperparameters(group)
+        check_choice("weight_decay_mode", group["weight_decay_mode"], ("decoupled", "unscaled"))
+        if group["weight_decay_mode"] == "unscaled":
+            check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
+        check_range("burst_min", group["burst_min"], 0.0)
+        check_range("burst_max", group["burst_max"], scalar_value(group["burst_min"]))
+        check_range("burst_lr", group["burst_lr"], 0.0)
+        check_choice("relative_burst", group["relative_burst"], (True, False))
+        check_choice("variant", group["variant"], VARIANTS)
+
+    # -- the burst -----------------------------------------------------------------------------
+
+    @property
+    def burst_factor(self) -> float:
+        """The cosine clock's position: 1 at the start of a burst, 0 at its floor."""
+        return self.burst.factor()
+
+    def _write_burst_lr(self) -> None:
+        for group in self.param_groups:
+            if group["variant"] != "adamw_sgdm":  # that ablation holds φ where it is
+                group["burst_lr"] = self.burst.value(group["burst_min"], group["burst_max"])
+
+    def epoch_end(self, metric: float | None = None) -> bool:
+        """Report the monitored metric once per epoch; returns True when a burst restarts.
+
+        With ``burst_unit='epoch'`` this is also the tick of the annealing clock.
+        """
+        burst = metric is not None and self.burst.observe(float(metric))
+        if not burst and self.burst_unit == "epoch":
+            self.burst.advance()
+        self._write_burst_lr()
+        return burst
+
+    def _before_step(self) -> None:
+        self._write_burst_lr()
+
+    def _after_step(self) -> None:
+        if self.burst_unit == "step":
+            self.burst.advance()
+
+    def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        beta1, beta2 = group["betas"]
+        lr = scalar_value(group["lr"])
+        phi = scalar_value(group["burst_lr"])
+        burst_rate = lr * phi if group["relative_burst"] else phi
+        variant = group["variant"]
+        lr1 = {"sgdm_burst": 0.0, "adamw_burst": burst_rate}.get(variant, lr)
+        lr2 = 0.0 if variant == "adamw_burst" else burst_rate
+        mode = "decoupled" if group["weight_decay_mode"] == "decoupled" else "unscaled"
+        return dict(
+            lr1=lr1,
+            lr2=lr2,
+            beta1=scalar_value(beta1),
+            beta2=scalar_value(beta2),
+            eps=group["eps"],
+            decay=decay_factor(lr=lr, weight_decay=group["weight_decay"], mode=mode),
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["burst"] = self.burst.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        burst = state_dict.pop("burst", None)
+        super().load_state_dict(state_dict)
+        if burst is not None:
+            self.burst.load_state_dict(burst)

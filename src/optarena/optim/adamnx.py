@@ -1,0 +1,142 @@
+"""AdamNX (Zhu, Xiao & Min, arXiv:2511.13465; seed 002), as the authors' code computes it.
+
+Adam whose second-moment decay tends to 1, so that late in training the preconditioner
+freezes and the method becomes momentum SGD. Per step (``mengzhu0308/AdamNX``, ``adamnx.py``)::
+
+    θ ← θ(1 − lr·λ)                                   decoupled, lr-scaled, before the moments
+    β1,t = (β1 − β1^t) / (1 − β1^t)
+    m ← β1,t·m + (1 − β1,t)·g                         = Adam's bias-corrected m̂ exactly
+    β̂2,t = (1 − β2^((1−β2)(t−1))) / (1 − β2^((1−β2)t))       the paper's Eq. 11
+    v ← β̂2,t·v + (1 − β̂2,t)·g²                        a normalised average: no bias correction
+    θ ← θ − lr · m / (√v + ε)
+
+``1 − β2^((1−β2)t)`` is computed as ``−expm1((1−β2)·t·log β2)`` in float64: with β2 = 0.99
+the exponent base ``β2^(1−β2)`` is 1 − 1e-4 and ``pow`` would lose most digits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optarena.optim.base import (
+    OptarenaOptimizer,
+    ParamsT,
+    adam_kernel_hyperparameters,
+    check_adam_hyperparameters,
+)
+from optarena.optim.functional import one_minus_pow
+
+
+def adamnx_beta1(beta1: float, step: float) -> float:
+    """β1,t = (β1 − β1^t)/(1 − β1^t); 0 at t = 1, so m_1 = g_1."""
+    return (beta1 - beta1**step) / (1 - beta1**step)
+
+
+def adamnx_beta2(beta2: float, step: float) -> float:
+    """Eq. 11: β̂2,t = (1 − β2^((1−β2)(t−1))) / (1 − β2^((1−β2)t)); 0 at t = 1, → 1 as t → ∞."""
+    rate = 1.0 - beta2
+    return one_minus_pow(beta2, rate * (step - 1)) / one_minus_pow(beta2, rate * step)
+
+
+def adamnx_single_tensor(
+    param: Tensor,
+    grad: Tensor,
+    m_grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    *,
+    step: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """Reference AdamNX update of one tensor."""
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+    beta1_t = adamnx_beta1(beta1, step)
+    exp_avg.lerp_(m_grad, 1 - beta1_t)
+    beta2_t = adamnx_beta2(beta2, step)
+    exp_avg_sq.mul_(beta2_t).addcmul_(grad, grad, value=1 - beta2_t)
+    param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-lr)
+
+
+def adamnx_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    steps: list[float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """foreach AdamNX; equals :func:`adamnx_single_tensor` tensor by tensor."""
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    beta1_ts = [adamnx_beta1(beta1, t) for t in steps]
+    torch._foreach_lerp_(exp_avgs, m_grads, [1 - b for b in beta1_ts])
+    beta2_ts = [adamnx_beta2(beta2, t) for t in steps]
+    torch._foreach_mul_(exp_avg_sqs, beta2_ts)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - b for b in beta2_ts])
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, -lr)
+
+
+class AdamNX(OptarenaOptimizer):
+    """AdamNX with the authors' defaults.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3).
+        betas: (β1, β2) (default (0.9, 0.99) as the authors' code; the paper's text says its
+            defaults align with Adam's — see ``docs/algorithms/adamnx.md``).
+        eps: added to √v (default 1e-8).
+        weight_decay: decoupled, lr-scaled decay λ (default 0.01).
+        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
+            :class:`~optarena.optim.base.OptarenaOptimizer`.
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    single_tensor_kernel = staticmethod(adamnx_single_tensor)
+    multi_tensor_kernel = staticmethod(adamnx_multi_tensor)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        agr: str | None = None,
+        agr_stop_step: int | None = None,
+        agr_official_edge_cases: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            agr=agr,
+            agr_stop_step=agr_stop_step,
+            agr_official_edge_cases=agr_official_edge_cases,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_adam_hyperparameters(group)
+
+    def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        return adam_kernel_hyperparameters(group)

@@ -1,0 +1,122 @@
+"""AdamW (Loshchilov & Hutter, 2019) on the optarena engine.
+
+torch's own ``torch.optim.AdamW`` is registered as the ``adamw`` baseline. This one exists so
+that AdamW can carry the engine's options — AGR in both modes (``adamw_agr``) — and it is
+checked against ``torch.optim.AdamW`` in the tests. Per step::
+
+    θ ← θ(1 − lr·λ)
+    m ← β1·m + (1 − β1)·g          v ← β2·v + (1 − β2)·g²
+    θ ← θ − lr · (m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optarena.optim.base import (
+    OptarenaOptimizer,
+    ParamsT,
+    adam_kernel_hyperparameters,
+    check_adam_hyperparameters,
+)
+
+
+def adamw_single_tensor(
+    param: Tensor,
+    grad: Tensor,
+    m_grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    *,
+    step: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """Reference AdamW update of one tensor (``m_grad`` feeds m, ``grad`` feeds v)."""
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.lerp_(m_grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+
+
+def adamw_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    steps: list[float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """foreach AdamW over same-device, same-dtype lists; equals :func:`adamw_single_tensor`."""
+    torch._foreach_mul_(params, 1 - lr * weight_decay)
+    torch._foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
+
+
+class AdamW(OptarenaOptimizer):
+    """AdamW with the engine's options (AGR, maximize, foreach, complex).
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3).
+        betas: (β1, β2) (default (0.9, 0.999)).
+        eps: added to the bias-corrected √v (default 1e-8).
+        weight_decay: decoupled, lr-scaled decay λ (default 1e-2).
+        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
+            :class:`~optarena.optim.base.OptarenaOptimizer`.
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    single_tensor_kernel = staticmethod(adamw_single_tensor)
+    multi_tensor_kernel = staticmethod(adamw_multi_tensor)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        agr: str | None = None,
+        agr_stop_step: int | None = None,
+        agr_official_edge_cases: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            agr=agr,
+            agr_stop_step=agr_stop_step,
+            agr_official_edge_cases=agr_official_edge_cases,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_adam_hyperparameters(group)
+
+    def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        return adam_kernel_hyperparameters(group)

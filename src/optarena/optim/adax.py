@@ -1,0 +1,147 @@
+"""AdaX (Li et al., "AdaX: Adaptive Gradient Descent with Exponential Long Term Memory", 2020).
+
+AdamNX's relative, from the authors' code (``switchablenorms/AdaX``, ``cifar10-code/AdaX.py``).
+Its "β2" is a small growth rate (default 1e-4), not a decay::
+
+    g ← g + λθ                                      (AdaX: L2)   or  θ ← θ − lr·λ·θ (AdaXW)
+    m ← β1·m + (1 − β1)·g                           no first-moment bias correction
+    v ← (1 + β2)·v + β2·g²
+    θ ← θ − lr · √((1 + β2)^t − 1) · m / (√v + ε)
+
+``v / ((1 + β2)^t − 1)`` is a normalised average of g² whose weights favour *older* gradients.
+With ``β2 = β2_AdamNX^(−(1−β2_AdamNX)) − 1`` it equals AdamNX's v exactly (tested), which is the
+sense in which AdamNX generalises AdaX.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optarena.optim.base import (
+    OptarenaOptimizer,
+    ParamsT,
+    adam_kernel_hyperparameters,
+    check_adam_hyperparameters,
+)
+
+
+def adax_step_size(lr: float, beta2: float, step: float) -> float:
+    """lr·√((1 + β2)^t − 1), with (1 + β2)^t − 1 computed as expm1(t·log1p(β2))."""
+    return lr * math.sqrt(math.expm1(step * math.log1p(beta2)))
+
+
+def adax_single_tensor(
+    param: Tensor,
+    grad: Tensor,
+    m_grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    *,
+    step: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """Reference AdaX / AdaXW update of one tensor."""
+    if weight_decay != 0:
+        if decoupled:
+            param.mul_(1 - lr * weight_decay)  # AdaXW: θ ← θ − lr·λ·θ
+        else:
+            grad = grad.add(param, alpha=weight_decay)  # AdaX: L2 on a copy of g
+            m_grad = m_grad.add(param, alpha=weight_decay)
+    exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(1 + beta2).addcmul_(grad, grad, value=beta2)
+    denom = exp_avg_sq.sqrt().add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-adax_step_size(lr, beta2, step))
+
+
+def adax_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    steps: list[float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """foreach AdaX / AdaXW; equals :func:`adax_single_tensor` tensor by tensor."""
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            same = m_grads is grads
+            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+            m_grads = grads if same else list(torch._foreach_add(m_grads, params, alpha=weight_decay))
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, 1 + beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, beta2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, [-adax_step_size(lr, beta2, t) for t in steps])
+
+
+class AdaX(OptarenaOptimizer):
+    """AdaX (L2 weight decay) or AdaXW (``decoupled=True``), with the authors' AdaX defaults.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1.5e-3; the authors' AdaXW uses 5e-3).
+        betas: (β1, β2) with β2 the growth rate of v (default (0.9, 1e-4)).
+        eps: added to the *unnormalised* √v (default 1e-12).
+        weight_decay: λ (default 5e-4, L2; the authors' AdaXW uses 5e-2, decoupled).
+        decoupled: AdaXW's decoupled decay θ ← θ − lr·λ·θ instead of L2 (default False).
+        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
+            :class:`~optarena.optim.base.OptarenaOptimizer`.
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    single_tensor_kernel = staticmethod(adax_single_tensor)
+    multi_tensor_kernel = staticmethod(adax_multi_tensor)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1.5e-3,
+        betas: tuple[float, float] = (0.9, 1e-4),
+        eps: float = 1e-12,
+        weight_decay: float = 5e-4,
+        *,
+        decoupled: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        agr: str | None = None,
+        agr_stop_step: int | None = None,
+        agr_official_edge_cases: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            agr=agr,
+            agr_stop_step=agr_stop_step,
+            agr_official_edge_cases=agr_official_edge_cases,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_adam_hyperparameters(group)
+        if not isinstance(group["decoupled"], bool):
+            raise ValueError(f"Invalid decoupled: {group['decoupled']!r}; expected a bool")
+
+    def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        return dict(adam_kernel_hyperparameters(group), decoupled=group["decoupled"])

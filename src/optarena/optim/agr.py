@@ -1,0 +1,173 @@
+"""AGR — adaptive gradient regularization (Jiang et al., arXiv:2407.16944; seed 003).
+
+For each tensor's gradient ``g``::
+
+    α  = |g| / Σ|g|          (the sum runs over every element of that one tensor)
+    g' = g − α ⊙ g
+
+The transform is written once here and used by every optimizer built on
+:class:`~optarena.optim.base.OptarenaOptimizer` (``agr='code'`` or ``agr='paper'``), and by
+:class:`AGR` around any other ``torch.optim.Optimizer`` (``'code'`` mode only). It never writes
+into ``p.grad``: it returns new tensors.
+
+Edge cases. The authors' code divides by ``Σ|g|`` with no guard, so an all-zero gradient gives
+NaN everywhere, and a 1-element tensor gets ``α = 1`` and is frozen (``g' = 0``). The default
+here (``official_edge_cases=False``) leaves those gradients unchanged instead: a zero gradient
+stays zero and a 1-element tensor is not regularized. ``official_edge_cases=True`` reproduces
+the authors' behaviour exactly, for parity runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from optarena.optim.functional import per_tensor_l1
+
+AGRMode = Literal["code", "paper"]
+AGR_MODES: tuple[str, ...] = ("code", "paper")
+
+
+def agr_single_tensor(grad: Tensor, *, official_edge_cases: bool = False) -> Tensor:
+    """Reference AGR on one gradient, as the paper writes it. Returns a new tensor."""
+    if not official_edge_cases and grad.numel() < 2:
+        return grad.clone()
+    (total,) = per_tensor_l1([grad])  # Σ|g| over the whole tensor
+    if not official_edge_cases and total == 0:
+        return grad.clone()
+    alpha = grad.abs() / total
+    return grad - alpha * grad
+
+
+def agr_multi_tensor(grads: list[Tensor], *, official_edge_cases: bool = False) -> list[Tensor]:
+    """AGR on a list of gradients with foreach ops; equal to the reference tensor by tensor."""
+    if not grads:
+        return []
+    totals = per_tensor_l1(grads)
+    keep: list[int] = []
+    for i, (g, total) in enumerate(zip(grads, totals)):
+        if official_edge_cases or (g.numel() >= 2 and total != 0):
+            keep.append(i)
+    out = [g.clone() for g in grads] if len(keep) < len(grads) else list(grads)
+    if keep:
+        sel = [grads[i] for i in keep]
+        alphas = torch._foreach_abs(sel)
+        torch._foreach_div_(alphas, [totals[i] for i in keep])
+        torch._foreach_mul_(alphas, sel)
+        regularized = torch._foreach_sub(sel, alphas)
+        for i, r in zip(keep, regularized):
+            out[i] = r
+    return out
+
+
+def validate_agr_options(group: dict[str, Any]) -> None:
+    """Check the AGR keys of a param group (shared by every optimizer)."""
+    mode = group.get("agr")
+    if mode is not None and mode not in AGR_MODES:
+        raise ValueError(f"Invalid agr: {mode!r}; expected None, 'code' or 'paper'")
+    stop = group.get("agr_stop_step")
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 0):
+        raise ValueError(f"Invalid agr_stop_step: {stop!r}; expected None or an integer >= 0")
+    if not isinstance(group.get("agr_official_edge_cases", False), bool):
+        raise ValueError("Invalid agr_official_edge_cases: expected a bool")
+
+
+class AGR(Optimizer):
+    """Apply AGR (``'code'`` mode) in front of any ``torch.optim.Optimizer``.
+
+    The wrapped optimizer sees the regularized gradients as ``p.grad`` during its ``step()``;
+    the original gradient tensors are put back afterwards, untouched. Optimizers built on
+    :class:`~optarena.optim.base.OptarenaOptimizer` take ``agr=`` directly, which also offers
+    the paper's mode (regularized gradient in the first moment only).
+
+    Args:
+        optimizer: the optimizer to wrap; it owns the param groups.
+        stop_step: regularize only the first ``stop_step`` steps (None: always).
+        official_edge_cases: reproduce the authors' NaN on all-zero gradients and freezing
+            of 1-element tensors.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        stop_step: int | None = None,
+        official_edge_cases: bool = False,
+    ) -> None:
+        validate_agr_options(
+            {"agr": "code", "agr_stop_step": stop_step, "agr_official_edge_cases": official_edge_cases}
+        )
+        self.optimizer = optimizer
+        self.stop_step = stop_step
+        self.official_edge_cases = official_edge_cases
+        self.steps_taken = 0
+        # Share the wrapped optimizer's groups, state and defaults, so schedulers and
+        # checkpoints see one optimizer.
+        self.defaults = optimizer.defaults
+        self._optimizer_step_pre_hooks = optimizer._optimizer_step_pre_hooks
+        self._optimizer_step_post_hooks = optimizer._optimizer_step_post_hooks
+
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property  # type: ignore[override]
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    def __repr__(self) -> str:
+        return f"AGR(stop_step={self.stop_step}, optimizer={self.optimizer!r})"
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = self.optimizer.state_dict()
+        sd["agr_steps_taken"] = self.steps_taken
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self.steps_taken = int(state_dict.pop("agr_steps_taken", 0))
+        self.optimizer.load_state_dict(state_dict)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.steps_taken += 1
+        if self.stop_step is not None and self.steps_taken > self.stop_step:
+            self.optimizer.step()
+            return loss
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        originals = [p.grad for p in params]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("AGR does not support sparse gradients")
+        regularized = _regularize(originals, self.official_edge_cases)
+        try:
+            for p, g in zip(params, regularized):
+                p.grad = g
+            self.optimizer.step()
+        finally:
+            for p, g in zip(params, originals):
+                p.grad = g
+        return loss
+
+
+def _regularize(grads: Iterable[Tensor], official_edge_cases: bool) -> list[Tensor]:
+    out = []
+    for g in grads:
+        real = torch.view_as_real(g) if g.is_complex() else g
+        r = agr_single_tensor(real, official_edge_cases=official_edge_cases)
+        out.append(torch.view_as_complex(r) if g.is_complex() else r)
+    return out

@@ -1,0 +1,293 @@
+"""The base class of every optarena optimizer.
+
+A subclass declares its per-parameter state tensors (``state_names``), validates its
+hyperparameters (``_validate_group``), turns a param group into kernel keyword arguments
+(``_kernel_hyperparameters``) and names two pure update kernels:
+
+* ``single_tensor_kernel(param, grad, m_grad, *state, step=..., **hyper)`` — the reference,
+  written to read like the paper's pseudocode, one tensor at a time;
+* ``multi_tensor_kernel(params, grads, m_grads, *state_lists, steps=..., **hyper)`` — the fast
+  path over lists with ``torch._foreach_*`` ops, which must equal the reference (float64,
+  ≤1e-12; the invariant suite checks it for every registered optimizer).
+
+``grad`` is the gradient every moment sees; ``m_grad`` is the one the *first* moment sees. They
+are the same tensor unless AGR runs in the paper's mode. The base class does everything else
+once: lazy state, the step counter, ``maximize``, complex parameters (as ``view_as_real``),
+sparse-gradient refusal, AGR, the closure, and choosing the path (``foreach``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from optarena.optim.agr import agr_multi_tensor, agr_single_tensor, validate_agr_options
+from optarena.optim.functional import group_by_device_and_dtype, scalar_value
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+# --- validation helpers: one message format for every hyperparameter ------------------------
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name}: {value!r}; expected a real number")
+    if math.isnan(value):
+        raise ValueError(f"Invalid {name}: nan")
+    return float(value)
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Raise ``ValueError`` naming ``name`` and the allowed range unless ``value`` lies in it."""
+    v = _number(name, value)
+    ok_low = v > low if low_open else v >= low
+    ok_high = v < high if high_open else v <= high
+    if not (ok_low and ok_high):
+        lo = f"{'(' if low_open else '['}{low:g}"
+        hi = f"{high:g}{')' if high_open else ']'}"
+        raise ValueError(f"Invalid {name}: {v!r}; expected a value in {lo}, {hi}")
+    return v
+
+
+def check_betas(betas: Any, count: int = 2, name: str = "betas") -> None:
+    """Every beta in [0, 1)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != count:
+        raise ValueError(f"Invalid {name}: {betas!r}; expected a tuple of {count} numbers in [0, 1)")
+    for i, b in enumerate(betas):
+        check_range(f"{name}[{i}]", b, 0.0, 1.0, high_open=True)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"Invalid {name}: {value!r}; expected one of {', '.join(map(repr, choices))}")
+
+
+def check_int(name: str, value: Any, low: int = 0, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        none = "None or " if allow_none else ""
+        raise ValueError(f"Invalid {name}: {value!r}; expected {none}an integer >= {low}")
+
+
+def check_adam_hyperparameters(group: dict[str, Any]) -> None:
+    """lr >= 0, betas in [0, 1), eps >= 0, weight_decay >= 0: the Adam family's common ranges."""
+    check_range("lr", group["lr"], 0.0)
+    check_betas(group["betas"])
+    check_range("eps", group["eps"], 0.0)
+    check_range("weight_decay", group["weight_decay"], 0.0)
+
+
+def adam_kernel_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
+    """lr, beta1, beta2, eps and weight_decay of a group as the kernels take them."""
+    beta1, beta2 = group["betas"]
+    return dict(
+        lr=scalar_value(group["lr"]),
+        beta1=scalar_value(beta1),
+        beta2=scalar_value(beta2),
+        eps=group["eps"],
+        weight_decay=group["weight_decay"],
+    )
+
+
+# --- the base class ---------------------------------------------------------------------------
+
+
+class OptarenaOptimizer(Optimizer):
+    """Shared machinery; see the module docstring for what a subclass provides.
+
+    Keyword arguments every optimizer accepts:
+        foreach: ``True`` for the multi-tensor path, ``False`` for the reference loop, ``None``
+            (default) for the fast path where it is supported.
+        maximize: maximize the objective instead of minimizing it.
+        agr: ``None``, ``'code'`` (AGR'd gradient feeds every moment, as the authors' code) or
+            ``'paper'`` (it feeds the first moment only; the raw gradient feeds the rest).
+        agr_stop_step: apply AGR only for steps ``t <= agr_stop_step`` (the paper's ablation).
+        agr_official_edge_cases: reproduce the authors' NaN on all-zero gradients and freezing
+            of 1-element tensors (default: leave those gradients unchanged).
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+    supports_complex: ClassVar[bool] = True
+    single_tensor_kernel: ClassVar[Callable[..., None]]
+    multi_tensor_kernel: ClassVar[Callable[..., None]]
+
+    def __init__(
+        self,
+        params: ParamsT,
+        defaults: dict[str, Any],
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        agr: str | None = None,
+        agr_stop_step: int | None = None,
+        agr_official_edge_cases: bool = False,
+    ) -> None:
+        if foreach is not None and not isinstance(foreach, bool):
+            raise ValueError(f"Invalid foreach: {foreach!r}; expected None, True or False")
+        if not isinstance(maximize, bool):
+            raise ValueError(f"Invalid maximize: {maximize!r}; expected a bool")
+        defaults = dict(
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            agr=agr,
+            agr_stop_step=agr_stop_step,
+            agr_official_edge_cases=agr_official_edge_cases,
+        )
+        super().__init__(params, defaults)
+
+    # -- hyperparameters ---------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate a group's hyperparameters (defaults filled in) before adding it."""
+        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        validate_agr_options(merged)
+        self._validate_group(merged)
+        super().add_param_group(param_group)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A concrete optimizer must name its kernels and say how to read its groups.
+        required = ("single_tensor_kernel", "multi_tensor_kernel", "_validate_group", "_kernel_hyperparameters")
+        missing = [name for name in required if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """Fresh state for ``p``: a step counter and one zero tensor per state name."""
+        state: dict[str, Tensor] = {"step": torch.tensor(0.0, dtype=torch.float32)}
+        for name in self.state_names:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _use_foreach(self, group: dict[str, Any]) -> bool:
+        foreach = group["foreach"]
+        if foreach is None:  # fast path wherever it is supported
+            return not torch.jit.is_scripting()
+        return foreach
+
+    def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]], list[Tensor]]:
+        """Parameters with a gradient, their gradients, state lists and step counters."""
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        states: list[list[Tensor]] = [[] for _ in self.state_names]
+        steps: list[Tensor] = []
+        name = type(self).__name__
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{name} does not support sparse gradients")
+            if p.is_complex() and not self.supports_complex:
+                raise RuntimeError(f"{name} does not support complex parameters")
+            state = self.state[p]
+            if len(state) == 0:
+                state.update(self._init_state(p, group))
+            real = torch.view_as_real if p.is_complex() else _identity
+            params.append(real(p))
+            grads.append(real(p.grad))
+            for lst, key in zip(states, self.state_names):
+                lst.append(real(state[key]))
+            steps.append(state["step"])
+        return params, grads, states, steps
+
+    def _regularize(
+        self, group: dict[str, Any], grads: list[Tensor], step_values: list[float], foreach: bool
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Apply AGR where asked: returns (gradient for every moment, gradient for the first)."""
+        mode = group["agr"]
+        if mode is None:
+            return grads, grads
+        stop = group["agr_stop_step"]
+        active = [i for i, t in enumerate(step_values) if stop is None or t <= stop]
+        if not active:
+            return grads, grads
+        edge = group["agr_official_edge_cases"]
+        chosen = [grads[i] for i in active]
+        if foreach:
+            regularized = agr_multi_tensor(chosen, official_edge_cases=edge)
+        else:
+            regularized = [agr_single_tensor(g, official_edge_cases=edge) for g in chosen]
+        m_grads = list(grads)
+        for i, r in zip(active, regularized):
+            m_grads[i] = r
+        if mode == "paper":
+            return grads, m_grads
+        return m_grads, m_grads
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step; returns the closure's loss when one is given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._before_step()
+        for group in self.param_groups:
+            params, grads, states, steps = self._gather(group)
+            if not params:
+                continue
+            for s in steps:
+                s += 1
+            step_values = [s.item() for s in steps]
+            foreach = self._use_foreach(group)
+            if group["maximize"]:
+                grads = list(torch._foreach_neg(grads))
+            grads, m_grads = self._regularize(group, grads, step_values, foreach)
+            hyper = self._kernel_hyperparameters(group)
+            if foreach:
+                for idx in group_by_device_and_dtype(params):
+                    type(self).multi_tensor_kernel(
+                        [params[i] for i in idx],
+                        [grads[i] for i in idx],
+                        [m_grads[i] for i in idx],
+                        *[[lst[i] for i in idx] for lst in states],
+                        steps=[step_values[i] for i in idx],
+                        **hyper,
+                    )
+            else:
+                for i in range(len(params)):
+                    type(self).single_tensor_kernel(
+                        params[i],
+                        grads[i],
+                        m_grads[i],
+                        *[lst[i] for lst in states],
+                        step=step_values[i],
+                        **hyper,
+                    )
+        self._after_step()
+        return loss
+
+    def _before_step(self) -> None:
+        """Hook for optimizer-wide work before the groups are updated (e.g. a schedule)."""
+
+    def _after_step(self) -> None:
+        """Hook for optimizer-wide work after the groups are updated (e.g. a clock)."""
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
