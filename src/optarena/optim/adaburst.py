@@ -264,6 +264,10 @@ class Adaburst(OptarenaOptimizer):
 
     # -- checkpoints ---------------------------------------------------------------------------
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer pickles only defaults, state and groups; the burst clock is ours.
+        return {**super().__getstate__(), "burst": self.burst, "burst_unit": self.burst_unit}
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["burst"] = self.burst.state_dict()

@@ -1,0 +1,40 @@
+"""Small deterministic problems shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def seeded_mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A 4-8-3 tanh MLP with seeded weights."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+
+
+def batch(step: int, dtype: torch.dtype = torch.float64, n: int = 16) -> tuple[Tensor, Tensor]:
+    """Inputs and targets of step ``step`` (the same for every caller)."""
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(n, 4, generator=g, dtype=dtype)
+    y = torch.randn(n, 3, generator=g, dtype=dtype)
+    return x, y
+
+
+def mlp_loss(model: nn.Module, step: int) -> Tensor:
+    x, y = batch(step, next(model.parameters()).dtype)
+    return (model(x) - y).pow(2).mean()
+
+
+def backward(model: nn.Module, step: int) -> Tensor:
+    """Zero the grads, compute the loss of batch ``step`` and its gradients."""
+    for p in model.parameters():
+        p.grad = None
+    loss = mlp_loss(model, step)
+    loss.backward()
+    return loss
+
+
+def max_diff(a: list[Tensor] | Tensor, b: list[Tensor] | Tensor) -> float:
+    if isinstance(a, Tensor):
+        a, b = [a], [b]
+    return max(((x - y).abs().max().item() if x.numel() else 0.0) for x, y in zip(a, b, strict=True))
