@@ -1,0 +1,159 @@
+"""The registry, create_optimizer, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import optarena
+from optarena.optim import AGR, Adaburst, AdamNX, AdamW, AdaX, OptarenaOptimizer
+from optarena.optim.registry import get_optimizer_info
+
+REQUIRED_NAMES = {"adaburst", "adamnx", "adax", "adamw_agr", "adamw", "adam", "sgdm", "radam", "adafactor"}
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+
+
+def test_registry_lists_the_required_optimizers_with_metadata():
+    names = optarena.list_optimizers()
+    assert set(names) >= REQUIRED_NAMES
+    assert names == sorted(names)
+    for name in names:
+        info = get_optimizer_info(name)
+        assert info.name == name == name.lower()
+        assert issubclass(info.cls, torch.optim.Optimizer)
+        assert info.description
+        assert isinstance(info.hyperparameter_defaults(), dict)
+        if issubclass(info.cls, OptarenaOptimizer):
+            assert info.paper and info.code
+
+
+def test_baselines_are_torch_classes_with_their_fast_paths():
+    assert get_optimizer_info("adamw").cls is torch.optim.AdamW
+    assert get_optimizer_info("adafactor").cls is torch.optim.Adafactor
+    sgdm = optarena.create_optimizer(model(), "sgdm", lr=0.1)
+    assert isinstance(sgdm, torch.optim.SGD)
+    assert sgdm.param_groups[0]["momentum"] == 0.9 and sgdm.param_groups[0]["dampening"] == 0
+    fused = optarena.create_optimizer(model(), "adamw", fused=True)
+    assert fused.param_groups[0]["fused"] is True
+    foreach = optarena.create_optimizer(model(), "adamnx", foreach=False)
+    assert all(g["foreach"] is False for g in foreach.param_groups)
+
+
+def test_module_input_exempts_1d_params_from_weight_decay():
+    m = model()
+    opt = optarena.create_optimizer(m, "adamw", weight_decay=0.1)
+    decayed, exempt = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.ndim > 1 for p in decayed["params"])
+    assert exempt["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in exempt["params"])
+    assert len(decayed["params"]) + len(exempt["params"]) == len(list(m.parameters()))
+    (single,) = optarena.create_optimizer(m, "adamw", weight_decay=0.1, decay_1d=True).param_groups
+    assert single["weight_decay"] == 0.1
+    # No decay at all: one group. Frozen parameters are left out.
+    m[0].weight.requires_grad_(False)
+    (group,) = optarena.create_optimizer(m, "sgdm").param_groups
+    assert all(p.requires_grad for p in group["params"])
+    # Plain parameter lists pass through untouched.
+    params = list(model().parameters())
+    (group,) = optarena.create_optimizer(params, "adaburst").param_groups
+    assert group["params"] == params
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(ValueError, match="Unknown optimizer 'adamx'.*adaburst.*sgdm"):
+        optarena.create_optimizer(model(), "adamx")
+
+
+def test_agr_on_a_torch_baseline_wraps_it_and_refuses_the_paper_mode():
+    opt = optarena.create_optimizer(model(), "radam", agr="code", agr_stop_step=5)
+    assert isinstance(opt, AGR) and isinstance(opt.optimizer, torch.optim.RAdam) and opt.stop_step == 5
+    # the wrapper is an Optimizer: schedulers drive its groups
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for p in model().parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sched.step()
+    assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(0.0005)
+    with pytest.raises(ValueError, match="agr='code'"):
+        optarena.create_optimizer(model(), "adamw", agr="paper")
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+BAD_HYPERPARAMETERS = [
+    (cls, kwargs, name)
+    for cls in (AdamW, Adaburst, AdamNX, AdaX)
+    for kwargs, name in [
+        ({"lr": -1e-3}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": torch.tensor([1e-3, 2e-3])}, "lr"),
+        ({"betas": (1.0, 0.9)}, r"betas\[0\]"),
+        ({"betas": (0.9, -0.1)}, r"betas\[1\]"),
+        ({"betas": (0.9,)}, "betas"),
+        ({"eps": -1e-8}, "eps"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"foreach": "yes"}, "foreach"),
+        ({"maximize": 1}, "maximize"),
+        ({"agr": "both"}, "agr"),
+        ({"agr_stop_step": -1}, "agr_stop_step"),
+    ]
+] + [
+    (Adaburst, {"burst_max": -1.0}, "burst_max"),
+    (Adaburst, {"burst_min": 0.5, "burst_max": 0.1}, "burst_max"),
+    (Adaburst, {"burst_T_max": 0}, "T_max"),
+    (Adaburst, {"burst_unit": "batch"}, "burst_unit"),
+    (Adaburst, {"burst_patience": -1}, "patience"),
+    (Adaburst, {"burst_mode": "maximum"}, "mode"),
+    (Adaburst, {"burst_threshold": -0.1}, "threshold"),
+    (Adaburst, {"variant": "sgdm"}, "variant"),
+    (Adaburst, {"weight_decay_mode": "l2"}, "weight_decay_mode"),
+    (Adaburst, {"weight_decay_mode": "unscaled", "weight_decay": 1.5}, "weight_decay"),
+    (AdaX, {"decoupled": "yes"}, "decoupled"),
+]
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs,name",
+    BAD_HYPERPARAMETERS,
+    ids=[f"{c.__name__}-{n}-{i}" for i, (c, _, n) in enumerate(BAD_HYPERPARAMETERS)],
+)
+def test_constructor_rejects_out_of_range_values_naming_them(cls, kwargs, name):
+    params = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError, match=rf"Invalid {name}"):
+        cls(params, **kwargs)
+
+
+def test_error_message_states_the_allowed_range():
+    with pytest.raises(ValueError, match=r"Invalid betas\[1\]: 1\.5; expected a value in \[0, 1\)"):
+        AdamNX([torch.zeros(1, requires_grad=True)], betas=(0.9, 1.5))
+    with pytest.raises(ValueError, match=r"Invalid lr: -0\.1; expected a value in \[0, inf\]"):
+        Adaburst([torch.zeros(1, requires_grad=True)], lr=-0.1)
+
+
+def test_add_param_group_validates_and_keeps_existing_groups():
+    opt = AdamW([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match="Invalid eps"):
+        opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], "eps": -1.0})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], "lr": 0.5})
+    assert opt.param_groups[1]["lr"] == 0.5 and opt.param_groups[1]["betas"] == (0.9, 0.999)
+
+
+@pytest.mark.parametrize("cls", [AdamW, Adaburst, AdamNX, AdaX])
+def test_sparse_gradients_get_a_clear_error(cls):
+    emb = nn.Embedding(10, 3, sparse=True)
+    opt = cls(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match=f"{cls.__name__} does not support sparse gradients"):
+        opt.step()
+    assert emb.weight.grad.is_sparse  # nothing was consumed or changed
+
+
+def test_adaburst_epoch_end_rejects_nan_metric():
+    opt = Adaburst([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match="metric"):
+        opt.epoch_end(float("nan"))
