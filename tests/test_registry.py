@@ -64,7 +64,7 @@ def test_module_input_exempts_1d_params_from_weight_decay():
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match="Unknown optimizer 'adamx'.*adaburst.*sgdm"):
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamx'.*adaburst.*sgdm"):
         optarena.create_optimizer(model(), "adamx")
 
 

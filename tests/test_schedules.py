@@ -45,7 +45,7 @@ def test_plateau_detector_fires_when_reduce_lr_on_plateau_reduces(mode, threshol
     )  # fmt: skip
     ours = PlateauDetector(mode, patience, threshold, threshold_mode, cooldown)
     fired_torch, fired_ours = [], []
-    for epoch, value in enumerate(metrics):
+    for value in metrics:
         before = opt.param_groups[0]["lr"]
         torch_sched.step(value)
         fired_torch.append(opt.param_groups[0]["lr"] < before)
