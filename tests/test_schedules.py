@@ -138,9 +138,41 @@ def test_lr_burst_resumes_mid_burst_exactly():
         assert run(split) == (straight, bursts)
 
 
+def test_lr_burst_load_writes_the_resumed_value_in_any_order():
+    opt = sgd(0.1)
+    sched = LRBurst(opt, T_max=10)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    opt_state, sched_state = opt.state_dict(), sched.state_dict()
+    expected = opt.param_groups[0]["lr"]
+    fresh = sgd(0.1)
+    fresh.load_state_dict(opt_state)  # optimizer first, scheduler built after: writes the peak...
+    resumed = LRBurst(fresh, T_max=10)
+    resumed.load_state_dict(sched_state)  # ...and loading puts the resumed value back
+    assert fresh.param_groups[0]["lr"] == expected == cosine(0.0, 0.1, 3, 10)
+
+    opt = sgd(0.1)
+    sched = AdamNXLR(opt, total_steps=20)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    fresh = sgd(0.1)
+    fresh.load_state_dict(opt.state_dict())
+    resumed = AdamNXLR(fresh, total_steps=20)
+    resumed.load_state_dict(sched.state_dict())
+    assert fresh.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == pytest.approx(0.1 * authors_ratio(5, 20))
+
+
+def test_lr_burst_refuses_a_key_the_optimizer_schedules_itself():
+    opt = Adaburst([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match="schedules 'burst_lr' itself"):
+        LRBurst(opt, T_max=4, key="burst_lr")
+
+
 def test_lr_burst_drives_adaburst_burst_lr_and_tensor_lr():
     p = torch.zeros(3, requires_grad=True)
-    opt = Adaburst([p], lr=1e-3, variant="adamw_sgdm", burst_max=2.0)
+    opt = Adaburst([p], lr=1e-3, variant="adamw_sgdm", burst_max=2.0, burst_start=False)
     sched = LRBurst(opt, T_max=4, key="burst_lr")
     for k in range(6):
         assert opt.param_groups[0]["burst_lr"] == pytest.approx(cosine(0.0, 2.0, k, 4), abs=1e-15)

@@ -32,13 +32,14 @@ from optarena.optim.base import (
     check_choice,
     check_range,
 )
-from optarena.optim.functional import decay_factor, scalar_value
+from optarena.optim.functional import decay_factor, is_zero, per_tensor_scalars, scalar_value
 from optarena.schedules.burst import CosineBurst, PlateauDetector
 
 VARIANTS = ("adaburst", "adamw_sgdm", "sgdm_burst", "adamw_burst")
 """``adaburst``: the full method. The paper's Table 6 ablations: ``adamw_sgdm`` (both updates,
-no burst: φ stays at ``burst_max``), ``sgdm_burst`` (lr1 = 0: SGD momentum with the burst),
-``adamw_burst`` (lr2 = 0, and the burst drives AdamW's rate: lr1 = lr·φ)."""
+no burst: φ = ``burst_lr`` stays at ``burst_max`` unless an external scheduler drives it),
+``sgdm_burst`` (lr1 = 0: SGD momentum with the burst), ``adamw_burst`` (lr2 = 0, and the burst
+drives AdamW's rate: lr1 = lr·φ)."""
 
 
 def adaburst_single_tensor(
@@ -61,12 +62,12 @@ def adaburst_single_tensor(
         param.mul_(decay)  # θ ← θ(1 − lr·λ)
     exp_avg.mul_(beta1).add_(m_grad)  # m ← β1·m + g
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad)  # v ← β2·v + g²
-    if lr1 != 0:  # θ ← θ − lr1·A,  A = m̂ / (√v̂ + ε)
+    if not is_zero(lr1):  # θ ← θ − lr1·A,  A = m̂ / (√v̂ + ε)
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
         param.addcdiv_(exp_avg, denom, value=-lr1 / bias_correction1)
-    if lr2 != 0:  # θ ← θ − lr2·S,  S = m
+    if not is_zero(lr2):  # θ ← θ − lr2·S,  S = m
         param.add_(exp_avg, alpha=-lr2)
 
 
@@ -92,12 +93,12 @@ def adaburst_multi_tensor(
     torch._foreach_add_(exp_avgs, m_grads)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads)
-    if lr1 != 0:
+    if not is_zero(lr1):
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr1 / (1 - beta1**t) for t in steps])
-    if lr2 != 0:
+        torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-lr1 / (1 - beta1**t) for t in steps]))
+    if not is_zero(lr2):
         torch._foreach_add_(params, exp_avgs, alpha=-lr2)
 
 
@@ -189,7 +190,7 @@ class Adaburst(OptarenaOptimizer):
             weight_decay_mode=weight_decay_mode,
             burst_max=burst_max,
             burst_min=burst_min,
-            burst_lr=burst_max if burst_start else burst_min,
+            burst_lr=burst_max if burst_start or variant == "adamw_sgdm" else burst_min,
             relative_burst=relative_burst,
             variant=variant,
         )
@@ -215,6 +216,11 @@ class Adaburst(OptarenaOptimizer):
         check_choice("variant", group["variant"], VARIANTS)
 
     # -- the burst -----------------------------------------------------------------------------
+
+    @property
+    def self_scheduled_keys(self) -> tuple[str, ...]:
+        """Group keys this optimizer writes itself every step (an LRBurst must not drive them)."""
+        return ("burst_lr",) if any(g["variant"] != "adamw_sgdm" for g in self.param_groups) else ()
 
     @property
     def burst_factor(self) -> float:

@@ -15,7 +15,6 @@ sense in which AdamNX generalises AdaX.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -27,11 +26,12 @@ from optarena.optim.base import (
     adam_kernel_hyperparameters,
     check_adam_hyperparameters,
 )
+from optarena.optim.functional import Scalar, expm1_log1p, is_zero, per_tensor_scalars
 
 
-def adax_step_size(lr: float, beta2: float, step: float) -> float:
+def adax_step_size(lr: Scalar, beta2: Scalar, step: Scalar) -> Scalar:
     """lr·√((1 + β2)^t − 1), with (1 + β2)^t − 1 computed as expm1(t·log1p(β2))."""
-    return lr * math.sqrt(math.expm1(step * math.log1p(beta2)))
+    return lr * expm1_log1p(beta2, step) ** 0.5
 
 
 def adax_single_tensor(
@@ -50,7 +50,7 @@ def adax_single_tensor(
     decoupled: bool,
 ) -> None:
     """Reference AdaX / AdaXW update of one tensor."""
-    if weight_decay != 0:
+    if not is_zero(weight_decay):
         if decoupled:
             param.mul_(1 - lr * weight_decay)  # AdaXW: θ ← θ − lr·λ·θ
         else:
@@ -78,7 +78,7 @@ def adax_multi_tensor(
     decoupled: bool,
 ) -> None:
     """foreach AdaX / AdaXW; equals :func:`adax_single_tensor` tensor by tensor."""
-    if weight_decay != 0:
+    if not is_zero(weight_decay):
         if decoupled:
             torch._foreach_mul_(params, 1 - lr * weight_decay)
         else:
@@ -88,10 +88,10 @@ def adax_multi_tensor(
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, 1 + beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, per_tensor_scalars([beta2] * len(grads)))
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, [-adax_step_size(lr, beta2, t) for t in steps])
+    torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-adax_step_size(lr, beta2, t) for t in steps]))
 
 
 class AdaX(OptarenaOptimizer):

@@ -49,17 +49,47 @@ def scalar_value(x: Scalar) -> float:
     return float(x)
 
 
-def one_minus_pow(base: float, exponent: float) -> float:
+def per_tensor_scalars(values: Sequence[Scalar]) -> list[float] | Tensor:
+    """Per-tensor coefficients in the form foreach ops take them.
+
+    Python numbers stay a list; if any is a tensor (a 0-d hyperparameter or step, as in a
+    compiled step), they are packed into one 1-D float64 tensor, which ``_foreach_addcdiv_``
+    and ``_foreach_addcmul_`` accept in place of a list.
+    """
+    if any(isinstance(v, Tensor) for v in values):
+        return torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in values])
+    return list(values)  # type: ignore[arg-type]
+
+
+def one_minus_pow(base: Scalar, exponent: Scalar) -> Scalar:
     """``1 − base**exponent`` computed without cancellation for ``base`` close to 1.
 
     Uses ``−expm1(exponent · log(base))`` with ``log(base) = log1p(−(1 − base))``; ``1 − base``
-    is exact in floating point for ``base ≥ 0.5``.
+    is exact in floating point for ``base ≥ 0.5``. Takes Python floats or tensors.
     """
+    if isinstance(base, Tensor) or isinstance(exponent, Tensor):
+        base, exponent = torch.as_tensor(base, dtype=torch.float64), torch.as_tensor(exponent, dtype=torch.float64)
+        value = -torch.expm1(exponent * torch.log1p(-(1.0 - base)))
+        return torch.where(exponent == 0, 0.0, torch.where(base == 0, 1.0, value))
     if exponent == 0:
         return 0.0
     if base == 0.0:
         return 1.0
     return -math.expm1(exponent * math.log1p(-(1.0 - base)))
+
+
+def expm1_log1p(x: Scalar, t: Scalar) -> Scalar:
+    """``(1 + x)^t − 1`` without cancellation for small ``x``; floats or tensors."""
+    if isinstance(x, Tensor) or isinstance(t, Tensor):
+        return torch.expm1(
+            torch.as_tensor(t, dtype=torch.float64) * torch.log1p(torch.as_tensor(x, dtype=torch.float64))
+        )
+    return math.expm1(t * math.log1p(x))
+
+
+def is_zero(x: Scalar) -> bool:
+    """True only for a Python number equal to 0: a tensor is never skipped (no data-dependent branch)."""
+    return not isinstance(x, Tensor) and x == 0
 
 
 # --- weight decay -------------------------------------------------------------------------

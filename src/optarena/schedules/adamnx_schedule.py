@@ -102,3 +102,6 @@ class AdamNXLR(LambdaLR):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.__dict__.update(state_dict)
+        # the groups get the resumed rates whatever order things were loaded in
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr

@@ -58,6 +58,11 @@ class LRBurst(LRScheduler):
         for i, group in enumerate(optimizer.param_groups):
             if key not in group:
                 raise ValueError(f"Invalid key: {key!r} is not a hyperparameter of param group {i}")
+        if key in getattr(optimizer, "self_scheduled_keys", ()):
+            raise ValueError(
+                f"Invalid key: {type(optimizer).__name__} schedules {key!r} itself and would overwrite this "
+                "scheduler's values (for Adaburst, use variant='adamw_sgdm' to hand burst_lr to a scheduler)"
+            )
         n = len(optimizer.param_groups)
         eta_mins = list(eta_min) if isinstance(eta_min, (list, tuple)) else [eta_min] * n
         if len(eta_mins) != n:
@@ -146,4 +151,4 @@ class LRBurst(LRScheduler):
         self._step_count = int(state_dict["_step_count"])
         self.burst.cyclic = bool(state_dict["cyclic"])
         self.burst.load_state_dict(state_dict["burst"])
-        self._last_lr = self.get_lr()
+        self._write()  # the groups get the resumed values whatever order things were loaded in
