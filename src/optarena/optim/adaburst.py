@@ -33,6 +33,7 @@ from optarena.optim.base import (
     check_range,
 )
 from optarena.optim.functional import decay_factor, is_zero, per_tensor_scalars, scalar_value
+from optarena.optim.info import OptimizerInfo
 from optarena.schedules.burst import CosineBurst, PlateauDetector
 
 VARIANTS = ("adaburst", "adamw_sgdm", "sgdm_burst", "adamw_burst")
@@ -285,3 +286,16 @@ class Adaburst(OptarenaOptimizer):
         super().load_state_dict(state_dict)
         if burst is not None:
             self.burst.load_state_dict(burst)
+
+
+REGISTRY_ENTRIES = [
+    OptimizerInfo(
+        "adaburst",
+        Adaburst,
+        "AdamW + SGD momentum on one shared moment, SGD rate driven by the learning-rate burst",
+        supports_agr=True,
+        paper="Lin et al., Learning rate burst for superior SGDM and AdamW integration, JIFS 2024",
+        code="none published",
+        notes="lr2 = lr*phi; call epoch_end(train_accuracy) once per epoch for the plateau trigger",
+    )
+]

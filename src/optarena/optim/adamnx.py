@@ -29,6 +29,7 @@ from optarena.optim.base import (
     check_adam_hyperparameters,
 )
 from optarena.optim.functional import Scalar, is_zero, one_minus_pow, per_tensor_scalars
+from optarena.optim.info import OptimizerInfo
 
 
 def adamnx_beta1(beta1: Scalar, step: Scalar) -> Scalar:
@@ -141,3 +142,16 @@ class AdamNX(OptarenaOptimizer):
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return adam_kernel_hyperparameters(group)
+
+
+REGISTRY_ENTRIES = [
+    OptimizerInfo(
+        "adamnx",
+        AdamNX,
+        "Adam whose second-moment decay tends to 1 (becomes momentum SGD late in training)",
+        supports_agr=True,
+        paper="Zhu, Xiao, Min, AdamNX, arXiv:2511.13465",
+        code="github.com/mengzhu0308/AdamNX",
+        notes="defaults are the authors' code: betas (0.9, 0.99), eps 1e-8, weight_decay 0.01",
+    )
+]

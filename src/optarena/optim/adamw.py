@@ -23,6 +23,7 @@ from optarena.optim.base import (
     check_adam_hyperparameters,
 )
 from optarena.optim.functional import per_tensor_scalars
+from optarena.optim.info import OptimizerInfo
 
 
 def adamw_single_tensor(
@@ -121,3 +122,17 @@ class AdamW(OptarenaOptimizer):
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return adam_kernel_hyperparameters(group)
+
+
+REGISTRY_ENTRIES = [
+    OptimizerInfo(
+        "adamw_agr",
+        AdamW,
+        "AdamW with adaptive gradient regularization (AGR)",
+        defaults={"agr": "code"},
+        supports_agr=True,
+        paper="Jiang et al., Adaptive Gradient Regularization, arXiv:2407.16944",
+        code="github.com/hjiang24/AGR-method (branch master)",
+        notes="agr='code' (every moment sees the regularized gradient) by default; 'paper': first moment only",
+    )
+]

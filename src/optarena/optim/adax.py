@@ -27,6 +27,7 @@ from optarena.optim.base import (
     check_adam_hyperparameters,
 )
 from optarena.optim.functional import Scalar, expm1_log1p, is_zero, per_tensor_scalars
+from optarena.optim.info import OptimizerInfo
 
 
 def adax_step_size(lr: Scalar, beta2: Scalar, step: Scalar) -> Scalar:
@@ -145,3 +146,16 @@ class AdaX(OptarenaOptimizer):
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return dict(adam_kernel_hyperparameters(group), decoupled=group["decoupled"])
+
+
+REGISTRY_ENTRIES = [
+    OptimizerInfo(
+        "adax",
+        AdaX,
+        "AdaX: exponential long-term memory of squared gradients (AdamNX's relative)",
+        supports_agr=True,
+        paper="Li et al., AdaX: Adaptive Gradient Descent with Exponential Long Term Memory, 2020",
+        code="github.com/switchablenorms/AdaX",
+        notes="L2 weight decay by default; decoupled=True is AdaXW",
+    )
+]

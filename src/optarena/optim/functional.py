@@ -42,6 +42,26 @@ def per_tensor_l1(tensors: Sequence[Tensor]) -> list[Tensor]:
     return list(torch._foreach_norm(list(tensors), 1))
 
 
+def per_tensor_dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> list[Tensor]:
+    """``Σ x·y`` over all elements of each pair of tensors (one 0-d tensor per pair)."""
+    if not xs:
+        return []
+    return [(x * y).sum() for x, y in zip(xs, ys, strict=True)]
+
+
+def per_tensor_sum_of_squares(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``Σ x²`` over all elements of each tensor (one 0-d tensor per input)."""
+    return per_tensor_dot(tensors, tensors)
+
+
+def global_l2_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """``√(Σ over every tensor of Σ x²)``: the global gradient norm used by clipping."""
+    squares = per_tensor_sum_of_squares(tensors)
+    if not squares:
+        return torch.zeros(())
+    return torch.stack([s.to(torch.float64) for s in squares]).sum().sqrt()
+
+
 def scalar_value(x: Scalar) -> float:
     """A hyperparameter as a Python float (0-d or 1-element tensors are read once)."""
     if isinstance(x, Tensor):

@@ -1,63 +1,24 @@
 """The optimizer registry: one :class:`OptimizerInfo` per name, and ``create_optimizer``.
 
-Registering an optimizer is all it takes for the invariant suite (``tests/test_invariants.py``)
-to check it.
+Every module of ``optarena.optim`` that defines ``REGISTRY_ENTRIES`` (a list of
+:class:`OptimizerInfo`) is registered when this module is imported. Being registered is all it
+takes for the invariant suite (``tests/test_invariants.py``) to check an optimizer.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
+import pkgutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from optarena.optim.adaburst import Adaburst
-from optarena.optim.adamnx import AdamNX
-from optarena.optim.adamw import AdamW
-from optarena.optim.adax import AdaX
 from optarena.optim.agr import AGR
 from optarena.optim.base import OptarenaOptimizer
-
-
-@dataclass(frozen=True)
-class OptimizerInfo:
-    """What the library knows about one registered optimizer.
-
-    ``defaults`` are keyword arguments ``create_optimizer`` passes before the user's own
-    (e.g. ``momentum=0.9`` for ``sgdm``). ``zero_grad_moves`` names the by-design exceptions
-    to "a zero gradient with no weight decay moves nothing", with the reason.
-    """
-
-    name: str
-    cls: type[Optimizer]
-    description: str
-    defaults: dict[str, Any] = field(default_factory=dict)
-    supports_complex: bool = True
-    supports_sparse: bool = False
-    supports_foreach: bool = True
-    supports_fused: bool = False
-    supports_maximize: bool = True
-    supports_agr: bool = False
-    paper: str = ""
-    code: str = ""
-    notes: str = ""
-    zero_grad_moves: str = ""
-
-    def hyperparameter_defaults(self) -> dict[str, Any]:
-        """Every constructor default, with the registry's overrides applied."""
-        sig = inspect.signature(self.cls.__init__)
-        out = {
-            name: p.default
-            for name, p in sig.parameters.items()
-            if name not in ("self", "params") and p.default is not inspect.Parameter.empty
-        }
-        out.update(self.defaults)
-        return out
-
+from optarena.optim.info import OptimizerInfo
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
 
@@ -149,105 +110,12 @@ def create_optimizer(
     return optimizer
 
 
-# --- the registered optimizers -----------------------------------------------------------------
+def _register_modules() -> None:
+    """Register the ``REGISTRY_ENTRIES`` of every module in ``optarena.optim``, in name order."""
+    for module_info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        module = importlib.import_module(f"optarena.optim.{module_info.name}")
+        for info in getattr(module, "REGISTRY_ENTRIES", ()):
+            register(info)
 
-_ADABURST_PAPER = "Lin et al., Learning rate burst for superior SGDM and AdamW integration, JIFS 2024"
-_ADAMNX_PAPER = "Zhu, Xiao, Min, AdamNX, arXiv:2511.13465"
-_AGR_PAPER = "Jiang et al., Adaptive Gradient Regularization, arXiv:2407.16944"
 
-register(
-    OptimizerInfo(
-        "adaburst",
-        Adaburst,
-        "AdamW + SGD momentum on one shared moment, SGD rate driven by the learning-rate burst",
-        supports_agr=True,
-        paper=_ADABURST_PAPER,
-        code="none published",
-        notes="lr2 = lr*phi; call epoch_end(train_accuracy) once per epoch for the plateau trigger",
-    )
-)
-register(
-    OptimizerInfo(
-        "adamnx",
-        AdamNX,
-        "Adam whose second-moment decay tends to 1 (becomes momentum SGD late in training)",
-        supports_agr=True,
-        paper=_ADAMNX_PAPER,
-        code="github.com/mengzhu0308/AdamNX",
-        notes="defaults are the authors' code: betas (0.9, 0.99), eps 1e-8, weight_decay 0.01",
-    )
-)
-register(
-    OptimizerInfo(
-        "adax",
-        AdaX,
-        "AdaX: exponential long-term memory of squared gradients (AdamNX's relative)",
-        supports_agr=True,
-        paper="Li et al., AdaX: Adaptive Gradient Descent with Exponential Long Term Memory, 2020",
-        code="github.com/switchablenorms/AdaX",
-        notes="L2 weight decay by default; decoupled=True is AdaXW",
-    )
-)
-register(
-    OptimizerInfo(
-        "adamw_agr",
-        AdamW,
-        "AdamW with adaptive gradient regularization (AGR)",
-        defaults={"agr": "code"},
-        supports_agr=True,
-        paper=_AGR_PAPER,
-        code="github.com/hjiang24/AGR-method (branch master)",
-        notes="agr='code' (every moment sees the regularized gradient) by default; 'paper': first moment only",
-    )
-)
-register(
-    OptimizerInfo(
-        "adamw",
-        torch.optim.AdamW,
-        "torch.optim.AdamW (baseline; fused and foreach paths)",
-        supports_fused=True,
-        paper="Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019",
-        code="torch.optim",
-    )
-)
-register(
-    OptimizerInfo(
-        "adam",
-        torch.optim.Adam,
-        "torch.optim.Adam (baseline; fused and foreach paths)",
-        supports_fused=True,
-        paper="Kingma & Ba, Adam, ICLR 2015",
-        code="torch.optim",
-    )
-)
-register(
-    OptimizerInfo(
-        "sgdm",
-        torch.optim.SGD,
-        "torch.optim.SGD with momentum 0.9, no dampening (baseline)",
-        defaults={"momentum": 0.9},
-        supports_sparse=True,
-        supports_fused=True,
-        code="torch.optim",
-    )
-)
-register(
-    OptimizerInfo(
-        "radam",
-        torch.optim.RAdam,
-        "torch.optim.RAdam: rectified Adam (baseline)",
-        paper="Liu et al., On the Variance of the Adaptive Learning Rate and Beyond, ICLR 2020",
-        code="torch.optim",
-    )
-)
-register(
-    OptimizerInfo(
-        "adafactor",
-        torch.optim.Adafactor,
-        "torch.optim.Adafactor: factored second moment, relative step (baseline)",
-        supports_complex=False,
-        paper="Shazeer & Stern, Adafactor, ICML 2018",
-        code="torch.optim",
-        notes="torch's deviations from the paper are listed in its docstring",
-    )
-)
+_register_modules()

@@ -1,0 +1,45 @@
+"""What the registry records about an optimizer (kept apart so algorithm modules can declare it)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch.optim import Optimizer
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """What the library knows about one registered optimizer.
+
+    ``defaults`` are keyword arguments ``create_optimizer`` passes before the user's own
+    (e.g. ``momentum=0.9`` for ``sgdm``). ``zero_grad_moves`` names the by-design exceptions
+    to "a zero gradient with no weight decay moves nothing", with the reason.
+    """
+
+    name: str
+    cls: type[Optimizer]
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    supports_complex: bool = True
+    supports_sparse: bool = False
+    supports_foreach: bool = True
+    supports_fused: bool = False
+    supports_maximize: bool = True
+    supports_agr: bool = False
+    paper: str = ""
+    code: str = ""
+    notes: str = ""
+    zero_grad_moves: str = ""
+
+    def hyperparameter_defaults(self) -> dict[str, Any]:
+        """Every constructor default, with the registry's overrides applied."""
+        sig = inspect.signature(self.cls.__init__)
+        out = {
+            name: p.default
+            for name, p in sig.parameters.items()
+            if name not in ("self", "params") and p.default is not inspect.Parameter.empty
+        }
+        out.update(self.defaults)
+        return out
