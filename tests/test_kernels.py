@@ -8,6 +8,7 @@ import torch
 import optarena
 from optarena.optim import OptarenaOptimizer
 from optarena.optim.registry import get_optimizer_info
+from optarena.optim.wrapper import OptimizerWrapper
 
 from .helpers import max_diff
 from .test_invariants import CONFIGS
@@ -26,6 +27,8 @@ def tensors(seed: int) -> list[list[torch.Tensor]]:
 @pytest.mark.parametrize("cid,name,kwargs", ENGINE_CONFIGS, ids=[c[0] for c in ENGINE_CONFIGS])
 def test_multi_tensor_kernel_takes_tensor_hyperparameters(cid, name, kwargs):
     opt = optarena.create_optimizer([torch.zeros(1, requires_grad=True)], name, lr=3e-2, **kwargs)
+    while isinstance(opt, OptimizerWrapper):  # Lookahead around an engine optimizer: test the inner one
+        opt = opt.optimizer
     hyper = opt._kernel_hyperparameters(opt.param_groups[0])
     as_tensor = {k: torch.tensor(v, dtype=torch.float64) if isinstance(v, float) else v for k, v in hyper.items()}
     assert any(isinstance(v, torch.Tensor) for v in as_tensor.values())

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from optarena.optim.functional import per_tensor_l1
+from optarena.optim.wrapper import OptimizerWrapper
 
 AGRMode = Literal["code", "paper"]
 AGR_MODES: tuple[str, ...] = ("code", "paper")
@@ -76,7 +77,7 @@ def validate_agr_options(group: dict[str, Any]) -> None:
         raise ValueError("Invalid agr_official_edge_cases: expected a bool")
 
 
-class AGR(Optimizer):
+class AGR(OptimizerWrapper):
     """Apply AGR (``'code'`` mode) in front of any ``torch.optim.Optimizer``.
 
     The wrapped optimizer sees the regularized gradients as ``p.grad`` during its ``step()``;
@@ -91,6 +92,8 @@ class AGR(Optimizer):
             of 1-element tensors.
     """
 
+    state_key = "agr"
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -101,50 +104,19 @@ class AGR(Optimizer):
         validate_agr_options(
             {"agr": "code", "agr_stop_step": stop_step, "agr_official_edge_cases": official_edge_cases}
         )
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.stop_step = stop_step
         self.official_edge_cases = official_edge_cases
         self.steps_taken = 0
-        # Share the wrapped optimizer's groups, state and defaults, so schedulers and
-        # checkpoints see one optimizer.
-        self.defaults = optimizer.defaults
-        self._optimizer_step_pre_hooks = optimizer._optimizer_step_pre_hooks
-        self._optimizer_step_post_hooks = optimizer._optimizer_step_post_hooks
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_step")}
+    def _repr_options(self) -> dict[str, Any]:
+        return {"stop_step": self.stop_step, "official_edge_cases": self.official_edge_cases}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._optimizer_step_pre_hooks = self.optimizer._optimizer_step_pre_hooks
-        self._optimizer_step_post_hooks = self.optimizer._optimizer_step_post_hooks
+    def _wrapper_state(self) -> dict[str, Any]:
+        return {"steps_taken": self.steps_taken}
 
-    @property  # type: ignore[override]
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @property  # type: ignore[override]
-    def state(self) -> Any:
-        return self.optimizer.state
-
-    def __repr__(self) -> str:
-        return f"AGR(stop_step={self.stop_step}, optimizer={self.optimizer!r})"
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        sd = self.optimizer.state_dict()
-        sd["agr_steps_taken"] = self.steps_taken
-        return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        self.steps_taken = int(state_dict.pop("agr_steps_taken", 0))
-        self.optimizer.load_state_dict(state_dict)
+    def _load_wrapper_state(self, state: dict[str, Any]) -> None:
+        self.steps_taken = int(state["steps_taken"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

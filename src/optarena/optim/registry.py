@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 from optarena.optim.agr import AGR
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.info import OptimizerInfo
+from optarena.optim.lookahead import Lookahead
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
 
@@ -78,11 +79,19 @@ def create_optimizer(
 
     Given an ``nn.Module``, 1-D parameters (biases, norm weights) get no weight decay unless
     ``decay_1d=True``; given parameters or param groups, they are passed through unchanged.
-    Every other keyword (``lr``, ``foreach``, ...) goes to the optimizer. ``agr='code'`` on an
-    optimizer not built on the engine (the torch baselines) wraps it in :class:`~optarena.optim.agr.AGR`.
+    ``lookahead=True`` wraps the optimizer in :class:`~optarena.optim.lookahead.Lookahead`
+    (with ``lookahead_k=5``, ``lookahead_alpha=0.5``, ``lookahead_pullback='none'``). ``agr='code'`` on an optimizer
+    not built on the engine (the torch baselines) wraps it in :class:`~optarena.optim.agr.AGR`.
+    Every other keyword (``lr``, ``foreach``, ...) goes to the optimizer.
     """
     info = get_optimizer_info(name)
     kwargs = {**info.defaults, **hyperparameters}
+    lookahead = {
+        key: kwargs.pop(f"lookahead_{key}") for key in ("k", "alpha", "pullback") if f"lookahead_{key}" in kwargs
+    }
+    use_lookahead = kwargs.pop("lookahead", False)
+    if lookahead and not use_lookahead:
+        raise ValueError(f"Invalid {', '.join('lookahead_' + k for k in lookahead)}: set lookahead=True to use them")
     wrap_agr = None
     if not issubclass(info.cls, OptarenaOptimizer) and kwargs.get("agr") is not None:
         agr_keys = ("agr", "agr_stop_step", "agr_official_edge_cases")
@@ -102,11 +111,13 @@ def create_optimizer(
         params = model_or_params
     optimizer = info.cls(params, **kwargs)
     if wrap_agr is not None:
-        return AGR(
+        optimizer = AGR(
             optimizer,
             stop_step=wrap_agr.get("agr_stop_step"),
             official_edge_cases=wrap_agr.get("agr_official_edge_cases", False),
         )
+    if use_lookahead:
+        optimizer = Lookahead(optimizer, **lookahead)
     return optimizer
 
 

@@ -1,0 +1,98 @@
+"""OptimizerWrapper: the shared base of optimizers that wrap another (AGR in front, Lookahead around).
+
+A wrapper *is* a ``torch.optim.Optimizer`` (so schedulers and checkpoint code accept it) that
+shares the wrapped optimizer's ``param_groups``, ``state`` and ``defaults``: a scheduler that
+sets ``lr`` on the wrapper sets it on the wrapped optimizer. Attributes the wrapper does not
+have are looked up on the wrapped optimizer (e.g. Adaburst's ``epoch_end``). A subclass keeps
+its own state in ``_wrapper_state()`` / ``_load_wrapper_state()``, saved under its own key of
+``state_dict()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.optim import Optimizer
+
+
+class OptimizerWrapper(Optimizer):
+    """Base of optimizers that drive another optimizer (see the module docstring)."""
+
+    state_key: str = "wrapper"
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"Invalid optimizer: {type(optimizer).__name__} is not a torch.optim.Optimizer")
+        # torch.optim.Optimizer.__init__ is not called: the groups and state are the wrapped one's.
+        self.optimizer = optimizer
+        self.defaults = optimizer.defaults
+        self._link_hooks()
+
+    def _link_hooks(self) -> None:
+        self._optimizer_step_pre_hooks = self.optimizer._optimizer_step_pre_hooks
+        self._optimizer_step_post_hooks = self.optimizer._optimizer_step_post_hooks
+        self._optimizer_state_dict_pre_hooks = self.optimizer._optimizer_state_dict_pre_hooks
+        self._optimizer_state_dict_post_hooks = self.optimizer._optimizer_state_dict_post_hooks
+        self._optimizer_load_state_dict_pre_hooks = self.optimizer._optimizer_load_state_dict_pre_hooks
+        self._optimizer_load_state_dict_post_hooks = self.optimizer._optimizer_load_state_dict_post_hooks
+
+    # -- shared with the wrapped optimizer ------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property  # type: ignore[override]
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not found normally; guard the ones pickling probes first.
+        if name == "optimizer" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._link_hooks()
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self._repr_options().items())
+        inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())
+        return f"{type(self).__name__}({options},\n{inner}\n)"
+
+    def _repr_options(self) -> dict[str, Any]:
+        return {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _wrapper_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_wrapper_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``_wrapper_state`` saved (a subclass with state overrides both)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.optimizer.state_dict()
+        state[self.state_key] = self._wrapper_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        own = state_dict.pop(self.state_key, None)
+        self.optimizer.load_state_dict(state_dict)
+        if own is not None:
+            self._load_wrapper_state(own)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        return self.optimizer.step(closure)
