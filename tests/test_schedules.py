@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from optarena.optim import Adaburst
-from optarena.schedules import AdamNXLR, LRBurst, PlateauDetector, adamnx_lr_ratio
+from optarena.schedules import SGDR, AdamNXLR, LRBurst, PlateauDetector, adamnx_lr_ratio
 
 
 def sgd(lr: float = 0.1, groups: int = 1) -> torch.optim.SGD:
@@ -322,3 +322,98 @@ def test_adamnx_schedule_resumes_from_state_dict():
 def test_adamnx_schedule_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AdamNXLR(sgd(0.1), **kwargs)
+
+
+# --- SGDR -------------------------------------------------------------------------------------------------
+
+
+def paper_sgdr(t: float, T_0: float, T_mult: float, eta_max: float, eta_min: float = 0.0, decay: float = 1.0):
+    """The SGDR paper's formula, cycle by cycle."""
+    i, start, length = 0, 0.0, T_0
+    while t >= start + length:
+        start, length, i = start + length, length * T_mult, i + 1
+    return eta_min + 0.5 * (eta_max * decay**i - eta_min) * (1 + math.cos(math.pi * (t - start) / length))
+
+
+@pytest.mark.parametrize("T_0,T_mult", [(2, 1), (1, 2), (3, 2)])
+def test_sgdr_matches_torch_warm_restarts_stepped_per_batch(T_0, T_mult):
+    per_epoch = 7
+    ours_opt, torch_opt = sgd(0.1), sgd(0.1)
+    ours = SGDR(ours_opt, T_0=T_0, T_mult=T_mult, eta_min=0.001, steps_per_epoch=per_epoch)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(torch_opt, T_0=T_0, T_mult=T_mult, eta_min=0.001)
+    for b in range(per_epoch * 15):
+        assert ours_opt.param_groups[0]["lr"] == pytest.approx(torch_opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+        ours_opt.step()
+        torch_opt.step()
+        ours.step()
+        ref.step((b + 1) / per_epoch)  # torch's documented way to anneal per batch
+
+
+@pytest.mark.parametrize("T_0,T_mult,decay", [(1.5, 1.5, 1.0), (2.0, 1.3, 0.7), (4.0, 1.0, 0.5)])
+def test_sgdr_real_t_mult_and_peak_decay_follow_the_paper(T_0, T_mult, decay):
+    per_epoch = 10
+    opt = sgd(0.2)
+    sched = SGDR(opt, T_0=T_0, T_mult=T_mult, decay=decay, steps_per_epoch=per_epoch)
+    for b in range(300):
+        expected = paper_sgdr(b / per_epoch, T_0, T_mult, 0.2, decay=decay)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        opt.step()
+        sched.step()
+    assert sched.cycle() >= 3
+
+
+def test_sgdr_warmup_then_cycles():
+    opt = sgd(1.0)
+    sched = SGDR(opt, T_0=10, warmup=5, warmup_start=0.1)
+    values = []
+    for _ in range(30):
+        values.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert values[:5] == pytest.approx([0.1 + 0.9 * k / 5 for k in range(5)])
+    assert values[5:] == pytest.approx([paper_sgdr(k, 10, 1, 1.0) for k in range(25)], abs=1e-15)
+
+
+@pytest.mark.parametrize("split", [1, 13, 29])
+def test_sgdr_resumes_at_any_step(split):
+    def make(opt):
+        return SGDR(opt, T_0=1.5, T_mult=1.7, eta_min=0.01, decay=0.8, warmup=0.5, steps_per_epoch=6)
+
+    opt = sgd(0.3)
+    sched = make(opt)
+    straight = []
+    for _ in range(60):
+        opt.step()
+        sched.step()
+        straight.append(opt.param_groups[0]["lr"])
+    opt = sgd(0.3)
+    sched = make(opt)
+    resumed = []
+    for step in range(60):
+        if step == split:
+            opt_state, sched_state = load_weights_only(opt.state_dict()), load_weights_only(sched.state_dict())
+            opt = sgd(0.3)
+            opt.load_state_dict(opt_state)
+            sched = make(opt)  # built after the optimizer was loaded: it writes its start value...
+            sched.load_state_dict(sched_state)  # ...and loading puts the resumed value back
+        opt.step()
+        sched.step()
+        resumed.append(opt.param_groups[0]["lr"])
+    assert resumed == straight
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"T_0": 0}, "T_0"),
+        ({"T_0": 5, "T_mult": 0.5}, "T_mult"),
+        ({"T_0": 5, "eta_min": -1.0}, "eta_min"),
+        ({"T_0": 5, "eta_min": 0.5}, "eta_min"),
+        ({"T_0": 5, "decay": 0.0}, "decay"),
+        ({"T_0": 5, "warmup": -1}, "warmup"),
+        ({"T_0": 5, "steps_per_epoch": 0}, "steps_per_epoch"),
+    ],
+)
+def test_sgdr_rejects_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=f"Invalid {match}"):
+        SGDR(sgd(0.1), **kwargs)

@@ -6,23 +6,26 @@ from optarena.optim import (
     AdamNX,
     AdamW,
     AdaX,
+    Lookahead,
     OptimizerInfo,
     create_optimizer,
     get_optimizer_info,
     list_optimizers,
 )
-from optarena.schedules import AdamNXLR, LRBurst
+from optarena.schedules import SGDR, AdamNXLR, LRBurst
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AGR",
+    "SGDR",
     "AdaX",
     "Adaburst",
     "AdamNX",
     "AdamNXLR",
     "AdamW",
     "LRBurst",
+    "Lookahead",
     "OptimizerInfo",
     "__version__",
     "create_optimizer",

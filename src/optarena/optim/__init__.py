@@ -6,6 +6,7 @@ from optarena.optim.adamw import AdamW
 from optarena.optim.adax import AdaX
 from optarena.optim.agr import AGR, agr_multi_tensor, agr_single_tensor
 from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.lookahead import Lookahead
 from optarena.optim.registry import (
     OptimizerInfo,
     create_optimizer,
@@ -21,6 +22,7 @@ __all__ = [
     "Adaburst",
     "AdamNX",
     "AdamW",
+    "Lookahead",
     "OptarenaOptimizer",
     "OptimizerInfo",
     "agr_multi_tensor",

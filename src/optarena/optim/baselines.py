@@ -24,6 +24,22 @@ REGISTRY_ENTRIES = [
         code="torch.optim",
     ),
     OptimizerInfo(
+        "amsgrad",
+        torch.optim.Adam,
+        "torch.optim.Adam with amsgrad=True: the running maximum of v in the denominator (baseline)",
+        defaults={"amsgrad": True},
+        supports_fused=True,
+        paper="Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018",
+        code="torch.optim",
+    ),
+    OptimizerInfo(
+        "rmsprop",
+        torch.optim.RMSprop,
+        "torch.optim.RMSprop (baseline)",
+        paper="Tieleman & Hinton, Lecture 6.5 (Coursera), 2012",
+        code="torch.optim",
+    ),
+    OptimizerInfo(
         "sgdm",
         torch.optim.SGD,
         "torch.optim.SGD with momentum 0.9, no dampening (baseline)",

@@ -1,7 +1,8 @@
-"""Learning-rate schedules: the LR burst and the AdamNX schedule."""
+"""Learning-rate schedules: the LR burst, SGDR and the AdamNX schedule."""
 
 from optarena.schedules.adamnx_schedule import AdamNXLR, adamnx_lr_ratio
 from optarena.schedules.burst import CosineBurst, PlateauDetector
 from optarena.schedules.lr_burst import LRBurst
+from optarena.schedules.sgdr import SGDR, sgdr_position
 
-__all__ = ["AdamNXLR", "CosineBurst", "LRBurst", "PlateauDetector", "adamnx_lr_ratio"]
+__all__ = ["SGDR", "AdamNXLR", "CosineBurst", "LRBurst", "PlateauDetector", "adamnx_lr_ratio", "sgdr_position"]
