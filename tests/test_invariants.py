@@ -30,6 +30,15 @@ CONFIGS: list[tuple[str, str, dict]] = [(name, name, {}) for name in optarena.li
     ("adax-decoupled", "adax", {"decoupled": True, "weight_decay": 5e-2}),
     ("adax-agr_paper", "adax", {"agr": "paper"}),
     ("sgdm-agr_wrapper", "sgdm", {"agr": "code"}),
+    ("adan-no_prox", "adan", {"no_prox": True, "weight_decay": 0.02}),
+    ("adan-prox_decay", "adan", {"weight_decay": 0.02}),
+    ("adan-max_grad_norm", "adan", {"max_grad_norm": 0.1}),
+    ("adan_agr-paper", "adan_agr", {"agr": "paper"}),
+    ("adan_agr-clip", "adan_agr", {"max_grad_norm": 0.1, "weight_decay": 0.02}),
+    ("lion-decay", "lion", {"weight_decay": 0.1}),
+    ("lion-agr_paper", "lion", {"agr": "paper"}),
+    ("lookahead-adamw_agr-pullback", "adamw_agr", {"lookahead": True, "lookahead_pullback": "pullback"}),
+    ("lookahead-sgdm-reset", "sgdm", {"lookahead": True, "lookahead_pullback": "reset", "lookahead_k": 2}),
 ]
 IDS = [c[0] for c in CONFIGS]
 

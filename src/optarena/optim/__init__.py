@@ -3,9 +3,11 @@
 from optarena.optim.adaburst import Adaburst
 from optarena.optim.adamnx import AdamNX
 from optarena.optim.adamw import AdamW
+from optarena.optim.adan import Adan
 from optarena.optim.adax import AdaX
 from optarena.optim.agr import AGR, agr_multi_tensor, agr_single_tensor
 from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.lion import Lion
 from optarena.optim.lookahead import Lookahead
 from optarena.optim.registry import (
     OptimizerInfo,
@@ -22,6 +24,8 @@ __all__ = [
     "Adaburst",
     "AdamNX",
     "AdamW",
+    "Adan",
+    "Lion",
     "Lookahead",
     "OptarenaOptimizer",
     "OptimizerInfo",

@@ -29,6 +29,7 @@ from optarena.optim.base import (
     OptarenaOptimizer,
     ParamsT,
     check_adam_hyperparameters,
+    check_bool,
     check_choice,
     check_range,
 )
@@ -213,7 +214,7 @@ class Adaburst(OptarenaOptimizer):
         check_range("burst_min", group["burst_min"], 0.0)
         check_range("burst_max", group["burst_max"], scalar_value(group["burst_min"]))
         check_range("burst_lr", group["burst_lr"], 0.0)
-        check_choice("relative_burst", group["relative_burst"], (True, False))
+        check_bool("relative_burst", group["relative_burst"])
         check_choice("variant", group["variant"], VARIANTS)
 
     # -- the burst -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from optarena.optim.base import (
     ParamsT,
     adam_kernel_hyperparameters,
     check_adam_hyperparameters,
+    check_bool,
 )
 from optarena.optim.functional import Scalar, expm1_log1p, is_zero, per_tensor_scalars
 from optarena.optim.info import OptimizerInfo
@@ -141,8 +142,7 @@ class AdaX(OptarenaOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_adam_hyperparameters(group)
-        if not isinstance(group["decoupled"], bool):
-            raise ValueError(f"Invalid decoupled: {group['decoupled']!r}; expected a bool")
+        check_bool("decoupled", group["decoupled"])
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return dict(adam_kernel_hyperparameters(group), decoupled=group["decoupled"])

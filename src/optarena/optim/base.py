@@ -81,6 +81,11 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"Invalid {name}: {value!r}; expected one of {', '.join(map(repr, choices))}")
 
 
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name}: {value!r}; expected True or False")
+
+
 def check_int(name: str, value: Any, low: int = 0, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return

@@ -59,7 +59,8 @@ def global_l2_norm(tensors: Sequence[Tensor]) -> Tensor:
     squares = per_tensor_sum_of_squares(tensors)
     if not squares:
         return torch.zeros(())
-    return torch.stack([s.to(torch.float64) for s in squares]).sum().sqrt()
+    device = squares[0].device  # gradients may sit on several devices: sum on the first one's
+    return torch.stack([s.to(device=device, dtype=torch.float64) for s in squares]).sum().sqrt()
 
 
 def scalar_value(x: Scalar) -> float:

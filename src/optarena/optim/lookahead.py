@@ -170,6 +170,7 @@ REGISTRY_ENTRIES = [
         torch.optim.SGD,
         "Lookahead (k=5, alpha=0.5) around SGD with momentum 0.9",
         defaults={"lookahead": True, "momentum": 0.9},
+        supports_sparse=True,
         supports_fused=True,
         paper=_LOOKAHEAD_PAPER,
         code=_LOOKAHEAD_CODE,
