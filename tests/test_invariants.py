@@ -40,6 +40,29 @@ CONFIGS: list[tuple[str, str, dict]] = [(name, name, {}) for name in optarena.li
     ("lookahead-adamw_agr-pullback", "adamw_agr", {"lookahead": True, "lookahead_pullback": "pullback"}),
     ("lookahead-sgdm-reset", "sgdm", {"lookahead": True, "lookahead_pullback": "reset", "lookahead_k": 2}),
 ]
+# AdaBelief and ACProp: every flag combination whose code path differs.
+BELIEF_VARIANTS: list[tuple[str, str, dict]] = [
+    ("adabelief-rectify_off", "adabelief", {"rectify": False}),
+    ("adabelief-amsgrad", "adabelief", {"amsgrad": True}),
+    ("adabelief-amsgrad-rectify_off", "adabelief", {"amsgrad": True, "rectify": False}),
+    ("adabelief-l2", "adabelief", {"weight_decouple": False, "weight_decay": 1e-2}),
+    ("adabelief-fixed_decay", "adabelief", {"fixed_decay": True, "weight_decay": 1e-3}),
+    ("adabelief-no_sgd_fallback", "adabelief", {"degenerated_to_sgd": False}),
+    ("adabelief-eps_not_in_state", "adabelief", {"eps_in_state": False}),
+    ("adabelief-eps_not_in_state-amsgrad", "adabelief", {"eps_in_state": False, "amsgrad": True, "rectify": False}),
+    ("adabelief-agr_paper", "adabelief", {"agr": "paper"}),
+    ("adabelief-agr_code", "adabelief", {"agr": "code", "rectify": False}),
+    ("acprop-rectify_off", "acprop", {"rectify": False}),
+    ("acprop-experiments", "acprop", {"rectify": False, "weight_decouple": False, "eps": 1e-8, "weight_decay": 5e-4}),
+    ("acprop-amsgrad", "acprop", {"amsgrad": True}),
+    ("acprop-amsgrad-rectify_off", "acprop", {"amsgrad": True, "rectify": False}),
+    ("acprop-fixed_decay", "acprop", {"fixed_decay": True, "weight_decay": 1e-3}),
+    ("acprop-momentum_update", "acprop", {"momentum_update": True, "rectify": False}),
+    ("acprop-no_sgd_fallback", "acprop", {"degenerated_to_sgd": False}),
+    ("acprop-eps_not_in_state", "acprop", {"eps_in_state": False, "amsgrad": True}),
+    ("acprop-agr_paper", "acprop", {"agr": "paper", "rectify": False}),
+]
+CONFIGS += BELIEF_VARIANTS
 IDS = [c[0] for c in CONFIGS]
 
 # Optimizers that cannot take a 0-size parameter, with the reason; the suite leaves it out for them.
@@ -52,6 +75,8 @@ NO_EMPTY_PARAMS: dict[str, str] = {
 # rate is burst_lr itself, and unscaled weight decay does not scale with lr.
 STILL_GROUP: dict[str, dict] = {
     "adaburst-unscaled-absolute": {"lr": 0.0, "burst_max": 0.0, "burst_lr": 0.0, "weight_decay": 0.0},
+    "adabelief-fixed_decay": {"lr": 0.0, "weight_decay": 0.0},
+    "acprop-fixed_decay": {"lr": 0.0, "weight_decay": 0.0},
 }
 
 
@@ -225,7 +250,8 @@ def test_param_groups_have_isolated_lr(cid, name, kwargs):
     moving_before = [p.detach().clone() for p in params[:2]]
     still = STILL_GROUP.get(cid, {"lr": 0.0})
     opt = make(name, [{"params": params[:2]}, {"params": params[2:], **still}], **kwargs)
-    for k in range(3):
+    # 7 steps: a rectified optimizer without its SGD fallback first moves at t = 6.
+    for k in range(7):
         set_grads(params, k)
         opt.step()
     assert max_diff([p.detach() for p in params[2:]], frozen_before) == 0.0

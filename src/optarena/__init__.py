@@ -2,6 +2,8 @@
 
 from optarena.optim import (
     AGR,
+    ACProp,
+    AdaBelief,
     Adaburst,
     AdamNX,
     AdamW,
@@ -21,6 +23,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AGR",
     "SGDR",
+    "ACProp",
+    "AdaBelief",
     "AdaX",
     "Adaburst",
     "AdamNX",

@@ -1,5 +1,7 @@
 """optarena optimizers: drop-in ``torch.optim.Optimizer`` classes and their registry."""
 
+from optarena.optim.acprop import ACProp
+from optarena.optim.adabelief import AdaBelief
 from optarena.optim.adaburst import Adaburst
 from optarena.optim.adamnx import AdamNX
 from optarena.optim.adamw import AdamW
@@ -20,6 +22,8 @@ from optarena.optim.registry import (
 
 __all__ = [
     "AGR",
+    "ACProp",
+    "AdaBelief",
     "AdaX",
     "Adaburst",
     "AdamNX",

@@ -1,0 +1,383 @@
+"""AdaBelief (Zhuang et al., NeurIPS 2020) as the authors' package ``adabelief-pytorch 0.2.1`` computes it.
+
+Adam whose second moment is the EMA of the squared *residual* ``(g − m)²`` — the "belief" in the
+observed gradient — instead of ``g²``. Per step (``AdaBelief.py`` of the PyPI wheel 0.2.1, identical
+to ``juntang-zhuang/Adabelief-Optimizer`` @ ``2855178e``, ``pypi_packages/adabelief_pytorch0.2.1``)::
+
+    θ ← θ(1 − lr·λ)   or  θ ← θ(1 − λ)  (fixed_decay)   or  g ← g + λθ  (weight_decouple=False)
+    m ← β1·m + (1 − β1)·g
+    s ← β2·s + (1 − β2)·(g − m)²  + ε                   ε is added *into the state*, every step
+    s_max ← max(s_max, s)                                (amsgrad)
+    rectify=False:  θ ← θ − lr/(1 − β1^t) · m / (√s' / √(1 − β2^t) + ε)      s' = s_max if amsgrad else s
+    rectify=True:   ρ∞ = 2/(1 − β2) − 1,  ρ_t = ρ∞ − 2tβ2^t/(1 − β2^t)
+        ρ_t ≥ 5:    θ ← θ − lr·r_t · m / (√s + ε)           (RAdam's r_t; s, never s_max)
+        otherwise:  θ ← θ − lr/(1 − β1^t) · m               (degenerated_to_sgd; else no step)
+
+``eps_in_state=False`` gives the non-accumulating reading (the ``add`` for ``add_`` fix of the
+authors' issue #18): ``s`` is the plain EMA of ``(g − m)²`` and ``s + ε`` is formed afresh each step,
+only for the denominator.
+
+This module also holds what ACProp (``acprop.py``, the same authors' asynchronous variant) shares:
+the weight-decay modes, the rectification term and the optional AMSGrad buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
+from optarena.optim.functional import is_zero, per_tensor_scalars, scalar_value
+from optarena.optim.info import OptimizerInfo
+
+# --- pieces shared with ACProp ------------------------------------------------------------------
+
+FLAG_NAMES: tuple[str, ...] = (
+    "amsgrad",
+    "weight_decouple",
+    "fixed_decay",
+    "rectify",
+    "degenerated_to_sgd",
+    "eps_in_state",
+)
+MAX_STATE = "max_exp_avg_var"
+
+
+def rectification(beta1: float, beta2: float, step: float, degenerated_to_sgd: bool) -> tuple[str, float]:
+    """The authors' RAdam-style rectification at step ``t``: ``(branch, step_size)``.
+
+    ``branch`` is ``'adaptive'`` when ρ_t ≥ 5 (step size ``r_t = √((1−β2^t)(ρ_t−4)(ρ_t−2)ρ∞ /
+    ((ρ∞−4)(ρ∞−2)ρ_t)) / (1−β1^t)``), ``'sgd'`` below the threshold with ``degenerated_to_sgd``
+    (step size ``1/(1−β1^t)``), and ``'none'`` otherwise (no parameter step). The arithmetic is the
+    authors', term for term, so that results agree to the last bit.
+    """
+    beta2_t = beta2**step
+    n_sma_max = 2 / (1 - beta2) - 1
+    n_sma = n_sma_max - 2 * step * beta2_t / (1 - beta2_t)
+    if n_sma >= 5:
+        ratio = (1 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max / (n_sma_max - 2)
+        return "adaptive", math.sqrt(ratio) / (1 - beta1**step)
+    if degenerated_to_sgd:
+        return "sgd", 1.0 / (1 - beta1**step)
+    return "none", 0.0
+
+
+def apply_weight_decay(
+    param: Tensor,
+    grad: Tensor,
+    m_grad: Tensor,
+    *,
+    lr: float,
+    weight_decay: float,
+    weight_decouple: bool,
+    fixed_decay: bool,
+) -> tuple[Tensor, Tensor]:
+    """The authors' three weight-decay modes, before the moments; returns (grad, m_grad).
+
+    Decoupled: ``θ ← θ(1 − lr·λ)``, or ``θ ← θ(1 − λ)`` with ``fixed_decay``. Otherwise L2:
+    ``g + λθ`` on *copies* of the gradients (the authors add it into ``p.grad`` in place).
+    """
+    if is_zero(weight_decay):
+        return grad, m_grad
+    if weight_decouple:
+        param.mul_(1.0 - (weight_decay if fixed_decay else lr * weight_decay))
+        return grad, m_grad
+    same = m_grad is grad
+    grad = grad.add(param, alpha=weight_decay)
+    return grad, grad if same else m_grad.add(param, alpha=weight_decay)
+
+
+def apply_weight_decay_multi(
+    params: list[Tensor],
+    grads: list[Tensor],
+    m_grads: list[Tensor],
+    *,
+    lr: float,
+    weight_decay: float,
+    weight_decouple: bool,
+    fixed_decay: bool,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """foreach :func:`apply_weight_decay`."""
+    if is_zero(weight_decay):
+        return grads, m_grads
+    if weight_decouple:
+        torch._foreach_mul_(params, 1.0 - (weight_decay if fixed_decay else lr * weight_decay))
+        return grads, m_grads
+    same = m_grads is grads
+    grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    return grads, grads if same else list(torch._foreach_add(m_grads, params, alpha=weight_decay))
+
+
+def check_flags(group: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        if not isinstance(group[name], bool):
+            raise ValueError(f"Invalid {name}: {group[name]!r}; expected a bool")
+
+
+def belief_kernel_hyperparameters(group: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """lr, betas, eps, weight_decay (as Python floats, as the authors read them) and the flags."""
+    beta1, beta2 = group["betas"]
+    return dict(
+        lr=scalar_value(group["lr"]),
+        beta1=scalar_value(beta1),
+        beta2=scalar_value(beta2),
+        eps=scalar_value(group["eps"]),
+        weight_decay=scalar_value(group["weight_decay"]),
+        **{name: group[name] for name in names},
+    )
+
+
+def gather_with_max_buffer(
+    optimizer: OptarenaOptimizer, group: dict[str, Any], gathered: tuple[Any, ...]
+) -> tuple[list[Tensor], list[Tensor], list[list[Any]], list[Tensor]]:
+    """Add the AMSGrad buffer as a last state list: the tensors where ``amsgrad``, None elsewhere.
+
+    The buffer exists only in ``amsgrad`` groups (as in torch's Adam), so it is not one of the
+    ``state_names`` that every parameter gets; it is created lazily, also when ``amsgrad`` is
+    switched on after the first step. The parameters are walked in the order the base class
+    gathered them (those with a gradient, in group order).
+    """
+    params, grads, states, steps = gathered
+    if group["amsgrad"]:
+        buffers: list[Any] = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = optimizer.state[p]
+            if MAX_STATE not in state:
+                state[MAX_STATE] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buffers.append(torch.view_as_real(state[MAX_STATE]) if p.is_complex() else state[MAX_STATE])
+    else:
+        buffers = [None] * len(params)
+    return params, grads, [*states, buffers], steps
+
+
+# --- AdaBelief -----------------------------------------------------------------------------------
+
+
+def adabelief_single_tensor(
+    param: Tensor,
+    grad: Tensor,
+    m_grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_var: Tensor,
+    max_exp_avg_var: Tensor | None = None,
+    *,
+    step: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+    weight_decouple: bool,
+    fixed_decay: bool,
+    rectify: bool,
+    degenerated_to_sgd: bool,
+    eps_in_state: bool,
+) -> None:
+    """Reference AdaBelief update of one tensor (``m_grad`` feeds m; ``grad`` feeds the residual)."""
+    grad, m_grad = apply_weight_decay(
+        param, grad, m_grad, lr=lr, weight_decay=weight_decay, weight_decouple=weight_decouple, fixed_decay=fixed_decay
+    )
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+
+    exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)
+    residual = grad - exp_avg
+    exp_avg_var.mul_(beta2).addcmul_(residual, residual, value=1 - beta2)
+    # s + ε: into the state (the authors' add_), or formed afresh for this step only.
+    var = exp_avg_var.add_(eps) if eps_in_state else exp_avg_var.add(eps)
+    if amsgrad:
+        torch.maximum(max_exp_avg_var, exp_avg_var, out=max_exp_avg_var)
+        var_for_denom = max_exp_avg_var if eps_in_state else max_exp_avg_var.add(eps)
+    else:
+        var_for_denom = var
+
+    if not rectify:
+        denom = (var_for_denom.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+        param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+        return
+    branch, step_size = rectification(beta1, beta2, step, degenerated_to_sgd)
+    if branch == "adaptive":  # the authors use s here even with amsgrad
+        param.addcdiv_(exp_avg, var.sqrt().add_(eps), value=-step_size * lr)
+    elif branch == "sgd":
+        param.add_(exp_avg, alpha=-step_size * lr)
+
+
+def adabelief_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_vars: list[Tensor],
+    max_exp_avg_vars: list[Tensor | None] | None = None,
+    *,
+    steps: list[float],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+    weight_decouple: bool,
+    fixed_decay: bool,
+    rectify: bool,
+    degenerated_to_sgd: bool,
+    eps_in_state: bool,
+) -> None:
+    """foreach AdaBelief; equals :func:`adabelief_single_tensor` tensor by tensor."""
+    grads, m_grads = apply_weight_decay_multi(
+        params,
+        grads,
+        m_grads,
+        lr=lr,
+        weight_decay=weight_decay,
+        weight_decouple=weight_decouple,
+        fixed_decay=fixed_decay,
+    )
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
+    residuals = torch._foreach_sub(grads, exp_avgs)
+    torch._foreach_mul_(exp_avg_vars, beta2)
+    torch._foreach_addcmul_(exp_avg_vars, residuals, residuals, value=1 - beta2)
+    del residuals
+    if eps_in_state:
+        torch._foreach_add_(exp_avg_vars, eps)
+        var = exp_avg_vars
+    else:
+        var = list(torch._foreach_add(exp_avg_vars, eps))
+    if amsgrad:
+        maxes: list[Tensor] = max_exp_avg_vars  # type: ignore[assignment]
+        torch._foreach_maximum_(maxes, exp_avg_vars)
+        var_for_denom = maxes if eps_in_state else list(torch._foreach_add(maxes, eps))
+    else:
+        var_for_denom = var
+
+    if not rectify:
+        denom = torch._foreach_sqrt(var_for_denom)
+        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in steps])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-lr / (1 - beta1**t) for t in steps]))
+        return
+    adaptive: list[tuple[int, float]] = []
+    sgd: list[tuple[int, float]] = []
+    for i, t in enumerate(steps):
+        branch, step_size = rectification(beta1, beta2, t, degenerated_to_sgd)
+        if branch == "adaptive":
+            adaptive.append((i, step_size))
+        elif branch == "sgd":
+            sgd.append((i, step_size))
+    if adaptive:
+        denom = torch._foreach_sqrt([var[i] for i, _ in adaptive])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(
+            [params[i] for i, _ in adaptive],
+            [exp_avgs[i] for i, _ in adaptive],
+            denom,
+            per_tensor_scalars([-size * lr for _, size in adaptive]),
+        )
+    for i, size in sgd:  # rare (the first few steps only): one op per tensor is fine
+        params[i].add_(exp_avgs[i], alpha=-size * lr)
+
+
+class AdaBelief(OptarenaOptimizer):
+    """AdaBelief with the defaults of the authors' ``adabelief-pytorch 0.2.1``.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3).
+        betas: (β1, β2) (default (0.9, 0.999)).
+        eps: added into the second-moment state every step and to the denominator (default 1e-16;
+            the authors recommend 1e-8 where SGD beats Adam, e.g. CNNs on images).
+        weight_decay: λ (default 0).
+        amsgrad: keep ``max(s)`` and divide by it (default False). As in the authors' code, the
+            rectified branch ignores it.
+        weight_decouple: decoupled decay ``θ(1 − lr·λ)`` (default True); False is L2 (``g + λθ``).
+        fixed_decay: with ``weight_decouple``, decay ``θ(1 − λ)`` not scaled by lr (default False).
+        rectify: RAdam's rectified step, ρ_t ≥ 5 (default True).
+        degenerated_to_sgd: below the rectification threshold take the step
+            ``lr·m/(1 − β1^t)`` (default True); False takes no step there.
+        eps_in_state: add ε into ``s`` in place every step, as the authors' code (default True).
+            False keeps ``s`` the plain EMA of ``(g − m)²`` and uses ``s + ε`` only in the denominator.
+        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
+            :class:`~optarena.optim.base.OptarenaOptimizer`. With ``agr='paper'`` the regularized
+            gradient feeds m; the residual ``g − m`` uses the raw gradient.
+    """
+
+    state_names = ("exp_avg", "exp_avg_var")  # + max_exp_avg_var in amsgrad groups
+    single_tensor_kernel = staticmethod(adabelief_single_tensor)
+    multi_tensor_kernel = staticmethod(adabelief_multi_tensor)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-16,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        weight_decouple: bool = True,
+        fixed_decay: bool = False,
+        rectify: bool = True,
+        degenerated_to_sgd: bool = True,
+        *,
+        eps_in_state: bool = True,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        agr: str | None = None,
+        agr_stop_step: int | None = None,
+        agr_official_edge_cases: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            weight_decouple=weight_decouple,
+            fixed_decay=fixed_decay,
+            rectify=rectify,
+            degenerated_to_sgd=degenerated_to_sgd,
+            eps_in_state=eps_in_state,
+        )
+        super().__init__(
+            params,
+            defaults,
+            foreach=foreach,
+            maximize=maximize,
+            agr=agr,
+            agr_stop_step=agr_stop_step,
+            agr_official_edge_cases=agr_official_edge_cases,
+        )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_adam_hyperparameters(group)
+        check_flags(group, FLAG_NAMES)
+
+    def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        return belief_kernel_hyperparameters(group, FLAG_NAMES)
+
+    def _gather(self, group: dict[str, Any]):  # type: ignore[override]
+        return gather_with_max_buffer(self, group, super()._gather(group))
+
+
+REGISTRY_ENTRIES = [
+    OptimizerInfo(
+        "adabelief",
+        AdaBelief,
+        "AdaBelief: Adam whose second moment tracks (g − m)², the belief in the gradient",
+        supports_agr=True,
+        paper=(
+            "Zhuang et al., AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients, NeurIPS 2020"
+        ),
+        code="github.com/juntang-zhuang/Adabelief-Optimizer (PyPI adabelief-pytorch 0.2.1)",
+        notes=(
+            "defaults are adabelief-pytorch 0.2.1's: eps 1e-16 accumulated into s, decoupled decay, rectify on; "
+            "eps_in_state=False gives the non-accumulating form"
+        ),
+    )
+]
