@@ -298,5 +298,6 @@ REGISTRY_ENTRIES = [
         paper="Lin et al., Learning rate burst for superior SGDM and AdamW integration, JIFS 2024",
         code="none published",
         notes="lr2 = lr*phi; call epoch_end(train_accuracy) once per epoch for the plateau trigger",
+        search_space={"burst_max": ("log", 0.1, 10.0), "burst_patience": ("int", 0, 5)},
     )
 ]

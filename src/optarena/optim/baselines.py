@@ -47,6 +47,7 @@ REGISTRY_ENTRIES = [
         supports_sparse=True,
         supports_fused=True,
         code="torch.optim",
+        lr_range=(1e-3, 1.0),
     ),
     OptimizerInfo(
         "radam",
@@ -63,5 +64,6 @@ REGISTRY_ENTRIES = [
         paper="Shazeer & Stern, Adafactor, ICML 2018",
         code="torch.optim",
         notes="torch's deviations from the paper are listed in its docstring",
+        lr_range=(1e-3, 1.0),
     ),
 ]

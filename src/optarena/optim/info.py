@@ -16,6 +16,10 @@ class OptimizerInfo:
     ``defaults`` are keyword arguments ``create_optimizer`` passes before the user's own
     (e.g. ``momentum=0.9`` for ``sgdm``). ``zero_grad_moves`` names the by-design exceptions
     to "a zero gradient with no weight decay moves nothing", with the reason.
+
+    The arena tunes every optimizer over the same shape of search space: ``lr`` log-uniform over
+    ``lr_range``, plus the optimizer's own key knobs in ``search_space`` — each a tuple
+    ``('log', low, high)``, ``('float', low, high)``, ``('int', low, high)`` or ``('choice', options)``.
     """
 
     name: str
@@ -32,6 +36,8 @@ class OptimizerInfo:
     code: str = ""
     notes: str = ""
     zero_grad_moves: str = ""
+    lr_range: tuple[float, float] = (1e-4, 1e-1)
+    search_space: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def hyperparameter_defaults(self) -> dict[str, Any]:
         """Every constructor default, with the registry's overrides applied."""

@@ -140,5 +140,6 @@ REGISTRY_ENTRIES = [
         code="github.com/google/automl (lion/lion_pytorch.py)",
         notes="lr 3-10x smaller and weight_decay 3-10x larger than AdamW's (the paper); "
         "agr='paper' equals 'code' (c and m are both first moments)",
+        lr_range=(1e-5, 1e-2),  # the paper's advice: 3-10x below AdamW's rates
     )
 ]

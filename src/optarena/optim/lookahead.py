@@ -164,6 +164,7 @@ REGISTRY_ENTRIES = [
         defaults={"lookahead": True},
         paper=_LOOKAHEAD_PAPER,
         code=_LOOKAHEAD_CODE,
+        search_space={"lookahead_alpha": ("float", 0.3, 0.9)},
     ),
     OptimizerInfo(
         "lookahead_sgdm",
@@ -174,6 +175,8 @@ REGISTRY_ENTRIES = [
         supports_fused=True,
         paper=_LOOKAHEAD_PAPER,
         code=_LOOKAHEAD_CODE,
+        lr_range=(1e-3, 1.0),
+        search_space={"lookahead_alpha": ("float", 0.3, 0.9)},
     ),
     OptimizerInfo(
         "lookahead_adaburst",
@@ -184,5 +187,6 @@ REGISTRY_ENTRIES = [
         paper=_LOOKAHEAD_PAPER,
         code=_LOOKAHEAD_CODE,
         notes="epoch_end(metric) reaches the inner Adaburst through the wrapper",
+        search_space={"lookahead_alpha": ("float", 0.3, 0.9), "burst_max": ("log", 0.1, 10.0)},
     ),
 ]
