@@ -39,6 +39,20 @@ CONFIGS: list[tuple[str, str, dict]] = [(name, name, {}) for name in optarena.li
     ("lion-agr_paper", "lion", {"agr": "paper"}),
     ("lookahead-adamw_agr-pullback", "adamw_agr", {"lookahead": True, "lookahead_pullback": "pullback"}),
     ("lookahead-sgdm-reset", "sgdm", {"lookahead": True, "lookahead_pullback": "reset", "lookahead_k": 2}),
+    ("swats-group", "swats", {"granularity": "group"}),
+    ("swats-tensor", "swats", {"granularity": "tensor"}),
+    ("swats-global-switch", "swats", {"switch_tol": 1e3}),
+    ("swats-group-switch-l2", "swats", {"granularity": "group", "switch_tol": 1e3, "weight_decay": 1e-2}),
+    ("swats-tensor-switch-rtol", "swats", {"granularity": "tensor", "switch_tol": 0.0, "switch_rtol": 0.5}),
+    ("swats-decoupled-switch", "swats", {"weight_decay": 1e-2, "weight_decay_mode": "decoupled", "switch_tol": 1e3}),
+    ("swats-agr_paper-switch", "swats", {"agr": "paper", "switch_tol": 1e3}),
+    ("adabound-paper_sqrt_t", "adabound", {"paper_sqrt_t": True}),
+    ("adabound-l2", "adabound", {"weight_decay": 5e-4}),
+    ("adabound-unscaled", "adabound", {"weight_decay": 1e-3, "weight_decay_mode": "unscaled"}),
+    ("adabound-decoupled", "adabound", {"weight_decay": 1e-2, "weight_decay_mode": "decoupled"}),
+    ("amsbound-agr_paper", "amsbound", {"agr": "paper", "weight_decay": 5e-4}),
+    ("sophiag-agr_code", "sophiag", {"agr": "code"}),
+    ("sophiag-bs", "sophiag", {"bs": 1, "rho": 1.0, "weight_decay": 0.0}),
 ]
 # AdaBelief and ACProp: every flag combination whose code path differs.
 BELIEF_VARIANTS: list[tuple[str, str, dict]] = [
@@ -77,6 +91,7 @@ STILL_GROUP: dict[str, dict] = {
     "adaburst-unscaled-absolute": {"lr": 0.0, "burst_max": 0.0, "burst_lr": 0.0, "weight_decay": 0.0},
     "adabelief-fixed_decay": {"lr": 0.0, "weight_decay": 0.0},
     "acprop-fixed_decay": {"lr": 0.0, "weight_decay": 0.0},
+    "adabound-unscaled": {"lr": 0.0, "weight_decay": 0.0},
 }
 
 

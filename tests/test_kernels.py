@@ -16,9 +16,7 @@ from .test_invariants import CONFIGS
 # AMSGrad variants take an extra, optional state buffer: tests/test_parity_adabelief_acprop.py runs this
 # check on them with the buffer passed.
 ENGINE_CONFIGS = [
-    c
-    for c in CONFIGS
-    if issubclass(get_optimizer_info(c[1]).cls, OptarenaOptimizer) and not c[2].get("amsgrad")
+    c for c in CONFIGS if issubclass(get_optimizer_info(c[1]).cls, OptarenaOptimizer) and not c[2].get("amsgrad")
 ]
 
 

@@ -2,8 +2,10 @@
 
 from optarena.optim import (
     AGR,
+    SWATS,
     ACProp,
     AdaBelief,
+    AdaBound,
     Adaburst,
     AdamNX,
     AdamW,
@@ -12,6 +14,7 @@ from optarena.optim import (
     Lion,
     Lookahead,
     OptimizerInfo,
+    SophiaG,
     create_optimizer,
     get_optimizer_info,
     list_optimizers,
@@ -23,8 +26,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AGR",
     "SGDR",
+    "SWATS",
     "ACProp",
     "AdaBelief",
+    "AdaBound",
     "AdaX",
     "Adaburst",
     "AdamNX",
@@ -35,6 +40,7 @@ __all__ = [
     "Lion",
     "Lookahead",
     "OptimizerInfo",
+    "SophiaG",
     "__version__",
     "create_optimizer",
     "get_optimizer_info",

@@ -2,6 +2,7 @@
 
 from optarena.optim.acprop import ACProp
 from optarena.optim.adabelief import AdaBelief
+from optarena.optim.adabound import AdaBound
 from optarena.optim.adaburst import Adaburst
 from optarena.optim.adamnx import AdamNX
 from optarena.optim.adamw import AdamW
@@ -19,11 +20,15 @@ from optarena.optim.registry import (
     param_groups_for,
     register,
 )
+from optarena.optim.sophiag import SophiaG, sophiag_gnb_update
+from optarena.optim.swats import SWATS
 
 __all__ = [
     "AGR",
+    "SWATS",
     "ACProp",
     "AdaBelief",
+    "AdaBound",
     "AdaX",
     "Adaburst",
     "AdamNX",
@@ -33,6 +38,7 @@ __all__ = [
     "Lookahead",
     "OptarenaOptimizer",
     "OptimizerInfo",
+    "SophiaG",
     "agr_multi_tensor",
     "agr_single_tensor",
     "create_optimizer",
@@ -40,4 +46,5 @@ __all__ = [
     "list_optimizers",
     "param_groups_for",
     "register",
+    "sophiag_gnb_update",
 ]
