@@ -1,0 +1,1 @@
+"""The arena: fair optimizer comparisons (tasks, protocol, store, report, CLI)."""

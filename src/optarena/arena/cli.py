@@ -1,0 +1,250 @@
+"""The ``optarena`` command: list, compare, run, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console()
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set key=value`` value: JSON where it parses (numbers, booleans, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optarena", description="Fair optimizer comparisons on real data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list the optimizers and tasks")
+
+    compare = sub.add_parser("compare", help="tune every optimizer under an equal budget, rerun over seeds, report")
+    compare.add_argument("--config", type=Path, help="a TOML experiment file (command-line options win)")
+    compare.add_argument("--name", help="experiment name (default: 'default')")
+    compare.add_argument("--task", "--tasks", dest="tasks", nargs="+", help="task names (default: digits)")
+    compare.add_argument("--optimizers", nargs="+", help="registry names of the optimizers")
+    compare.add_argument("--trials", type=int, help="tuning trials per optimizer and task (the budget)")
+    compare.add_argument("--seeds", type=int, help="seeds the best configuration is rerun on")
+    compare.add_argument("--epochs", type=int, help="epochs per run (default: each task's)")
+    compare.add_argument("--target", type=float, help="target test metric for steps-to-target")
+    compare.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
+    compare.add_argument("--storage", help="SQLAlchemy URL of the results store (default: SQLite in --out)")
+    compare.add_argument("--device", help="cpu or cuda[:N]")
+    compare.add_argument("--threads", type=int, help="torch threads")
+    compare.add_argument("--data-dir", type=Path, help="where datasets are (default: each task's places)")
+    compare.add_argument("--subset", type=int, help="keep at most this many training examples (smoke runs)")
+    compare.add_argument("--no-prune", dest="prune", action="store_const", const=False, help="no early pruning")
+
+    run = sub.add_parser("run", help="one training run of one optimizer on one task, with its curves")
+    run.add_argument("--task", required=True)
+    run.add_argument("--optimizer", required=True)
+    run.add_argument("--lr", type=float)
+    run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                     help="another optimizer hyperparameter (repeatable)")  # fmt: skip
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--out", type=Path, default=Path("runs/single"))
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--threads", type=int)
+    run.add_argument("--data-dir", type=Path)
+    run.add_argument("--subset", type=int)
+
+    report = sub.add_parser("report", help="rebuild the report of an experiment from its store")
+    report.add_argument("--name", default="default")
+    report.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
+    report.add_argument("--storage", help="SQLAlchemy URL of the results store (default: SQLite in --out)")
+    return parser
+
+
+def cmd_list() -> None:
+    from optarena.arena.tasks import get_task, list_tasks
+    from optarena.optim import get_optimizer_info, list_optimizers
+
+    table = Table(title="optimizers")
+    for column in ("name", "description", "lr range"):
+        table.add_column(column)
+    for name in list_optimizers():
+        info = get_optimizer_info(name)
+        table.add_row(name, info.description, f"{info.lr_range[0]:g} – {info.lr_range[1]:g}")
+    console.print(table)
+    table = Table(title="tasks")
+    for column in ("name", "description", "metric", "target", "epochs"):
+        table.add_column(column)
+    for name in list_tasks():
+        task = get_task(name)
+        table.add_row(name, task.description, f"{task.metric} ({task.mode})", f"{task.target:g}", str(task.epochs))
+    console.print(table)
+
+
+def cmd_compare(args: argparse.Namespace) -> Path:
+    from optarena.arena.config import load_experiment_file
+    from optarena.arena.protocol import Experiment, compare, completed_runs, planned_runs
+
+    options = {
+        key: getattr(args, key)
+        for key in (
+            "name", "tasks", "optimizers", "trials", "seeds", "epochs", "target", "out", "storage",
+            "device", "threads", "data_dir", "subset", "prune",
+        )
+        if getattr(args, key) is not None
+    }  # fmt: skip
+    if args.config is not None:
+        experiment = load_experiment_file(args.config, **options)
+    else:
+        options.setdefault("out", Path("runs") / options.get("name", "default"))
+        experiment = Experiment(**options)
+    console.print(
+        f"[bold]optarena compare[/] {experiment.name}: {len(experiment.tasks)} task(s) × "
+        f"{len(experiment.optimizers)} optimizers × ({experiment.trials} trials + {experiment.seeds} seeds)"
+    )
+    console.print(f"store: {experiment.storage_url}")
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    done = completed_runs(experiment)
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("resuming" if done else "starting", total=planned_runs(experiment), completed=done)
+
+        def advance(message: str) -> None:
+            progress.update(bar, advance=1, description=message)
+
+        compare(experiment, progress=advance)
+    from optarena.arena.report import build_report  # matplotlib is imported only when a report is due
+
+    report = build_report(experiment.storage_url, experiment.name, experiment.out)
+    console.print(f"report: [bold]{report}[/] (and {report.with_suffix('.html')})")
+    return report
+
+
+def cmd_run(args: argparse.Namespace) -> Path:
+    import torch
+
+    from optarena.arena.runner import train
+    from optarena.arena.tasks import TaskSettings, get_task
+    from optarena.optim import get_optimizer_info
+
+    task = get_task(args.task)
+    get_optimizer_info(args.optimizer)  # an unknown name fails here, listing the valid ones
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hyper: dict[str, Any] = {}
+    if args.lr is not None:
+        hyper["lr"] = args.lr
+    for item in args.settings:
+        if "=" not in item:
+            raise ValueError(f"Invalid --set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        hyper[key] = _parse_value(value)
+    settings = TaskSettings(seed=args.seed, device=args.device, data_dir=args.data_dir, subset=args.subset)
+    table = Table(title=f"{args.optimizer} on {task.name} (seed {args.seed})")
+    for column in ("epoch", "step", "seconds", "train loss", f"train {task.metric}", f"test {task.metric}"):
+        table.add_column(column, justify="right")
+
+    def show(epoch: int, row: dict[str, float]) -> None:
+        console.print(
+            f"epoch {epoch:>3}  step {int(row['step']):>6}  {row['wall_time']:7.2f}s  "
+            f"train loss {row['train_loss']:.4g}  test {task.metric} {row['test_metric']:.4g}"
+        )
+
+    result = train(task, args.optimizer, hyper, seed=args.seed, epochs=args.epochs, settings=settings,
+                   diagnostics=True, on_epoch=show)  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{task.name}-{args.optimizer}-seed{args.seed}.json"
+    path.write_text(json.dumps(result.to_dict(), indent=1))
+    figure = _plot_run(result, task.metric, args.out / f"{task.name}-{args.optimizer}-seed{args.seed}.png")
+    if result.diverged:
+        console.print("[red]the run diverged (non-finite loss)[/]")
+    console.print(f"curves: {path}\nfigure: {figure}")
+    return path
+
+
+def _plot_run(result: Any, metric: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in result.records]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(steps, [r["train_loss"] for r in result.records])
+    left.set(
+        xlabel="step",
+        ylabel="train loss",
+        yscale="log" if all(r["train_loss"] > 0 for r in result.records) else "linear",
+    )
+    right.plot(steps, [r["test_metric"] for r in result.records], label="test")
+    right.plot(steps, [r["train_metric"] for r in result.records], label="train")
+    right.set(xlabel="step", ylabel=metric)
+    right.legend()
+    for event in result.burst_events:
+        for axis in (left, right):
+            axis.axvline(event, color="grey", linestyle=":", linewidth=1)
+    fig.suptitle(f"{result.optimizer} on {result.task}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    from optarena.arena import store
+    from optarena.arena.report import build_report
+
+    out = args.out or Path("runs") / args.name
+    url = args.storage or store.default_storage_url(out)
+    if args.storage is None and not (out / "optarena.db").is_file():
+        raise ValueError(f"Invalid --out: {out} holds no optarena.db; run 'optarena compare' first or pass --storage")
+    if args.name not in store.list_experiments(url):
+        raise ValueError(f"Unknown experiment {args.name!r} in {url}; found: {', '.join(store.list_experiments(url))}")
+    report = build_report(url, args.name, out)
+    console.print(f"report: [bold]{report}[/]")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            cmd_list()
+        elif args.command == "compare":
+            cmd_compare(args)
+        elif args.command == "run":
+            cmd_run(args)
+        elif args.command == "report":
+            cmd_report(args)
+    except KeyboardInterrupt:
+        console.print("\n[yellow]interrupted[/]: finished trials are in the store; rerun the same command to continue")
+        return 130
+    except (ValueError, RuntimeError) as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Experiment files: every setting of a comparison in one TOML file.
+
+    name = "cifar-study"
+    tasks = ["digits", "fashion_mnist_mlp"]
+    optimizers = ["adamw", "sgdm", "adaburst"]
+    trials = 12
+    seeds = 3
+    epochs = 10          # optional: each task's default otherwise
+    out = "runs/cifar-study"
+
+Keys are the fields of :class:`~optarena.arena.protocol.Experiment`. A malformed file, an unknown
+key or a value of the wrong type is reported with the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from optarena.arena.protocol import Experiment
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "tasks": (list,),
+    "optimizers": (list,),
+    "trials": (int,),
+    "seeds": (int,),
+    "epochs": (int,),
+    "target": (int, float),
+    "out": (str,),
+    "storage": (str,),
+    "device": (str,),
+    "threads": (int,),
+    "data_dir": (str,),
+    "subset": (int,),
+    "sampler_seed": (int,),
+    "prune": (bool,),
+}
+
+
+class ConfigError(ValueError):
+    """A problem in an experiment file, located by line and key."""
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=", re.MULTILINE)
+    match = pattern.search(text)
+    return None if match is None else text.count("\n", 0, match.start()) + 1
+
+
+def load_experiment_file(path: str | Path, **overrides: Any) -> Experiment:
+    """Read an experiment from a TOML file; ``overrides`` (e.g. from the command line) win."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: malformed TOML: {error}") from error
+    fields = {f.name for f in dataclasses.fields(Experiment)}
+    for key, value in data.items():
+        line = _line_of(text, key)
+        where = f"{path}:{line}" if line else str(path)
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
+        expected = _TYPES[key]
+        if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+            names = " or ".join(t.__name__ for t in expected)
+            raise ConfigError(f"{where}: key {key!r} must be of type {names}, got {value!r}")
+        if key in ("tasks", "optimizers") and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: key {key!r} must be a list of names, got {value!r}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Experiment(**data)
+    except ValueError as error:
+        message = str(error)
+        key = {"Unknown optimizer": "optimizers", "Unknown task": "tasks"}.get(
+            message.split(" '")[0], message.split(":")[0].removeprefix("Invalid ").strip()
+        )
+        line = _line_of(text, key) if key in fields else None
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {error}") from error

@@ -1,0 +1,271 @@
+"""The equal-budget protocol: tune every optimizer alike, rerun the best configuration over seeds.
+
+For each task and optimizer:
+
+1. **Tune** — ``trials`` Optuna trials with the same sampler (TPE, same seed and settings) and the
+   same pruner (median, identical for all, or none) over the same shape of search space: ``lr``
+   log-uniform over the optimizer's stated range plus its registered key knobs. A trial trains on
+   seed 0 and scores its final *validation* metric; a diverged run scores the worst value.
+2. **Rerun** — the best configuration on seeds 1..``seeds`` (never the tuning seed), recording
+   full curves and diagnostics; these, scored on the *test* split, are what the report compares.
+
+Everything lands in the store as it finishes: an interrupted comparison rerun with the same
+arguments continues where it stopped, losing no completed trial and running none twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from optarena.arena import store
+from optarena.arena.runner import RunResult, train
+from optarena.arena.tasks import Task, TaskSettings, get_task
+from optarena.optim import get_optimizer_info, list_optimizers
+
+DEFAULT_OPTIMIZERS = ("adamw", "sgdm", "adaburst", "adamnx", "adamw_agr", "adax", "adan", "lion", "lookahead_adamw")
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass
+class Experiment:
+    """Everything that defines a comparison (the CLI's options and the TOML file's keys)."""
+
+    name: str = "default"
+    tasks: list[str] = field(default_factory=lambda: ["digits"])
+    optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
+    trials: int = 8
+    seeds: int = 3
+    epochs: int | None = None  # None: each task's default
+    target: float | None = None  # None: each task's default
+    out: Path = Path("runs/default")
+    storage: str | None = None  # None: SQLite under ``out``
+    device: str = "cpu"
+    threads: int | None = None
+    data_dir: Path | None = None
+    subset: int | None = None
+    sampler_seed: int = 0
+    prune: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad setting; unknown tasks and optimizers list the valid ones."""
+        if not self.name or "/" in self.name:
+            raise ValueError(f"Invalid name: {self.name!r}; expected a non-empty name without '/'")
+        for key in ("trials", "seeds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1")
+        for key in ("epochs", "threads", "subset"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1 (or unset)")
+        if not self.tasks:
+            raise ValueError("Invalid tasks: expected at least one task")
+        if not self.optimizers:
+            raise ValueError("Invalid optimizers: expected at least one optimizer")
+        for task in self.tasks:
+            get_task(task)
+        for name in self.optimizers:
+            if name not in list_optimizers():
+                raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(list_optimizers())}")
+        if len(set(self.optimizers)) != len(self.optimizers) or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("Invalid tasks/optimizers: each may be listed once")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"Invalid device: {self.device!r}; expected 'cpu' or 'cuda[:N]'")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"Invalid device: {self.device!r}; CUDA is not available on this machine")
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or store.default_storage_url(self.out)
+
+    def settings(self) -> TaskSettings:
+        return TaskSettings(device=self.device, data_dir=self.data_dir, subset=self.subset)
+
+    def epochs_for(self, task: Task) -> int:
+        return self.epochs or task.epochs
+
+    def target_for(self, task: Task) -> float:
+        return task.target if self.target is None else self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["out"] = str(self.out)
+        out["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        return out
+
+
+# --- the search space -----------------------------------------------------------------------------
+
+
+def suggest(trial: optuna.Trial, optimizer: str) -> dict[str, Any]:
+    """Sample ``lr`` log-uniformly over the optimizer's range, then its registered knobs."""
+    info = get_optimizer_info(optimizer)
+    low, high = info.lr_range
+    params: dict[str, Any] = {"lr": trial.suggest_float("lr", low, high, log=True)}
+    for name, spec in info.search_space.items():
+        kind = spec[0]
+        if kind == "log":
+            params[name] = trial.suggest_float(name, spec[1], spec[2], log=True)
+        elif kind == "float":
+            params[name] = trial.suggest_float(name, spec[1], spec[2])
+        elif kind == "int":
+            params[name] = trial.suggest_int(name, spec[1], spec[2])
+        elif kind == "choice":
+            params[name] = trial.suggest_categorical(name, list(spec[1]))
+        else:
+            raise ValueError(f"Invalid search space of {optimizer}: {name} has unknown kind {kind!r}")
+    return params
+
+
+def make_sampler(experiment: Experiment, trials: int) -> optuna.samplers.BaseSampler:
+    # The same sampler, seed and settings for every optimizer.
+    return optuna.samplers.TPESampler(seed=experiment.sampler_seed, n_startup_trials=max(1, min(5, trials // 2)))
+
+
+def make_pruner(experiment: Experiment, epochs: int) -> optuna.pruners.BasePruner:
+    if not experiment.prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 3))
+
+
+# --- running -------------------------------------------------------------------------------------------
+
+
+def _store_result(trial: optuna.Trial, result: RunResult) -> None:
+    trial.set_user_attr("records", result.records)
+    trial.set_user_attr("diverged", result.diverged)
+    trial.set_user_attr("threads", result.threads)
+    trial.set_user_attr("load_average", result.load_average)
+    trial.set_user_attr("device", result.device)
+    if result.burst_events:
+        trial.set_user_attr("burst_events", result.burst_events)
+    if result.trajectory:
+        trial.set_user_attr("trajectory", result.trajectory)
+    if result.update_magnitudes:
+        trial.set_user_attr("update_magnitudes", result.update_magnitudes)
+
+
+def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, direction: str) -> optuna.Study:
+    epochs = experiment.epochs_for(task)
+    study = optuna.create_study(
+        study_name=store.study_name(experiment.name, task.name, optimizer, phase),
+        storage=store.open_storage(experiment.storage_url),
+        sampler=make_sampler(experiment, experiment.trials),
+        pruner=make_pruner(experiment, epochs) if phase == "tune" else optuna.pruners.NopPruner(),
+        direction=direction,
+        load_if_exists=True,
+    )
+    if phase == "tune" and "config" not in study.user_attrs:
+        study.set_user_attr("config", experiment.to_dict())
+        study.set_user_attr("versions", store.versions())
+        study.set_user_attr("target", experiment.target_for(task))
+        study.set_user_attr("mode", task.mode)
+        study.set_user_attr("metric", task.metric)
+        study.set_user_attr("kind", task.kind)
+    return study
+
+
+def tune(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> optuna.Study:
+    """Run the tuning trials still missing from the store for (task, optimizer)."""
+    direction = "maximize" if task.mode == "max" else "minimize"
+    study = _study(experiment, task, optimizer, "tune", direction)
+    store.fail_interrupted(study)
+    epochs = experiment.epochs_for(task)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, optimizer)
+
+        def report(epoch: int, row: dict[str, float]) -> None:
+            if epoch == 0:
+                return
+            value = row["val_metric"]
+            trial.report(value if math.isfinite(value) else task.worst, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        result = train(task, optimizer, params, seed=0, epochs=epochs, settings=experiment.settings(), on_epoch=report)
+        _store_result(trial, result)
+        return task.worst if result.diverged else result.records[-1]["val_metric"]
+
+    while len(store.finished(study)) < experiment.trials:
+        study.optimize(objective, n_trials=1, catch=())
+        if progress is not None:
+            progress(f"{task.name}/{optimizer}: trial {len(store.finished(study))}/{experiment.trials}")
+    return study
+
+
+def best_params(study: optuna.Study) -> dict[str, Any]:
+    completed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise RuntimeError(f"Study {study.study_name} has no completed trial to take a best configuration from")
+    return dict(study.best_trial.params)
+
+
+def rerun(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> None:
+    """Train the tuned configuration on each seed not yet in the store."""
+    tune_study = _study(experiment, task, optimizer, "tune", "maximize" if task.mode == "max" else "minimize")
+    params = best_params(tune_study)
+    study = _study(experiment, task, optimizer, "final", "maximize" if task.mode == "max" else "minimize")
+    store.fail_interrupted(study)
+    epochs = experiment.epochs_for(task)
+    for seed in range(1, experiment.seeds + 1):
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("seed") == seed
+        ]
+        if done:
+            continue
+
+        def objective(trial: optuna.Trial, seed: int = seed) -> float:
+            trial.set_user_attr("seed", seed)
+            for name, value in params.items():
+                trial.set_user_attr(f"param_{name}", value)
+            result = train(
+                task, optimizer, params, seed=seed, epochs=epochs, settings=experiment.settings(), diagnostics=True
+            )
+            _store_result(trial, result)
+            return task.worst if result.diverged else result.records[-1]["test_metric"]
+
+        study.optimize(objective, n_trials=1, catch=())
+        if progress is not None:
+            progress(f"{task.name}/{optimizer}: seed {seed}/{experiment.seeds}")
+
+
+def planned_runs(experiment: Experiment) -> int:
+    return len(experiment.tasks) * len(experiment.optimizers) * (experiment.trials + experiment.seeds)
+
+
+def completed_runs(experiment: Experiment) -> int:
+    """Runs of ``experiment`` already in the store (for a resumed progress bar)."""
+    records = store.load_experiment(experiment.storage_url, experiment.name)
+    total = 0
+    for (task, optimizer), record in records.items():
+        if task in experiment.tasks and optimizer in experiment.optimizers:
+            total += min(len(record.tune), experiment.trials) + min(len(record.final), experiment.seeds)
+    return total
+
+
+def compare(experiment: Experiment, progress: ProgressCallback | None = None) -> None:
+    """Tune and rerun every (task, optimizer) pair; results go to the store as they finish."""
+    experiment.out.mkdir(parents=True, exist_ok=True)
+    if experiment.threads:
+        torch.set_num_threads(experiment.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for task_name in experiment.tasks:
+        task = get_task(task_name)
+        for optimizer in experiment.optimizers:
+            tune(experiment, task, optimizer, progress)
+            rerun(experiment, task, optimizer, progress)

@@ -1,0 +1,160 @@
+"""One training run: one optimizer, one task, one seed, a fixed number of epochs.
+
+The runner records per-epoch curves (step, wall time, train loss/metric, validation and test
+metric), and on request the diagnostics the report draws: the 2-D trajectory of a function task,
+Adaburst's burst events, and the per-layer update magnitude per epoch (the Adaburst paper's
+Fig. 1). A run whose loss turns non-finite stops and is marked diverged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from optarena.arena.tasks import Task, TaskSettings
+from optarena.optim import create_optimizer, get_optimizer_info, sophiag_gnb_update
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+HESSIAN_INTERVAL = 10
+
+
+@dataclass
+class RunResult:
+    """What one run produced; ``records`` has one dict per evaluated epoch (epoch 0 = before training)."""
+
+    task: str
+    optimizer: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    records: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False
+    burst_events: list[int] = field(default_factory=list)  # steps after which a burst restarted
+    trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
+    update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
+    threads: int = 1
+    load_average: list[float] = field(default_factory=list)
+    device: str = "cpu"
+
+    def final(self, key: str = "test_metric") -> float:
+        return self.records[-1][key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tracked_layers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight matrices and kernels whose update magnitudes are recorded (not biases or norms)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
+
+
+def _load_average() -> list[float]:
+    try:
+        return list(os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return []
+
+
+def train(
+    task: Task,
+    optimizer_name: str,
+    hyperparameters: dict[str, Any],
+    *,
+    seed: int,
+    epochs: int | None = None,
+    settings: TaskSettings | None = None,
+    diagnostics: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> RunResult:
+    """Train ``task`` with the registered optimizer ``optimizer_name`` and return its curves.
+
+    ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
+    """
+    settings = settings or TaskSettings(seed=seed)
+    settings = TaskSettings(
+        seed=seed,
+        device=settings.device,
+        data_dir=settings.data_dir,
+        subset=settings.subset,
+        batch_size=settings.batch_size,
+    )
+    epochs = task.epochs if epochs is None else epochs
+    torch.manual_seed(seed)
+    problem = task.build(settings)
+    model = problem.model
+    kwargs = dict(hyperparameters)
+    defaults = get_optimizer_info(optimizer_name).hyperparameter_defaults()
+    if "burst_mode" in defaults:
+        kwargs.setdefault("burst_mode", task.mode)  # Adaburst's trigger watches the task's training metric
+    if "bs" in defaults and hasattr(problem, "batch_size"):
+        kwargs.setdefault("bs", problem.batch_size)  # SophiaG: the number of terms the loss averages
+    optimizer = create_optimizer(model, optimizer_name, **kwargs)
+    result = RunResult(
+        task.name,
+        optimizer_name,
+        dict(hyperparameters),
+        seed,
+        threads=torch.get_num_threads(),
+        load_average=_load_average(),
+        device=settings.device,
+    )
+    # SophiaG's Gauss-Newton-Bartlett Hessian estimate needs sampled labels: classifiers only, every k steps
+    # (the authors' k = 10); elsewhere it runs on its zero-initialised h, i.e. as clipped sign momentum.
+    hessian_every = HESSIAN_INTERVAL if hasattr(optimizer, "update_hessian") and task.kind == "classification" else 0
+    layers = _tracked_layers(model) if diagnostics else {}
+    for name in layers:
+        result.update_magnitudes[name] = []
+    if diagnostics and task.kind == "function":
+        result.trajectory.append(model.xy.detach().tolist())
+
+    def record(epoch: int, step: int, elapsed: float) -> dict[str, float]:
+        metrics = problem.evaluate()
+        row = {"epoch": float(epoch), "step": float(step), "wall_time": elapsed, **metrics}
+        result.records.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+        return row
+
+    model.train()
+    record(0, 0, 0.0)
+    step, elapsed = 0, 0.0
+    for epoch in range(1, epochs + 1):
+        sums = dict.fromkeys(layers, 0.0)
+        started = time.perf_counter()
+        for batch in problem.batches(epoch):
+            before = [p.detach().clone() for p in layers.values()] if layers else []
+            optimizer.zero_grad(set_to_none=True)
+            loss = problem.loss(batch)
+            if not torch.isfinite(loss):
+                result.diverged = True
+                break
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if hessian_every and step % hessian_every == 0:
+                sophiag_gnb_update(model, batch[0], optimizer)
+            if layers:
+                with torch.no_grad():
+                    for (name, p), b in zip(layers.items(), before):
+                        sums[name] += (p - b).abs().mean().item()
+            if diagnostics and task.kind == "function":
+                result.trajectory.append(model.xy.detach().tolist())
+        elapsed += time.perf_counter() - started
+        if result.diverged:
+            break
+        for name in layers:
+            result.update_magnitudes[name].append(sums[name] / max(1, problem.steps_per_epoch))
+        row = record(epoch, step, elapsed)
+        if not all(math.isfinite(v) for v in row.values()):
+            result.diverged = True
+            break
+        # Adaburst: the burst trigger watches the training metric
+        if hasattr(optimizer, "epoch_end") and optimizer.epoch_end(row["train_metric"]):
+            result.burst_events.append(step)
+    return result

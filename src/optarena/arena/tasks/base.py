@@ -1,0 +1,161 @@
+"""What a task is: a data source, a model, a loss and a metric, built per seed as a Problem.
+
+A :class:`Task` is the registry entry (name, description, metric, default target and budget);
+``task.build(settings)`` returns a :class:`Problem`: the model with its data held in memory
+(tensors on the run's device, as airbench does, so data loading never dominates the step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+Mode = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """How to build one problem: the seed, the device, where data lives, and size limits for tiny runs."""
+
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: Path | None = None
+    subset: int | None = None  # keep at most this many training examples (tests, smoke runs)
+    batch_size: int | None = None  # None: the task's default
+
+
+class Problem(Protocol):
+    """One seeded instance of a task."""
+
+    model: nn.Module
+    steps_per_epoch: int
+
+    def batches(self, epoch: int) -> Iterable[Any]:
+        """The training batches of ``epoch`` (deterministic given the seed and the epoch)."""
+        ...
+
+    def loss(self, batch: Any) -> Tensor:
+        """The training loss of ``batch`` under the current model (a scalar with a graph)."""
+        ...
+
+    def evaluate(self) -> dict[str, float]:
+        """``train_loss``, ``train_metric``, ``val_metric`` and ``test_metric`` of the current model."""
+        ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task.
+
+    ``metric`` names what ``*_metric`` measures (e.g. ``'accuracy'``); ``mode`` says whether it is
+    maximised or minimised; ``target`` is the default value for steps-to-target.
+    """
+
+    name: str
+    description: str
+    build: Callable[[TaskSettings], Problem]
+    metric: str
+    mode: Mode
+    target: float
+    epochs: int
+    kind: Literal["function", "classification", "language"] = "classification"
+    needs: str = ""  # what must be installed or downloaded, said when it is missing
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    @property
+    def worst(self) -> float:
+        """The value a diverged run scores."""
+        return -float("inf") if self.mode == "max" else float("inf")
+
+
+class MissingDataError(RuntimeError):
+    """A dataset is not where it was looked for; the message says how to get it."""
+
+
+class InMemoryClassification:
+    """A classification problem over tensors held in memory: shuffled mini-batches, accuracy metric.
+
+    ``splits`` maps ``'train'``, ``'val'`` and ``'test'`` to ``(inputs, labels)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        splits: dict[str, tuple[Tensor, Tensor]],
+        *,
+        batch_size: int,
+        seed: int,
+        device: str,
+        eval_batch_size: int = 1024,
+        augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    ) -> None:
+        self.model = model.to(device)
+        self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in splits.items()}
+        self.batch_size = batch_size
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.augment = augment
+        n = len(self.splits["train"][1])
+        self.steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: equal-size steps
+
+    def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y = self.splits["train"]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(y), generator=g).to(y.device)
+        for i in range(self.steps_per_epoch):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            xb = x[idx]
+            if self.augment is not None:
+                xb = self.augment(xb, g)
+            yield xb, y[idx]
+
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self.model(x), y)
+
+    @torch.no_grad()
+    def _loss_and_accuracy(self, split: str) -> tuple[float, float]:
+        x, y = self.splits[split]
+        was_training = self.model.training
+        self.model.eval()
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(y), self.eval_batch_size):
+            logits = self.model(x[i : i + self.eval_batch_size])
+            target = y[i : i + self.eval_batch_size]
+            total_loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(1) == target).sum().item()
+        self.model.train(was_training)
+        return total_loss / len(y), correct / len(y)
+
+    def evaluate(self) -> dict[str, float]:
+        train_loss, train_acc = self._loss_and_accuracy("train")
+        _, val_acc = self._loss_and_accuracy("val")
+        test_loss, test_acc = self._loss_and_accuracy("test")
+        return {
+            "train_loss": train_loss,
+            "train_metric": train_acc,
+            "val_metric": val_acc,
+            "test_metric": test_acc,
+            "test_loss": test_loss,
+        }
+
+
+def split_train_val(
+    x: Tensor, y: Tensor, *, val_fraction: float, seed: int = 0
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """A fixed random split of a training set into train and validation (the same for every seed)."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_fraction * len(y))
+    return (x[order[n_val:]], y[order[n_val:]]), (x[order[:n_val]], y[order[:n_val]])
+
+
+def take_subset(x: Tensor, y: Tensor, subset: int | None) -> tuple[Tensor, Tensor]:
+    return (x, y) if subset is None else (x[:subset], y[:subset])

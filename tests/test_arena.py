@@ -1,0 +1,230 @@
+"""The arena: tasks, runner, protocol (equal budget, resume), experiment files and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optarena.arena import store
+from optarena.arena.config import ConfigError, load_experiment_file
+from optarena.arena.protocol import Experiment, compare, suggest
+from optarena.arena.runner import train
+from optarena.arena.tasks import get_task, list_tasks
+from optarena.arena.tasks.functions import FUNCTIONS
+from optarena.optim import get_optimizer_info
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tasks_are_registered_and_unknown_names_list_the_valid_ones():
+    names = list_tasks()
+    assert {"digits", "rosenbrock", "rastrigin", "ill_conditioned", "saddle"} <= set(names)
+    with pytest.raises(ValueError, match=r"Unknown task 'cifar'.*digits"):
+        get_task("cifar")
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_tasks_record_trajectories_and_make_progress(name):
+    task = get_task(name)
+    result = train(task, "adamw", {"lr": 0.05}, seed=0, epochs=2, diagnostics=True)
+    assert len(result.trajectory) == 1 + 2 * 50
+    assert result.trajectory[0] == list(FUNCTIONS[name].start)
+    assert [r["epoch"] for r in result.records] == [0.0, 1.0, 2.0]
+    assert result.records[-1]["train_loss"] < result.records[0]["train_loss"]
+
+
+def test_digits_run_records_curves_and_diagnostics():
+    result = train(get_task("digits"), "adaburst", {"lr": 3e-3}, seed=1, epochs=3, diagnostics=True)
+    steps = [r["step"] for r in result.records]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 3 * 16
+    assert result.records[-1]["test_metric"] > 0.5
+    assert set(result.update_magnitudes) == {"1.weight", "3.weight"}
+    assert all(len(v) == 3 and all(x > 0 for x in v) for v in result.update_magnitudes.values())
+    assert result.threads >= 1 and result.load_average
+
+
+def test_adaburst_bursts_are_recorded_and_follow_the_task_mode():
+    # A function task is minimised: the trigger must watch the value falling, not rising.
+    result = train(get_task("rastrigin"), "adaburst", {"lr": 1e-3, "burst_patience": 0}, seed=0, epochs=6)
+    assert result.burst_events  # the value stalls in a local minimum: bursts restart
+    assert all(e % 50 == 0 for e in result.burst_events)
+
+
+def test_a_diverging_run_is_marked_and_stops():
+    result = train(get_task("rosenbrock"), "sgdm", {"lr": 1.0}, seed=0, epochs=3)
+    assert result.diverged
+    assert len(result.records) < 4
+
+
+def test_search_space_has_the_same_shape_for_every_optimizer():
+    for name in ("adamw", "sgdm", "adaburst", "lookahead_adamw"):
+        info = get_optimizer_info(name)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(20):
+            trial = study.ask()
+            params = suggest(trial, name)
+            assert info.lr_range[0] <= params["lr"] <= info.lr_range[1]
+            assert set(params) == {"lr", *info.search_space}
+            study.tell(trial, 0.0)
+        dist = study.trials[0].distributions["lr"]
+        assert dist.log and (dist.low, dist.high) == info.lr_range
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"trials": 0}, "Invalid trials"),
+        ({"seeds": -1}, "Invalid seeds"),
+        ({"epochs": 0}, "Invalid epochs"),
+        ({"optimizers": ["adamw", "adamx"]}, r"Unknown optimizer 'adamx'.*adaburst"),
+        ({"tasks": ["digitz"]}, r"Unknown task 'digitz'.*digits"),
+        ({"name": "a/b"}, "Invalid name"),
+        ({"device": "tpu"}, "Invalid device"),
+        ({"optimizers": ["adamw", "adamw"]}, "listed once"),
+    ],
+)
+def test_experiment_rejects_impossible_settings(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        Experiment(out=tmp_path, **kwargs)
+
+
+def test_experiment_file_reads_and_reports_errors_with_line_and_key(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('name = "x"\ntasks = ["rosenbrock"]\noptimizers = ["adamw", "sgdm"]\ntrials = 3\nepochs = 2\n')
+    experiment = load_experiment_file(good, seeds=2)
+    assert (experiment.name, experiment.tasks, experiment.trials, experiment.seeds) == ("x", ["rosenbrock"], 3, 2)
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ntrials = 3\nseeds = 2 2\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml: malformed TOML.*line 3"):
+        load_experiment_file(bad)
+    bad.write_text('name = "x"\ntrails = 3\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml:2: unknown key 'trails'; valid keys: .*trials"):
+        load_experiment_file(bad)
+    bad.write_text('name = "x"\n\ntrials = "many"\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml:3: key 'trials' must be of type int"):
+        load_experiment_file(bad)
+    bad.write_text('tasks = ["digits"]\noptimizers = ["adamw", "nope"]\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml:2: Unknown optimizer 'nope'"):
+        load_experiment_file(bad)
+    bad.write_text("seeds = 0\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml:1: Invalid seeds"):
+        load_experiment_file(bad)
+
+
+def _tiny(tmp_path: Path, **kwargs) -> Experiment:
+    settings = dict(out=tmp_path, tasks=["rosenbrock"], optimizers=["adamw", "adaburst"], trials=3, seeds=2, epochs=2)
+    settings.update(kwargs)
+    return Experiment(**settings)
+
+
+def test_compare_spends_the_same_budget_on_every_optimizer(tmp_path):
+    experiment = _tiny(tmp_path)
+    compare(experiment)
+    records = store.load_experiment(experiment.storage_url, experiment.name)
+    assert set(records) == {("rosenbrock", "adamw"), ("rosenbrock", "adaburst")}
+    for record in records.values():
+        assert len(record.tune) == 3
+        assert sorted(t.user_attrs["seed"] for t in record.final) == [1, 2]
+        best = min((t for t in record.tune if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+        assert all(t.user_attrs["param_lr"] == best.params["lr"] for t in record.final)
+        assert record.attrs["config"]["trials"] == 3 and "torch" in record.attrs["versions"]
+    # Running it again does nothing: every trial is already in the store.
+    before = {k: [t.number for t in r.tune + r.final] for k, r in records.items()}
+    compare(experiment)
+    after = {
+        k: [t.number for t in r.tune + r.final]
+        for k, r in store.load_experiment(experiment.storage_url, "default").items()
+    }
+    assert after == before
+
+
+def _study_states(url: str, name: str) -> list[tuple[int, str, float | None]]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return [(t.number, t.state.name, t.value) for t in study.get_trials(deepcopy=False)]
+
+
+def test_killed_compare_resumes_without_losing_or_repeating_a_trial(tmp_path):
+    code = (
+        "from optarena.arena.protocol import Experiment, compare\n"
+        f"compare(Experiment(out={str(tmp_path)!r}, tasks=['digits'], optimizers=['adamw', 'sgdm'],"
+        " trials=4, seeds=2, epochs=12, subset=400, threads=1))\n"
+    )
+    url = store.default_storage_url(tmp_path)
+    tune_name = store.study_name("default", "digits", "adamw", "tune")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    finished_before: list[tuple[int, str, float | None]] = []
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # wait until two trials are done and a third is running
+            time.sleep(0.2)
+            try:
+                states = _study_states(url, tune_name)
+            except (KeyError, Exception):  # the study does not exist yet
+                continue
+            done = [s for s in states if s[1] in ("COMPLETE", "PRUNED")]
+            if len(done) >= 2 and any(s[1] == "RUNNING" for s in states):
+                os.kill(process.pid, signal.SIGKILL)
+                finished_before = done
+                break
+    finally:
+        process.wait(timeout=60)
+    assert finished_before, "the comparison finished before it could be killed mid-trial"
+    assert process.returncode == -signal.SIGKILL
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=600)
+    assert result.returncode == 0
+    states = _study_states(url, tune_name)
+    done = [s for s in states if s[1] in ("COMPLETE", "PRUNED")]
+    assert len(done) == 4  # the budget, exactly
+    assert [s for s in done if s[0] < len(finished_before)] == finished_before  # nothing lost or redone
+    assert any(s[1] == "FAIL" for s in states)  # the killed trial, closed and replaced
+    records = store.load_experiment(url, "default")
+    for record in records.values():
+        assert len(record.tune) == 4
+        assert sorted(t.user_attrs["seed"] for t in record.final) == [1, 2]
+
+
+def test_cli_list_and_run(tmp_path):
+    listing = subprocess.run([sys.executable, "-m", "optarena", "list"], capture_output=True, text=True, cwd=REPO)
+    assert listing.returncode == 0
+    assert "adaburst" in listing.stdout and "rosenbrock" in listing.stdout
+    out = tmp_path / "single"
+    run = subprocess.run(
+        [sys.executable, "-m", "optarena", "run", "--task", "saddle", "--optimizer", "adaburst", "--lr", "0.01",
+         "--set", "burst_patience=1", "--epochs", "2", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads((out / "saddle-adaburst-seed0.json").read_text())
+    assert data["hyperparameters"] == {"lr": 0.01, "burst_patience": 1}
+    assert len(data["records"]) == 3
+    assert (out / "saddle-adaburst-seed0.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--task", "nope", "--optimizer", "adamw"], "Unknown task 'nope'"),
+        (["run", "--task", "digits", "--optimizer", "nope"], "Unknown optimizer 'nope'"),
+        (["run", "--task", "digits", "--optimizer", "adamw", "--set", "lr"], "KEY=VALUE"),
+        (["compare", "--trials", "0"], "Invalid trials"),
+        (["compare", "--optimizers", "adamx"], "Unknown optimizer 'adamx'"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(argv, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "optarena", *argv, *(["--out", str(tmp_path)] if argv[0] == "compare" else [])],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stdout.replace("\n", " ")
