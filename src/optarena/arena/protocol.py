@@ -47,7 +47,7 @@ class Experiment:
     out: Path = Path("runs/default")
     storage: str | None = None  # None: SQLite under ``out``
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = 1  # one torch thread: small models run fastest so on a shared machine
     data_dir: Path | None = None
     subset: int | None = None
     sampler_seed: int = 0
@@ -134,6 +134,16 @@ def make_sampler(experiment: Experiment, trials: int) -> optuna.samplers.BaseSam
     return optuna.samplers.TPESampler(seed=experiment.sampler_seed, n_startup_trials=max(1, min(5, trials // 2)))
 
 
+def repr_sampler(experiment: Experiment) -> str:
+    return f"TPESampler(seed={experiment.sampler_seed}, n_startup_trials={max(1, min(5, experiment.trials // 2))})"
+
+
+def repr_pruner(experiment: Experiment, epochs: int) -> str:
+    if not experiment.prune:
+        return "NopPruner()"
+    return f"MedianPruner(n_startup_trials=3, n_warmup_steps={max(1, epochs // 3)})"
+
+
 def make_pruner(experiment: Experiment, epochs: int) -> optuna.pruners.BasePruner:
     if not experiment.prune:
         return optuna.pruners.NopPruner()
@@ -174,6 +184,8 @@ def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, direc
         study.set_user_attr("mode", task.mode)
         study.set_user_attr("metric", task.metric)
         study.set_user_attr("kind", task.kind)
+        study.set_user_attr("sampler", repr_sampler(experiment))
+        study.set_user_attr("pruner", repr_pruner(experiment, epochs))
     return study
 
 
