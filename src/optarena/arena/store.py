@@ -24,9 +24,19 @@ def default_storage_url(out_dir: Path) -> str:
     return f"sqlite:///{(Path(out_dir) / 'optarena.db').resolve()}"
 
 
+_STORAGES: dict[str, optuna.storages.BaseStorage] = {}
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage for ``url`` (any SQLAlchemy URL: sqlite:///..., postgresql://...)."""
-    return optuna.storages.RDBStorage(url)
+    """An RDB storage for ``url`` (any SQLAlchemy URL: sqlite:///..., postgresql://...), opened once per process."""
+    if url not in _STORAGES:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _STORAGES[url] = optuna.storages.RDBStorage(url)
+        except Exception as error:  # SQLAlchemy's errors do not share a base with ours
+            raise ValueError(f"Invalid storage: cannot open {url!r}: {error}") from error
+    return _STORAGES[url]
 
 
 def study_name(experiment: str, task: str, optimizer: str, phase: str) -> str:
