@@ -1,0 +1,408 @@
+"""CIFAR-10 (ResNet-20, ResNet-18, ViT-tiny) and CIFAR-100 (ResNet-20), 32x32 RGB.
+
+Where CIFAR-10 comes from, first found wins:
+
+1. ``settings.data_dir``: the "python version" pickles (``data_batch_1`` ... ``data_batch_5``,
+   ``test_batch``) in the folder or in ``cifar-10-batches-py/``, or ``cifar-10-python.tar.gz`` in
+   it (or ``data_dir`` being that archive); the
+   JPEG tarball ``cifar10-jpg.tar.gz`` (or ``data_dir`` being that tarball); an extracted JPEG
+   folder ``cifar10/{train,test}/<class>/*.jpg`` (or ``{train,test}/<class>/*.jpg``).
+2. ``cifar10-jpg.tar.gz`` in the shared data folder (``../shared/data`` beside the working
+   directory, or ``$OPTARENA_SHARED_DATA``).
+
+JPEGs are decoded once into a uint8 ``.npz`` in the cache folder (``$OPTARENA_CACHE``, else
+``~/.cache/optarena``), keyed by the content, so later runs load in a fraction of a second.
+CIFAR-100 is read only from the user's pickles (``train``, ``test`` in the folder or in
+``cifar-100-python/``, or the archive ``cifar-100-python.tar.gz`` in it or as ``data_dir``), with the
+100 fine labels.
+
+The 50,000 training images are split 45,000 train / 5,000 validation (fixed); the 10,000 test
+images are the test set. Images stay uint8 on the device; the model's first layer standardises
+them with the per-channel mean/std of the training split. Training batches get the standard
+augmentation (random crop of the 4-pixel zero-padded image, random horizontal flip), done on the
+batch tensor with the epoch's generator. The epoch's train loss and accuracy are measured on a
+fixed 10,000-image part of the training split: the whole of it would cost a third of an epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import pickle
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from optarena.arena.tasks.base import (
+    InMemoryClassification,
+    MissingDataError,
+    Task,
+    TaskSettings,
+    split_train_val,
+    take_subset,
+)
+from optarena.arena.tasks.idx import (
+    DataFileError,
+    as_path,
+    cache_dir,
+    file_digest,
+    load_npz,
+    save_npz_atomic,
+    shared_data_dir,
+)
+from optarena.arena.tasks.models import ResNet18, resnet20, standardized, vit_tiny
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_PICKLES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR100_PICKLES = ("train", "test")
+JPEG_TARBALL = "cifar10-jpg.tar.gz"
+VAL_FRACTION = 0.1  # 5,000 of the 50,000 training images
+TRAIN_EVAL_EXAMPLES = 10_000
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
+
+
+# --------------------------------------------------------------------------------------------------
+# The "python version" pickles.
+
+
+def read_cifar_pickle(data: bytes, name: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 3, 32, 32)`` uint8 and int64 labels from one CIFAR pickle's bytes; ``name`` is used in errors."""
+    try:
+        # The CIFAR pickles hold only a dict of bytes, lists and arrays; they are the user's own download.
+        batch = pickle.loads(data, encoding="bytes")
+    except Exception as error:
+        raise DataFileError(f"{name}: not a CIFAR python-version pickle ({type(error).__name__}: {error})") from error
+    if not isinstance(batch, dict):
+        raise DataFileError(f"{name}: not a CIFAR python-version pickle (holds a {type(batch).__name__}, not a dict)")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or label_key not in batch:
+        raise DataFileError(f"{name}: expected the keys 'data' and {label_key!r}, found {sorted(map(str, batch))}")
+    x = np.asarray(batch["data"])
+    y = np.asarray(batch[label_key], dtype=np.int64)
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+        raise DataFileError(
+            f"{name}: 'data' is {x.dtype} {x.shape} with {len(y)} labels, expected uint8 (n, 3072) with n labels"
+        )
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _pickle_source(folder: Path, names: tuple[str, ...]) -> dict[str, Callable[[], bytes]] | None:
+    """Readers of the pickles ``names`` in ``folder``; ``None`` if none is there, an error if only some are."""
+    present = {n: folder / n for n in names if (folder / n).is_file()}
+    if not present:
+        return None
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise DataFileError(f"{folder}: incomplete CIFAR pickles, missing {', '.join(missing)}")
+    return {n: p.read_bytes for n, p in present.items()}
+
+
+def _load_pickles(readers: dict[str, Callable[[], bytes]], where: str, label_key: str, n_classes: int) -> Arrays:
+    parts = {name: read_cifar_pickle(read(), f"{where}/{name}", label_key) for name, read in readers.items()}
+    test_name = "test_batch" if "test_batch" in parts else "test"
+    train = [parts[n] for n in readers if n != test_name]
+    x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
+    x_test, y_test = parts[test_name]
+    for name, y in (("training", y_train), (test_name, y_test)):
+        if y.min() < 0 or y.max() >= n_classes:
+            raise DataFileError(f"{where}: {name} labels span {y.min()}..{y.max()}, expected 0..{n_classes - 1}")
+    return x_train, y_train, x_test, y_test
+
+
+def _tar_pickles(path: Path, names: tuple[str, ...], label_key: str, n_classes: int) -> Arrays:
+    """The pickles ``names`` from an official ``cifar-*-python.tar.gz`` (whatever folder they sit in)."""
+    try:
+        with tarfile.open(path) as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            missing = [n for n in names if n not in members]
+            if missing:
+                raise DataFileError(f"{path}: the tarball lacks {', '.join(missing)}")
+            blobs = {n: tar.extractfile(members[n]).read() for n in names}
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DataFileError(f"{path}: not a readable tar.gz ({error})") from error
+    return _load_pickles({n: (lambda b=b: b) for n, b in blobs.items()}, str(path), label_key, n_classes)
+
+
+# --------------------------------------------------------------------------------------------------
+# JPEG images: a tarball or a folder with the layout cifar10/{train,test}/<class>/NNNN.jpg.
+
+
+def _decode_jpegs(items: Iterator[tuple[str, Callable[[], bytes]]], where: str) -> Arrays:
+    """Decode ``(path, read)`` pairs laid out as ``.../{train,test}/<class>/<name>.jpg`` into sorted uint8 arrays."""
+    from PIL import Image, UnidentifiedImageError
+
+    found: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
+    for path, read in items:
+        parts = Path(path).parts
+        if not path.lower().endswith((".jpg", ".jpeg", ".png")) or len(parts) < 3 or parts[-3] not in found:
+            continue
+        label = parts[-2]
+        if label not in CIFAR10_CLASSES:
+            raise DataFileError(f"{where}: {path} is in an unknown class folder {label!r}; expected {CIFAR10_CLASSES}")
+        try:
+            with Image.open(io.BytesIO(read())) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise DataFileError(f"{where}: {path} is not a readable image ({error})") from error
+        if pixels.shape != (32, 32, 3):
+            raise DataFileError(f"{where}: {path} is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
+        found[parts[-3]].append((CIFAR10_CLASSES.index(label), parts[-1], pixels))
+    arrays: list[np.ndarray] = []
+    for split, images in found.items():
+        if not images:
+            raise DataFileError(f"{where}: no images in {split}/<class>/*.jpg (expected cifar10/{split}/airplane/...)")
+        images.sort(key=lambda item: item[:2])  # a fixed order whatever the archive's or file system's order
+        arrays += [np.stack([p for *_, p in images]).transpose(0, 3, 1, 2), np.array([c for c, *_ in images])]
+    x_train, y_train, x_test, y_test = arrays
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def _cached(key: str, make: Callable[[], Arrays]) -> Arrays:
+    """``make()``'s arrays, decoded once and kept as ``<cache>/<key>.npz``."""
+    path = cache_dir() / f"{key}.npz"
+    cached = load_npz(path)
+    if cached is not None and {"x_train", "y_train", "x_test", "y_test"} <= set(cached):
+        return cached["x_train"], cached["y_train"], cached["x_test"], cached["y_test"]
+    arrays = make()
+    with contextlib.suppress(OSError):  # a read-only or full cache folder costs a decode next time, not the run
+        save_npz_atomic(path, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+    return arrays
+
+
+def load_jpeg_tarball(path: Path) -> Arrays:
+    """CIFAR-10 from the JPEG tarball ``path`` (decoded once, then from the cache)."""
+
+    def decode() -> Arrays:
+        try:
+            with tarfile.open(path) as tar:
+                items = ((m.name, tar.extractfile(m).read) for m in tar if m.isfile())
+                return _decode_jpegs(items, str(path))
+        except (tarfile.TarError, EOFError) as error:
+            raise DataFileError(f"{path}: not a readable tar.gz ({error})") from error
+
+    return _cached(f"cifar10-jpg-{file_digest(path)}", decode)
+
+
+def load_jpeg_folder(folder: Path) -> Arrays:
+    """CIFAR-10 from an extracted JPEG folder holding ``train/`` and ``test/`` (cached, keyed by the listing)."""
+    files = sorted(p for split in ("train", "test") for p in (folder / split).glob("*/*") if p.is_file())
+    listing = "\n".join(f"{p.relative_to(folder)} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    key = hashlib.sha256(f"{folder.resolve()}\n{listing}".encode()).hexdigest()[:16]
+    items = ((str(p.relative_to(folder)), p.read_bytes) for p in files)
+    return _cached(f"cifar10-jpgdir-{key}", lambda: _decode_jpegs(items, str(folder)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the data.
+
+
+def load_cifar10(data_dir: str | Path | None) -> Arrays:
+    """CIFAR-10 as uint8 ``(n, 3, 32, 32)`` images and int64 labels, from the first source found (module docstring)."""
+    tried: list[str] = []
+    data_dir = as_path(data_dir)
+    if data_dir is not None:
+        if data_dir.is_file():  # the archive itself: the official pickles' or the JPEG one
+            if data_dir.name.startswith("cifar-10-python"):
+                return _tar_pickles(data_dir, CIFAR10_PICKLES, "labels", 10)
+            return load_jpeg_tarball(data_dir)
+        for folder in (data_dir, data_dir / "cifar-10-batches-py"):
+            readers = _pickle_source(folder, CIFAR10_PICKLES)
+            if readers is not None:
+                return _load_pickles(readers, str(folder), "labels", 10)
+            tried.append(f"{folder}/{{data_batch_1..5,test_batch}}")
+        for name, loader in (
+            ("cifar-10-python.tar.gz", lambda p: _tar_pickles(p, CIFAR10_PICKLES, "labels", 10)),
+            (JPEG_TARBALL, load_jpeg_tarball),
+        ):
+            tried.append(str(data_dir / name))
+            if (data_dir / name).is_file():
+                return loader(data_dir / name)
+        for folder in (data_dir / "cifar10", data_dir):
+            tried.append(f"{folder}/{{train,test}}/<class>/*.jpg")
+            if (folder / "train").is_dir() and (folder / "test").is_dir():
+                return load_jpeg_folder(folder)
+    shared = shared_data_dir() / JPEG_TARBALL
+    tried.append(str(shared))
+    if shared.is_file():
+        return load_jpeg_tarball(shared)
+    raise MissingDataError(
+        "CIFAR-10 not found; looked for: " + "; ".join(tried) + f". To get it: download the python version "
+        f"(cifar-10-python.tar.gz) from {CIFAR_URL}, extract it and pass its folder as data_dir "
+        f"(TaskSettings.data_dir), or put {JPEG_TARBALL} in the shared data folder {shared.parent}."
+    )
+
+
+def load_cifar100(data_dir: str | Path | None) -> Arrays:
+    """CIFAR-100 (fine labels) from the user's python-version pickles."""
+    tried: list[str] = []
+    data_dir = as_path(data_dir)
+    if data_dir is not None:
+        if data_dir.is_file():  # the official archive itself
+            return _tar_pickles(data_dir, CIFAR100_PICKLES, "fine_labels", 100)
+        for folder in (data_dir, data_dir / "cifar-100-python"):
+            readers = _pickle_source(folder, CIFAR100_PICKLES)
+            if readers is not None:
+                return _load_pickles(readers, str(folder), "fine_labels", 100)
+            tried.append(f"{folder}/{{train,test}}")
+        tarball = data_dir / "cifar-100-python.tar.gz"
+        tried.append(str(tarball))
+        if tarball.is_file():
+            return _tar_pickles(tarball, CIFAR100_PICKLES, "fine_labels", 100)
+    raise MissingDataError(
+        "CIFAR-100 not found (it is not shipped offline); looked for: "
+        + ("; ".join(tried) or "nothing: no data_dir given")
+        + f". To get it: download the python version (cifar-100-python.tar.gz) from {CIFAR_URL}, put it or its "
+        "extracted folder (with the files train, test, meta) in a folder and pass that folder as data_dir "
+        "(TaskSettings.data_dir)."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The problem.
+
+
+def channel_stats(x: Tensor, chunk: int = 5000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images ``(n, c, h, w)`` in pixel / 255 units (chunked: no big float copy)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(x), chunk):
+        part = x[i : i + chunk].double()
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = x.numel() / x.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return (mean / 255).tolist(), (std / 255).tolist()
+
+
+def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """The standard CIFAR augmentation on a batch ``(n, c, h, w)``: a random ``h x w`` crop of the image
+    zero-padded by ``padding`` pixels, then a horizontal flip with probability ½.
+
+    The randomness comes from ``generator`` (a CPU generator), so batches are reproducible on any device.
+    """
+    n, c, h, w = x.shape
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # flipping the crop = reading its columns backwards
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class ImageClassification(InMemoryClassification):
+    """:class:`InMemoryClassification` whose train loss/accuracy are measured on a fixed part of the training split."""
+
+    def __init__(self, *args: Any, train_eval_examples: int = TRAIN_EVAL_EXAMPLES, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        x, y = self.splits["train"]
+        self.splits["train_eval"] = (x[:train_eval_examples], y[:train_eval_examples])  # views, no copy
+
+    def evaluate(self) -> dict[str, float]:
+        train_loss, train_acc = self._loss_and_accuracy("train_eval")
+        _, val_acc = self._loss_and_accuracy("val")
+        test_loss, test_acc = self._loss_and_accuracy("test")
+        return {
+            "train_loss": train_loss,
+            "train_metric": train_acc,
+            "val_metric": val_acc,
+            "test_metric": test_acc,
+            "test_loss": test_loss,
+        }
+
+
+def cifar_splits(arrays: Arrays, subset: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+    """uint8 tensors split 45k/5k/10k (for 50k training images) into train/val/test."""
+    x_train, y_train, x_test, y_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    train, val = split_train_val(x_train, y_train, val_fraction=VAL_FRACTION)
+    return {"train": take_subset(*train, subset), "val": val, "test": (x_test, y_test)}
+
+
+def _build(dataset: str, make_model: Callable[[int], nn.Module]) -> Callable[[TaskSettings], ImageClassification]:
+    def build(settings: TaskSettings) -> ImageClassification:
+        if dataset == "cifar10":
+            arrays, classes = load_cifar10(settings.data_dir), 10
+        else:
+            arrays, classes = load_cifar100(settings.data_dir), 100
+        splits = cifar_splits(arrays, None)
+        mean, std = channel_stats(splits["train"][0])  # of the whole training split, whatever the subset
+        splits["train"] = take_subset(*splits["train"], settings.subset)
+        torch.manual_seed(settings.seed)
+        model = standardized(make_model(classes), mean, std)
+        return ImageClassification(
+            model,
+            splits,
+            batch_size=settings.batch_size or 128,
+            seed=settings.seed,
+            device=settings.device,
+            eval_batch_size=500,
+            augment=random_crop_flip,
+        )
+
+    return build
+
+
+_CIFAR10_NEEDS = (
+    f"CIFAR-10: the python-version pickles from {CIFAR_URL} in data_dir, or {JPEG_TARBALL} in ../shared/data"
+)
+_CIFAR100_NEEDS = f"CIFAR-100: the python-version pickles (cifar-100-python) from {CIFAR_URL} in data_dir"
+
+TASKS = [
+    Task(
+        "cifar10_resnet20",
+        "CIFAR-10 (45k/5k/10k, crop+flip), ResNet-20 (0.27M params, option-A shortcuts)",
+        _build("cifar10", resnet20),
+        metric="accuracy",
+        mode="max",
+        target=0.85,
+        epochs=30,
+        needs=_CIFAR10_NEEDS,
+        tags=("image", "resnet"),
+    ),
+    Task(
+        "cifar10_resnet18",
+        "CIFAR-10 (45k/5k/10k, crop+flip), ResNet-18 CIFAR variant (11.2M params); a GPU task",
+        _build("cifar10", lambda classes: ResNet18(classes)),
+        metric="accuracy",
+        mode="max",
+        target=0.90,
+        epochs=30,
+        needs=_CIFAR10_NEEDS,
+        tags=("image", "resnet", "gpu"),
+    ),
+    Task(
+        "cifar10_vit_tiny",
+        "CIFAR-10 (45k/5k/10k, crop+flip), ViT-tiny (patch 4, dim 192, depth 12, 3 heads; 5.4M params); a GPU task",
+        _build("cifar10", lambda classes: vit_tiny(classes)),
+        metric="accuracy",
+        mode="max",
+        target=0.70,
+        epochs=30,
+        needs=_CIFAR10_NEEDS,
+        tags=("image", "transformer", "gpu"),
+    ),
+    Task(
+        "cifar100_resnet20",
+        "CIFAR-100 (45k/5k/10k, crop+flip, fine labels), ResNet-20 (0.28M params)",
+        _build("cifar100", resnet20),
+        metric="accuracy",
+        mode="max",
+        target=0.55,
+        epochs=30,
+        needs=_CIFAR100_NEEDS,
+        tags=("image", "resnet"),
+    ),
+]
