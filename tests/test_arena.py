@@ -228,3 +228,22 @@ def test_cli_bad_input_is_a_clear_error(argv, message, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stdout.replace("\n", " ")
+
+
+def test_a_missing_dataset_is_a_clear_error_and_keeps_what_was_computed(tmp_path):
+    empty = tmp_path / "no-data-here"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("not a dataset")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "optarena", "compare", "--task", "rosenbrock", "mnist_cnn",
+         "--optimizers", "adamw", "--trials", "2", "--seeds", "1", "--epochs", "1",
+         "--data-dir", str(empty), "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2
+    message = result.stdout.replace("\n", " ")
+    assert "error:" in message and str(empty.name) in message
+    records = store.load_experiment(store.default_storage_url(out), "default")
+    done = records[("rosenbrock", "adamw")]
+    assert len(done.tune) == 2 and len(done.final) == 1  # the first task's results survive the failure
