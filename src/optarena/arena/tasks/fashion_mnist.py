@@ -131,7 +131,7 @@ TASKS = [
         _build("fashion_mnist", "mlp"),
         metric="accuracy",
         mode="max",
-        target=0.85,
+        target=0.88,  # Adam (lr 1e-3) has 0.857 after one epoch, 0.88 after five: 0.85 would not separate optimizers
         epochs=10,
         needs=_FASHION_NEEDS,
         tags=("image",),

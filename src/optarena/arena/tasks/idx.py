@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from optarena.arena.tasks.base import MissingDataError
-
 # IDX type code -> big-endian numpy dtype
 IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -153,6 +151,7 @@ def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is readable like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -173,7 +172,6 @@ def load_npz(path: Path) -> dict[str, np.ndarray] | None:
 __all__ = [
     "MNIST_FILES",
     "DataFileError",
-    "MissingDataError",
     "as_path",
     "cache_dir",
     "file_digest",
