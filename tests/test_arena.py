@@ -65,6 +65,17 @@ def test_a_diverging_run_is_marked_and_stops():
     assert len(result.records) < 4
 
 
+def test_tensorboard_logging_writes_the_curves(tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard logging is optional: it needs the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(get_task("saddle"), "adamw", {"lr": 0.01}, seed=0, epochs=2, tensorboard_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert {"train_loss", "test_metric", "wall_time"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train_loss")] == [0, 50, 100]
+
+
 def test_search_space_has_the_same_shape_for_every_optimizer():
     for name in ("adamw", "sgdm", "adaburst", "lookahead_adamw"):
         info = get_optimizer_info(name)

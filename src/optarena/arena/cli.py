@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int)
     run.add_argument("--data-dir", type=Path)
     run.add_argument("--subset", type=int)
+    run.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log the curves to TensorBoard in DIR")
 
     report = sub.add_parser("report", help="rebuild the report of an experiment from its store")
     report.add_argument("--name", default="default")
@@ -172,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
         )
 
     result = train(task, args.optimizer, hyper, seed=args.seed, epochs=args.epochs, settings=settings,
-                   diagnostics=True, on_epoch=show)  # fmt: skip
+                   diagnostics=True, on_epoch=show, tensorboard_dir=args.tensorboard)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{task.name}-{args.optimizer}-seed{args.seed}.json"
     path.write_text(json.dumps(result.to_dict(), indent=1))

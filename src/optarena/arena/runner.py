@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,6 +55,16 @@ def _tracked_layers(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
 
 
+def _tensorboard_writer(log_dir: Path | None) -> Any:
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise RuntimeError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from error
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 def _load_average() -> list[float]:
     try:
         return list(os.getloadavg())
@@ -71,11 +82,14 @@ def train(
     settings: TaskSettings | None = None,
     diagnostics: bool = False,
     on_epoch: EpochCallback | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> RunResult:
     """Train ``task`` with the registered optimizer ``optimizer_name`` and return its curves.
 
     ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
+    ``tensorboard_dir`` also writes every record as TensorBoard scalars (needs ``tensorboard``).
     """
+    writer = _tensorboard_writer(tensorboard_dir)
     settings = settings or TaskSettings(seed=seed)
     settings = TaskSettings(
         seed=seed,
@@ -117,6 +131,11 @@ def train(
         metrics = problem.evaluate()
         row = {"epoch": float(epoch), "step": float(step), "wall_time": elapsed, **metrics}
         result.records.append(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step"):
+                    writer.add_scalar(key, value, global_step=step)
+            writer.flush()
         if on_epoch is not None:
             on_epoch(epoch, row)
         return row
