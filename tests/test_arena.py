@@ -74,6 +74,10 @@ def test_tensorboard_logging_writes_the_curves(tmp_path):
     events.Reload()
     assert {"train_loss", "test_metric", "wall_time"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train_loss")] == [0, 50, 100]
+    # compare logs every rerun under <dir>/<experiment>/<task>/<optimizer>/seed<N>
+    logs = tmp_path / "tb"
+    compare(_tiny(tmp_path / "cmp", optimizers=["adamw"], trials=1, seeds=2, tensorboard=logs))
+    assert sorted(p.name for p in (logs / "default" / "rosenbrock" / "adamw").iterdir()) == ["seed1", "seed2"]
 
 
 def test_search_space_has_the_same_shape_for_every_optimizer():

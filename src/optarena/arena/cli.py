@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--data-dir", type=Path, help="where datasets are (default: each task's places)")
     compare.add_argument("--subset", type=int, help="keep at most this many training examples (smoke runs)")
     compare.add_argument("--no-prune", dest="prune", action="store_const", const=False, help="no early pruning")
+    compare.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log every rerun to TensorBoard in DIR")
 
     run = sub.add_parser("run", help="one training run of one optimizer on one task, with its curves")
     run.add_argument("--task", required=True)
@@ -104,7 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         key: getattr(args, key)
         for key in (
             "name", "tasks", "optimizers", "trials", "seeds", "epochs", "target", "out", "storage",
-            "device", "threads", "data_dir", "subset", "prune",
+            "device", "threads", "data_dir", "subset", "prune", "tensorboard",
         )
         if getattr(args, key) is not None
     }  # fmt: skip

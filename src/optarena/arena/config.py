@@ -43,6 +43,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "subset": (int,),
     "sampler_seed": (int,),
     "prune": (bool,),
+    "tensorboard": (str,),
 }
 
 

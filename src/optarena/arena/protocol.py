@@ -52,10 +52,12 @@ class Experiment:
     subset: int | None = None
     sampler_seed: int = 0
     prune: bool = True
+    tensorboard: Path | None = None  # also log every rerun's curves to TensorBoard under this folder
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
+        self.tensorboard = Path(self.tensorboard) if self.tensorboard is not None else None
         self.validate()
 
     def validate(self) -> None:
@@ -103,6 +105,7 @@ class Experiment:
         out = asdict(self)
         out["out"] = str(self.out)
         out["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        out["tensorboard"] = None if self.tensorboard is None else str(self.tensorboard)
         return out
 
 
@@ -245,8 +248,17 @@ def rerun(experiment: Experiment, task: Task, optimizer: str, progress: Progress
             trial.set_user_attr("seed", seed)
             for name, value in params.items():
                 trial.set_user_attr(f"param_{name}", value)
+            logs = experiment.tensorboard
+            log_dir = None if logs is None else logs / experiment.name / task.name / optimizer / f"seed{seed}"
             result = train(
-                task, optimizer, params, seed=seed, epochs=epochs, settings=experiment.settings(), diagnostics=True
+                task,
+                optimizer,
+                params,
+                seed=seed,
+                epochs=epochs,
+                settings=experiment.settings(),
+                diagnostics=True,
+                tensorboard_dir=log_dir,
             )
             _store_result(trial, result)
             return task.worst if result.diverged else result.records[-1]["test_metric"]
