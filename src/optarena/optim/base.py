@@ -266,10 +266,13 @@ class OptarenaOptimizer(Optimizer):
             hyper = self._kernel_hyperparameters(group)
             if foreach:
                 for idx in group_by_device_and_dtype(params):
+                    grads_sub = [grads[i] for i in idx]
+                    # The same list object when the moments share a gradient, so kernels can skip work.
+                    m_grads_sub = grads_sub if m_grads is grads else [m_grads[i] for i in idx]
                     type(self).multi_tensor_kernel(
                         [params[i] for i in idx],
-                        [grads[i] for i in idx],
-                        [m_grads[i] for i in idx],
+                        grads_sub,
+                        m_grads_sub,
                         *[[lst[i] for i in idx] for lst in states],
                         steps=[step_values[i] for i in idx],
                         **hyper,

@@ -1,0 +1,72 @@
+"""The step-time benchmark script runs and writes the table it promises (it checks the script works, not speed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
+
+
+def load_script() -> ModuleType:
+    """Import ``benchmarks/step_time.py`` by path (``benchmarks`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("optarena_bench_step_time", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_time_script_writes_a_ratio_row_per_configuration(tmp_path: Path) -> None:
+    bench = load_script()
+    out = tmp_path / "step_time.md"
+    threads = torch.get_num_threads()
+    argv = ["--sets", "resnet18", "--optimizers", "adaburst,lion", "--scale", "0.001", "--rounds", "1"]
+    # One thread, few steps and a small copy probe keep it to seconds even on a busy machine.
+    argv += [
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--copy-mb",
+        "8",
+        "--threads",
+        "1",
+        "--malloc",
+        "system",
+        "--out",
+        str(out),
+    ]
+    assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads  # the script gives the caller its thread count back
+
+    text = out.read_text()
+    assert out.with_suffix(".png").stat().st_size > 0
+    header = next(line for line in text.splitlines() if line.startswith("| optimizer | mode |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns == list(bench.COLUMNS)
+    for expected in ("× torch fused AdamW", "× torch foreach AdamW", "state B/param", "peak extra MiB"):
+        assert expected in columns
+
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) == len(columns) and cells[1] in bench.MODES:
+            rows[(cells[0], cells[1])] = dict(zip(columns, cells))
+    expected_keys = {("torch AdamW", "fused"), ("torch AdamW", "foreach")}
+    expected_keys |= {(name, mode) for name in ("adaburst", "lion") for mode in ("for-loop", "foreach")}
+    assert set(rows) == expected_keys
+    for row in rows.values():
+        assert float(row["× torch fused AdamW"]) > 0
+        assert float(row["× torch foreach AdamW"]) > 0
+    assert float(rows[("torch AdamW", "fused")]["× torch fused AdamW"]) == 1.0
+    assert float(rows[("torch AdamW", "foreach")]["× torch foreach AdamW"]) == 1.0
+    # Measured from optimizer.state: Adam-like moments are 8 bytes per parameter, Lion's one is 4 (plus
+    # the per-tensor step counters, which are visible at this tiny scale).
+    assert 8.0 <= float(rows[("adaburst", "foreach")]["state B/param"]) < 8.2
+    assert 4.0 <= float(rows[("lion", "foreach")]["state B/param"]) < 4.2
