@@ -10,6 +10,7 @@ from optarena.optim.adan import Adan
 from optarena.optim.adax import AdaX
 from optarena.optim.agr import AGR, agr_multi_tensor, agr_single_tensor
 from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.compiled import compile_step
 from optarena.optim.lion import Lion
 from optarena.optim.lookahead import Lookahead
 from optarena.optim.registry import (
@@ -41,6 +42,7 @@ __all__ = [
     "SophiaG",
     "agr_multi_tensor",
     "agr_single_tensor",
+    "compile_step",
     "create_optimizer",
     "get_optimizer_info",
     "list_optimizers",

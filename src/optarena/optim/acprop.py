@@ -34,12 +34,16 @@ from optarena.optim.adabelief import (
     apply_weight_decay,
     apply_weight_decay_multi,
     belief_kernel_hyperparameters,
+    belief_residuals,
     check_flags,
     gather_with_max_buffer,
     rectification,
+    rectified_step_sizes,
+    rectified_update_multi,
+    scaled_quotient_step,
 )
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
-from optarena.optim.functional import per_tensor_scalars
+from optarena.optim.functional import foreach_add_scaled_, foreach_addcdiv_, foreach_addcmul_, per_tensor, sqrt
 from optarena.optim.info import OptimizerInfo
 
 ACPROP_FLAG_NAMES: tuple[str, ...] = (*FLAG_NAMES, "momentum_update")
@@ -128,6 +132,7 @@ def acprop_multi_tensor(
     momentum_update: bool,
 ) -> None:
     """foreach ACProp; equals :func:`acprop_single_tensor` tensor by tensor."""
+    raw_grads = grads
     grads, m_grads = apply_weight_decay_multi(
         params,
         grads,
@@ -137,11 +142,54 @@ def acprop_multi_tensor(
         weight_decouple=weight_decouple,
         fixed_decay=fixed_decay,
     )
+    torch._foreach_mul_(exp_avgs, beta1)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
+    step_params = _parameter_step_branch_free if any(isinstance(t, Tensor) for t in steps) else _parameter_step
+    step_params(
+        params,
+        m_grads,
+        exp_avgs,
+        exp_avg_vars,
+        max_exp_avg_vars,
+        steps=steps,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        amsgrad=amsgrad,
+        rectify=rectify,
+        degenerated_to_sgd=degenerated_to_sgd,
+        eps_in_state=eps_in_state,
+        momentum_update=momentum_update,
+    )
+
+    residuals = belief_residuals(grads, raw_grads, exp_avgs)
+    del grads
+    torch._foreach_mul_(exp_avg_vars, beta2)
+    foreach_addcmul_(exp_avg_vars, residuals, residuals, [1 - beta2] * len(exp_avg_vars))
+
+
+def _parameter_step(
+    params: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_vars: list[Tensor],
+    max_exp_avg_vars: list[Tensor | None] | None,
+    *,
+    steps: list[Any],
+    lr: Any,
+    beta1: Any,
+    beta2: Any,
+    eps: Any,
+    amsgrad: bool,
+    rectify: bool,
+    degenerated_to_sgd: bool,
+    eps_in_state: bool,
+    momentum_update: bool,
+) -> None:
+    """The parameter step, with Python float steps choosing each tensor's branch on the host."""
     n = len(params)
     bias_corrections1 = [1 - beta1**t for t in steps]
-    torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
-
     first = [i for i, t in enumerate(steps) if t <= 1]
     later = [i for i, t in enumerate(steps) if t > 1]
     with_eps = list(range(n)) if amsgrad else later
@@ -162,43 +210,89 @@ def acprop_multi_tensor(
 
     if first:
         scaled = torch._foreach_div([exp_avgs[i] for i in first], [bias_corrections1[i] for i in first])
-        torch._foreach_add_([params[i] for i in first], scaled, alpha=-lr)
+        foreach_add_scaled_([params[i] for i in first], scaled, -lr)
     if later:
-        if momentum_update:
-            numerators = [exp_avgs[i] for i in later]
-        else:
-            numerators = list(torch._foreach_mul([m_grads[i] for i in later], [bias_corrections1[i] for i in later]))
+        # The numerator: m, or (with momentum_update=False) g·(1−β1^t), made per tensor where used.
+        numerators = [(exp_avgs if momentum_update else m_grads)[i] for i in later]
+        scales = None if momentum_update else [bias_corrections1[i] for i in later]
         if not rectify:
             denom = torch._foreach_sqrt([var_for_denom[i] for i in later])
-            torch._foreach_div_(denom, [math.sqrt(1 - beta2 ** (steps[i] - 1)) for i in later])
+            torch._foreach_div_(denom, per_tensor([sqrt(1 - beta2 ** (steps[i] - 1)) for i in later]))
             torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(
-                [params[i] for i in later],
-                numerators,
-                denom,
-                per_tensor_scalars([-lr / bias_corrections1[i] for i in later]),
+            scaled_quotient_step(
+                [params[i] for i in later], numerators, scales, denom, [-lr / bias_corrections1[i] for i in later]
             )
         else:
-            adaptive: list[tuple[int, Tensor, float]] = []
-            for i, num in zip(later, numerators):
-                branch, step_size = rectification(beta1, beta2, steps[i], degenerated_to_sgd)
-                if branch == "adaptive":
-                    adaptive.append((i, num, step_size))
-                elif branch == "sgd":  # the first few steps only: one op per tensor is fine
-                    params[i].add_(exp_avgs[i], alpha=-step_size * lr)
-            if adaptive:
-                denom = torch._foreach_sqrt([var[i] for i, _, _ in adaptive])
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_(
-                    [params[i] for i, _, _ in adaptive],
-                    [num for _, num, _ in adaptive],
-                    denom,
-                    per_tensor_scalars([-size * lr for _, _, size in adaptive]),
-                )
+            rectified_update_multi(
+                [params[i] for i in later],
+                numerators,
+                [exp_avgs[i] for i in later],
+                [var[i] for i in later],
+                steps=[steps[i] for i in later],
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                degenerated_to_sgd=degenerated_to_sgd,
+                numerator_scales=scales,
+            )
 
-    residuals = torch._foreach_sub(grads, exp_avgs)
-    torch._foreach_mul_(exp_avg_vars, beta2)
-    torch._foreach_addcmul_(exp_avg_vars, residuals, residuals, value=1 - beta2)
+
+def _parameter_step_branch_free(
+    params: list[Tensor],
+    m_grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_vars: list[Tensor],
+    max_exp_avg_vars: list[Tensor | None] | None,
+    *,
+    steps: list[Any],
+    lr: Any,
+    beta1: Any,
+    beta2: Any,
+    eps: Any,
+    amsgrad: bool,
+    rectify: bool,
+    degenerated_to_sgd: bool,
+    eps_in_state: bool,
+    momentum_update: bool,
+) -> None:
+    """:func:`_parameter_step` for tensor steps (a compiled step): every branch is applied, masked by
+    the step count, so nothing depends on data. Same arithmetic where a branch is taken."""
+    later = [t > 1 for t in steps]  # the first step is plain momentum; ε joins v from the second on
+    zero = torch.zeros((), dtype=torch.float64, device=params[0].device)
+    step_eps = [eps if amsgrad else torch.where(is_later, eps, zero) for is_later in later]
+    if eps_in_state:
+        torch._foreach_add_(exp_avg_vars, per_tensor(step_eps))
+        var = exp_avg_vars
+    else:
+        var = list(torch._foreach_add(exp_avg_vars, per_tensor(step_eps)))
+    var_for_denom = var
+    if amsgrad:
+        maxes: list[Tensor] = max_exp_avg_vars  # type: ignore[assignment]
+        torch._foreach_maximum_(maxes, exp_avg_vars)
+        var_for_denom = maxes if eps_in_state else list(torch._foreach_add(maxes, eps))
+    bias_corrections1 = [1 - beta1**t for t in steps]
+    first_sizes = [torch.where(is_later, zero, -lr / bc) for is_later, bc in zip(later, bias_corrections1)]
+    torch._foreach_add_(params, torch._foreach_mul(exp_avgs, per_tensor(first_sizes)))
+    numerators = exp_avgs if momentum_update else list(torch._foreach_mul(m_grads, per_tensor(bias_corrections1)))
+    if rectify:
+        masked = [torch.where(is_later, t, torch.ones_like(zero)) for is_later, t in zip(later, steps)]
+        sizes = [rectified_step_sizes(beta1, beta2, t, degenerated_to_sgd) for t in masked]
+        denom = torch._foreach_sqrt(var)
+        torch._foreach_add_(denom, eps)
+        adaptive = [torch.where(is_later, -a * lr, zero) for is_later, (a, _) in zip(later, sizes)]
+        foreach_addcdiv_(params, numerators, denom, adaptive)
+        sgd = [torch.where(is_later, -s * lr, zero) for is_later, (_, s) in zip(later, sizes)]
+        torch._foreach_add_(params, torch._foreach_mul(exp_avgs, per_tensor(sgd)))
+        return
+    one = torch.ones_like(zero)
+    denom = torch._foreach_sqrt(var_for_denom)
+    torch._foreach_div_(
+        denom, per_tensor([torch.where(is_later, sqrt(1 - beta2 ** (t - 1)), one) for is_later, t in zip(later, steps)])
+    )
+    torch._foreach_add_(denom, eps)
+    sizes = [torch.where(is_later, -lr / bc, zero) for is_later, bc in zip(later, bias_corrections1)]
+    foreach_addcdiv_(params, numerators, denom, sizes)
 
 
 class ACProp(OptarenaOptimizer):

@@ -30,7 +30,17 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
-from optarena.optim.functional import is_zero, per_tensor_scalars, scalar_value
+from optarena.optim.functional import (
+    Scalar,
+    foreach_add_scaled,
+    foreach_add_scaled_,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    is_zero,
+    per_tensor,
+    scalar_value,
+    sqrt,
+)
 from optarena.optim.info import OptimizerInfo
 
 # --- pieces shared with ACProp ------------------------------------------------------------------
@@ -44,6 +54,36 @@ FLAG_NAMES: tuple[str, ...] = (
     "eps_in_state",
 )
 MAX_STATE = "max_exp_avg_var"
+
+
+def belief_residuals(grads: list[Tensor], raw_grads: list[Tensor], exp_avgs: list[Tensor]) -> list[Tensor]:
+    """``g − m``, written over ``grads`` when they are this step's own L2 copies (not ``raw_grads``,
+    the gradients the caller holds): one temporary buffer fewer."""
+    if grads is raw_grads:
+        return list(torch._foreach_sub(grads, exp_avgs))
+    torch._foreach_sub_(grads, exp_avgs)
+    return grads
+
+
+def scaled_quotient_step(
+    params: list[Tensor],
+    numerators: list[Tensor],
+    scales: list[Scalar] | None,
+    denom: list[Tensor],
+    coefficients: list[Scalar],
+) -> None:
+    """``θ += c·num/d``, or ``θ += c·(num·s)/d`` with ``scales``; ``denom`` is consumed.
+
+    Without scales this is one ``addcdiv``. With them, ``num·s/d`` is written over ``d`` one tensor
+    at a time, so the scaled numerators never fill a second full-size buffer.
+    """
+    if scales is None:
+        foreach_addcdiv_(params, numerators, denom, coefficients)
+        return
+    for numerator, scale, d in zip(numerators, scales, denom):
+        torch.div(numerator * scale, d, out=d)
+    torch._foreach_mul_(denom, per_tensor(coefficients))
+    torch._foreach_add_(params, denom)
 
 
 def rectification(beta1: float, beta2: float, step: float, degenerated_to_sgd: bool) -> tuple[str, float]:
@@ -63,6 +103,71 @@ def rectification(beta1: float, beta2: float, step: float, degenerated_to_sgd: b
     if degenerated_to_sgd:
         return "sgd", 1.0 / (1 - beta1**step)
     return "none", 0.0
+
+
+def rectified_step_sizes(beta1: Scalar, beta2: Scalar, step: Tensor, degenerated_to_sgd: bool) -> tuple[Tensor, Tensor]:
+    """:func:`rectification` for a tensor step, without branching: ``(adaptive size, sgd size)``.
+
+    The size of the branch not taken is 0, so a compiled step applies both updates. Same
+    arithmetic as :func:`rectification`.
+    """
+    beta2_t = beta2**step
+    n_sma_max = 2 / (1 - beta2) - 1
+    n_sma = n_sma_max - 2 * step * beta2_t / (1 - beta2_t)
+    adaptive = n_sma >= 5
+    ratio = (1 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max / (n_sma_max - 2)
+    bias_correction1 = 1 - beta1**step
+    zero = torch.zeros_like(n_sma)
+    adaptive_size = torch.where(adaptive, ratio.clamp(min=0).sqrt() / bias_correction1, zero)
+    sgd_size = torch.where(adaptive, zero, 1.0 / bias_correction1) if degenerated_to_sgd else zero
+    return adaptive_size, sgd_size
+
+
+def rectified_update_multi(
+    params: list[Tensor],
+    numerators: list[Tensor],
+    exp_avgs: list[Tensor],
+    var: list[Tensor],
+    *,
+    steps: list[Scalar],
+    lr: Scalar,
+    beta1: Scalar,
+    beta2: Scalar,
+    eps: Scalar,
+    degenerated_to_sgd: bool,
+    numerator_scales: list[Scalar] | None = None,
+) -> None:
+    """The rectified parameter step of AdaBelief and ACProp: ``θ −= lr·r_t·num/(√var + ε)`` where
+    ρ_t ≥ 5, ``θ −= lr·m/(1−β1^t)`` below it with ``degenerated_to_sgd``, nothing otherwise.
+
+    Python float steps pick each tensor's branch on the host (the authors' code, bit for bit);
+    tensor steps (a compiled step) apply both updates with the untaken one's size 0.
+    ``numerator_scales`` multiply the numerators (ACProp's ``g·(1−β1^t)``), one tensor at a time.
+    """
+    if any(isinstance(t, Tensor) for t in steps):
+        sizes = [rectified_step_sizes(beta1, beta2, torch.as_tensor(t), degenerated_to_sgd) for t in steps]
+        denom = torch._foreach_sqrt(var)
+        torch._foreach_add_(denom, eps)
+        scaled_quotient_step(params, numerators, numerator_scales, denom, [-a * lr for a, _ in sizes])
+        torch._foreach_add_(params, torch._foreach_mul(exp_avgs, per_tensor([-s * lr for _, s in sizes])))
+        return
+    adaptive: list[tuple[int, float]] = []
+    for i, t in enumerate(steps):
+        branch, step_size = rectification(beta1, beta2, t, degenerated_to_sgd)  # type: ignore[arg-type]
+        if branch == "adaptive":
+            adaptive.append((i, step_size))
+        elif branch == "sgd":  # the first few steps only: one op per tensor is fine
+            params[i].add_(exp_avgs[i], alpha=-step_size * lr)
+    if adaptive:
+        denom = torch._foreach_sqrt([var[i] for i, _ in adaptive])
+        torch._foreach_add_(denom, eps)
+        scaled_quotient_step(
+            [params[i] for i, _ in adaptive],
+            [numerators[i] for i, _ in adaptive],
+            None if numerator_scales is None else [numerator_scales[i] for i, _ in adaptive],
+            denom,
+            [-size * lr for _, size in adaptive],
+        )
 
 
 def apply_weight_decay(
@@ -107,8 +212,8 @@ def apply_weight_decay_multi(
         torch._foreach_mul_(params, 1.0 - (weight_decay if fixed_decay else lr * weight_decay))
         return grads, m_grads
     same = m_grads is grads
-    grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-    return grads, grads if same else list(torch._foreach_add(m_grads, params, alpha=weight_decay))
+    grads = foreach_add_scaled(grads, params, weight_decay)
+    return grads, grads if same else foreach_add_scaled(m_grads, params, weight_decay)
 
 
 def check_flags(group: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -230,6 +335,7 @@ def adabelief_multi_tensor(
     eps_in_state: bool,
 ) -> None:
     """foreach AdaBelief; equals :func:`adabelief_single_tensor` tensor by tensor."""
+    raw_grads = grads
     grads, m_grads = apply_weight_decay_multi(
         params,
         grads,
@@ -240,10 +346,12 @@ def adabelief_multi_tensor(
         fixed_decay=fixed_decay,
     )
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
-    residuals = torch._foreach_sub(grads, exp_avgs)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
+    del m_grads
+    residuals = belief_residuals(grads, raw_grads, exp_avgs)
+    del grads
     torch._foreach_mul_(exp_avg_vars, beta2)
-    torch._foreach_addcmul_(exp_avg_vars, residuals, residuals, value=1 - beta2)
+    foreach_addcmul_(exp_avg_vars, residuals, residuals, [1 - beta2] * len(exp_avg_vars))
     del residuals
     if eps_in_state:
         torch._foreach_add_(exp_avg_vars, eps)
@@ -259,29 +367,22 @@ def adabelief_multi_tensor(
 
     if not rectify:
         denom = torch._foreach_sqrt(var_for_denom)
-        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in steps])
+        torch._foreach_div_(denom, per_tensor([sqrt(1 - beta2**t) for t in steps]))
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-lr / (1 - beta1**t) for t in steps]))
+        foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
         return
-    adaptive: list[tuple[int, float]] = []
-    sgd: list[tuple[int, float]] = []
-    for i, t in enumerate(steps):
-        branch, step_size = rectification(beta1, beta2, t, degenerated_to_sgd)
-        if branch == "adaptive":
-            adaptive.append((i, step_size))
-        elif branch == "sgd":
-            sgd.append((i, step_size))
-    if adaptive:
-        denom = torch._foreach_sqrt([var[i] for i, _ in adaptive])
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(
-            [params[i] for i, _ in adaptive],
-            [exp_avgs[i] for i, _ in adaptive],
-            denom,
-            per_tensor_scalars([-size * lr for _, size in adaptive]),
-        )
-    for i, size in sgd:  # rare (the first few steps only): one op per tensor is fine
-        params[i].add_(exp_avgs[i], alpha=-size * lr)
+    rectified_update_multi(
+        params,
+        exp_avgs,
+        exp_avgs,
+        var,
+        steps=steps,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        degenerated_to_sgd=degenerated_to_sgd,
+    )
 
 
 class AdaBelief(OptarenaOptimizer):

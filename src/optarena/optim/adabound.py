@@ -16,7 +16,6 @@ updated, and the list is not saved). Every choice is listed in ``docs/algorithms
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,19 +29,21 @@ from optarena.optim.base import (
     check_choice,
     check_range,
 )
-from optarena.optim.functional import Scalar, decay_factor, is_zero, scalar_value
+from optarena.optim.functional import (
+    Scalar,
+    decay_factor,
+    foreach_add_scaled,
+    foreach_add_scaled_,
+    foreach_addcmul_,
+    is_zero,
+    per_tensor,
+    scalar_value,
+)
 from optarena.optim.info import OptimizerInfo
 
 WEIGHT_DECAY_MODES: tuple[str, ...] = ("l2", "unscaled", "decoupled")
 """``'l2'``: the authors' AdaBound; ``'unscaled'``: θ(1 − λ), the authors' AdaBoundW;
 ``'decoupled'``: θ(1 − lr·λ), AdamW's form (kozistr's default)."""
-
-
-def _coefficients(values: Sequence[Scalar]) -> list[Any]:
-    """Per-tensor scalars for ``_foreach_mul_`` / clamps: floats, or 0-d tensors if any is a tensor."""
-    if any(isinstance(v, Tensor) for v in values):
-        return [torch.as_tensor(v, dtype=torch.float64) for v in values]
-    return list(values)
 
 
 def adabound_bounds(final_lr: Scalar, gamma: Scalar, step: Scalar) -> tuple[Scalar, Scalar]:
@@ -119,26 +120,27 @@ def adabound_multi_tensor(
         torch._foreach_mul_(params, decay)
     if not is_zero(l2):
         same = m_grads is grads
-        grads = list(torch._foreach_add(grads, params, alpha=l2))
-        m_grads = grads if same else list(torch._foreach_add(m_grads, params, alpha=l2))
+        grads = foreach_add_scaled(grads, params, l2)
+        m_grads = grads if same else foreach_add_scaled(m_grads, params, l2)
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(exp_avg_sqs))
     if max_exp_avg_sqs is not None:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
         second = max_exp_avg_sqs
     else:
         second = exp_avg_sqs
+    del grads, m_grads  # free the L2 gradients before the rates: one temporary buffer at a time
     bounds = [adabound_bounds(final_lr, gamma, t) for t in steps]
     rates = torch._foreach_sqrt(second)
     torch._foreach_add_(rates, eps)
     torch._foreach_reciprocal_(rates)
-    torch._foreach_mul_(rates, _coefficients([lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t) for t in steps]))
-    torch._foreach_clamp_min_(rates, _coefficients([b[0] for b in bounds]))
-    torch._foreach_clamp_max_(rates, _coefficients([b[1] for b in bounds]))
+    torch._foreach_mul_(rates, per_tensor([lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t) for t in steps]))
+    torch._foreach_clamp_min_(rates, per_tensor([b[0] for b in bounds]))
+    torch._foreach_clamp_max_(rates, per_tensor([b[1] for b in bounds]))
     if paper_sqrt_t:
-        torch._foreach_mul_(rates, _coefficients([t**-0.5 for t in steps]))
+        torch._foreach_mul_(rates, per_tensor([t**-0.5 for t in steps]))
     torch._foreach_mul_(rates, exp_avgs)
     torch._foreach_sub_(params, rates)
 

@@ -33,7 +33,14 @@ from optarena.optim.base import (
     check_choice,
     check_range,
 )
-from optarena.optim.functional import decay_factor, is_zero, per_tensor_scalars, scalar_value
+from optarena.optim.functional import (
+    decay_factor,
+    foreach_add_scaled_,
+    foreach_addcdiv_,
+    is_zero,
+    per_tensor,
+    scalar_value,
+)
 from optarena.optim.info import OptimizerInfo
 from optarena.schedules.burst import CosineBurst, PlateauDetector
 
@@ -97,11 +104,11 @@ def adaburst_multi_tensor(
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads)
     if not is_zero(lr1):
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
+        torch._foreach_div_(denom, per_tensor([(1 - beta2**t) ** 0.5 for t in steps]))
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-lr1 / (1 - beta1**t) for t in steps]))
+        foreach_addcdiv_(params, exp_avgs, denom, [-lr1 / (1 - beta1**t) for t in steps])
     if not is_zero(lr2):
-        torch._foreach_add_(params, exp_avgs, alpha=-lr2)
+        foreach_add_scaled_(params, exp_avgs, -lr2)
 
 
 class Adaburst(OptarenaOptimizer):

@@ -22,7 +22,7 @@ from optarena.optim.base import (
     adam_kernel_hyperparameters,
     check_adam_hyperparameters,
 )
-from optarena.optim.functional import per_tensor_scalars
+from optarena.optim.functional import foreach_addcdiv_, foreach_addcmul_, per_tensor
 from optarena.optim.info import OptimizerInfo
 
 
@@ -68,11 +68,11 @@ def adamw_multi_tensor(
     torch._foreach_mul_(params, 1 - lr * weight_decay)
     torch._foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, per_tensor_scalars([1 - beta2] * len(grads)))
+    foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(grads))
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
+    torch._foreach_div_(denom, per_tensor([(1 - beta2**t) ** 0.5 for t in steps]))
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-lr / (1 - beta1**t) for t in steps]))
+    foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
 
 
 class AdamW(OptarenaOptimizer):

@@ -29,18 +29,22 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_betas, check_range
-from optarena.optim.functional import Scalar, is_zero, per_tensor_scalars, per_tensor_sum_of_squares, scalar_value
+from optarena.optim.functional import (
+    Scalar,
+    foreach_add_scaled_,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    is_zero,
+    per_tensor,
+    per_tensor_sum_of_squares,
+    scalar_value,
+)
 from optarena.optim.info import OptimizerInfo
 
 
 def _is_one(x: Scalar) -> bool:
     """True only for a Python number equal to 1 (a tensor factor is always applied)."""
     return not isinstance(x, Tensor) and x == 1
-
-
-def _is_first_step(step: Scalar) -> bool:
-    # The engine passes Python floats; a 0-d tensor step (tests/test_kernels.py) is read once.
-    return bool(step == 1)
 
 
 def adan_single_tensor(
@@ -67,7 +71,7 @@ def adan_single_tensor(
     if not _is_one(clip):  # global-norm clipping; a new tensor, the caller's gradient is untouched
         grad = grad * clip
         m_grad = grad if same else m_grad * clip
-    if _is_first_step(step):  # no previous gradient yet: the first difference is 0
+    if step == 1:  # no previous gradient yet: the first difference is 0
         prev_grad.copy_(grad)
     diff = prev_grad.neg_().add_(grad)  # d = g − g_prev, in the buffer of g_prev (rewritten below)
     exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)  # m
@@ -108,29 +112,29 @@ def adan_multi_tensor(
     if not _is_one(clip):
         grads = list(torch._foreach_mul(grads, clip))
         m_grads = grads if same else list(torch._foreach_mul(m_grads, clip))
-    for i, t in enumerate(steps):
-        if _is_first_step(t):
+    for i, t in enumerate(steps):  # g_prev = g at the first step, so that d = 0 there
+        if isinstance(t, Tensor):  # a compiled step: no data-dependent branch
+            prev_grads[i].copy_(torch.where(t == 1, grads[i], prev_grads[i]))
+        elif t == 1:
             prev_grads[i].copy_(grads[i])
     torch._foreach_neg_(prev_grads)
     torch._foreach_add_(prev_grads, grads)
     diffs = prev_grads  # d = g − g_prev; g_prev is rewritten at the end
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_diffs, beta2)
-    torch._foreach_add_(exp_avg_diffs, diffs, alpha=1 - beta2)
+    foreach_add_scaled_(exp_avg_diffs, diffs, 1 - beta2)
     torch._foreach_mul_(diffs, beta2)
     torch._foreach_add_(diffs, grads)
     torch._foreach_mul_(exp_avg_sqs, beta3)
-    torch._foreach_addcmul_(exp_avg_sqs, diffs, diffs, per_tensor_scalars([1 - beta3] * len(grads)))
+    foreach_addcmul_(exp_avg_sqs, diffs, diffs, [1 - beta3] * len(grads))
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, [(1 - beta3**t) ** 0.5 for t in steps])
+    torch._foreach_div_(denom, per_tensor([(1 - beta3**t) ** 0.5 for t in steps]))
     torch._foreach_add_(denom, eps)
     if no_prox and not is_zero(weight_decay):
         torch._foreach_mul_(params, 1 - lr * weight_decay)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-lr / (1 - beta1**t) for t in steps]))
-    torch._foreach_addcdiv_(
-        params, exp_avg_diffs, denom, per_tensor_scalars([-lr * beta2 / (1 - beta2**t) for t in steps])
-    )
+    foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
+    foreach_addcdiv_(params, exp_avg_diffs, denom, [-lr * beta2 / (1 - beta2**t) for t in steps])
     if not no_prox and not is_zero(weight_decay):
         torch._foreach_div_(params, 1 + lr * weight_decay)
     torch._foreach_copy_(prev_grads, grads)

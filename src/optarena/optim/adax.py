@@ -27,7 +27,15 @@ from optarena.optim.base import (
     check_adam_hyperparameters,
     check_bool,
 )
-from optarena.optim.functional import Scalar, expm1_log1p, is_zero, per_tensor_scalars
+from optarena.optim.functional import (
+    Scalar,
+    expm1_log1p,
+    foreach_add_scaled,
+    foreach_add_scaled_,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    is_zero,
+)
 from optarena.optim.info import OptimizerInfo
 
 
@@ -85,15 +93,16 @@ def adax_multi_tensor(
             torch._foreach_mul_(params, 1 - lr * weight_decay)
         else:
             same = m_grads is grads
-            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-            m_grads = grads if same else list(torch._foreach_add(m_grads, params, alpha=weight_decay))
+            grads = foreach_add_scaled(grads, params, weight_decay)
+            m_grads = grads if same else foreach_add_scaled(m_grads, params, weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, 1 + beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, per_tensor_scalars([beta2] * len(grads)))
+    foreach_addcmul_(exp_avg_sqs, grads, grads, [beta2] * len(grads))
+    del grads, m_grads  # free the L2 gradients before denom: one temporary buffer at a time
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, per_tensor_scalars([-adax_step_size(lr, beta2, t) for t in steps]))
+    foreach_addcdiv_(params, exp_avgs, denom, [-adax_step_size(lr, beta2, t) for t in steps])
 
 
 class AdaX(OptarenaOptimizer):

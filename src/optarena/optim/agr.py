@@ -48,16 +48,20 @@ def agr_multi_tensor(grads: list[Tensor], *, official_edge_cases: bool = False) 
     """AGR on a list of gradients with foreach ops; equal to the reference tensor by tensor."""
     if not grads:
         return []
-    totals = per_tensor_l1(grads)
-    keep: list[int] = []
-    for i, (g, total) in enumerate(zip(grads, totals)):
-        if official_edge_cases or (g.numel() >= 2 and total != 0):
-            keep.append(i)
-    out = [g.clone() for g in grads] if len(keep) < len(grads) else list(grads)
+    # 1-element tensors are left alone unless asked (a static shape test, so it compiles).
+    keep = [i for i, g in enumerate(grads) if official_edge_cases or g.numel() >= 2]
+    kept = set(keep)
+    out = [g if i in kept else g.clone() for i, g in enumerate(grads)]  # the kept ones are replaced below
     if keep:
         sel = [grads[i] for i in keep]
+        totals = per_tensor_l1(sel)
+        if not official_edge_cases:
+            # An all-zero gradient: divide by 1 instead of 0, so it stays zero (α = 0) with no
+            # data-dependent branch.
+            stacked = torch.stack(totals)
+            totals = list(torch.where(stacked == 0, torch.ones_like(stacked), stacked).unbind(0))
         alphas = torch._foreach_abs(sel)
-        torch._foreach_div_(alphas, [totals[i] for i in keep])
+        torch._foreach_div_(alphas, totals)
         torch._foreach_mul_(alphas, sel)
         regularized = torch._foreach_sub(sel, alphas)
         for i, r in zip(keep, regularized):

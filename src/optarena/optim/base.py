@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+if TYPE_CHECKING:
+    from optarena.optim.compiled import CompiledStep
 
 from optarena.optim.agr import agr_multi_tensor, agr_single_tensor, validate_agr_options
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
@@ -132,6 +136,9 @@ class OptarenaOptimizer(Optimizer):
     """
 
     state_names: ClassVar[tuple[str, ...]] = ()
+    #: Why :func:`~optarena.optim.compiled.compile_step` refuses this optimizer (None: it compiles).
+    not_compilable: ClassVar[str | None] = None
+    _compiled_step: CompiledStep | None = None
     supports_complex: ClassVar[bool] = True
     single_tensor_kernel: ClassVar[Callable[..., None]]
     multi_tensor_kernel: ClassVar[Callable[..., None]]
@@ -252,49 +259,75 @@ class OptarenaOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._before_step()
+        compiled: list[GroupWork] = []
         for group in self.param_groups:
-            params, grads, states, steps = self._gather(group)
-            if not params:
+            work = self._prepare(group)
+            if work is None:
                 continue
-            for s in steps:
-                s += 1
-            step_values = [s.item() for s in steps]
-            foreach = self._use_foreach(group)
-            if group["maximize"]:
-                grads = list(torch._foreach_neg(grads))
-            grads, m_grads = self._regularize(group, grads, step_values, foreach)
-            hyper = self._kernel_hyperparameters(group)
-            if foreach:
-                for idx in group_by_device_and_dtype(params):
-                    grads_sub = [grads[i] for i in idx]
-                    # The same list object when the moments share a gradient, so kernels can skip work.
-                    m_grads_sub = grads_sub if m_grads is grads else [m_grads[i] for i in idx]
-                    type(self).multi_tensor_kernel(
-                        [params[i] for i in idx],
-                        grads_sub,
-                        m_grads_sub,
-                        *[[lst[i] for i in idx] for lst in states],
-                        steps=[step_values[i] for i in idx],
-                        **hyper,
-                    )
+            if self._compiled_step is not None and self._compiled_step.accepts(work):
+                compiled.append(work)
             else:
-                for i in range(len(params)):
-                    type(self).single_tensor_kernel(
-                        params[i],
-                        grads[i],
-                        m_grads[i],
-                        *[lst[i] for lst in states],
-                        step=step_values[i],
-                        **hyper,
-                    )
+                self._update(work)
+        if compiled:
+            self._compiled_step(compiled)  # type: ignore[misc]
         self._after_step()
         return loss
+
+    def _prepare(self, group: dict[str, Any]) -> GroupWork | None:
+        """Gather a group's tensors and advance their step counters; None if nothing has a gradient."""
+        params, grads, states, steps = self._gather(group)
+        if not params:
+            return None
+        torch._foreach_add_(steps, 1)
+        return GroupWork(group, params, grads, states, [s.item() for s in steps])
+
+    def _update(self, work: GroupWork) -> None:
+        """The eager update of one group: the foreach kernel per (device, dtype), or the reference loop."""
+        group, params, states, step_values = work.group, work.params, work.states, work.step_values
+        foreach = self._use_foreach(group)
+        grads = list(torch._foreach_neg(work.grads)) if group["maximize"] else work.grads
+        grads, m_grads = self._regularize(group, grads, step_values, foreach)
+        hyper = self._kernel_hyperparameters(group)
+        if foreach:
+            for idx in group_by_device_and_dtype(params):
+                grads_sub = [grads[i] for i in idx]
+                # The same list object when the moments share a gradient, so kernels can skip work.
+                m_grads_sub = grads_sub if m_grads is grads else [m_grads[i] for i in idx]
+                type(self).multi_tensor_kernel(
+                    [params[i] for i in idx],
+                    grads_sub,
+                    m_grads_sub,
+                    *[[lst[i] for i in idx] for lst in states],
+                    steps=[step_values[i] for i in idx],
+                    **hyper,
+                )
+        else:
+            for i in range(len(params)):
+                type(self).single_tensor_kernel(
+                    params[i],
+                    grads[i],
+                    m_grads[i],
+                    *[lst[i] for lst in states],
+                    step=step_values[i],
+                    **hyper,
+                )
 
     def _before_step(self) -> None:
         """Hook for optimizer-wide work before the groups are updated (e.g. a schedule)."""
 
     def _after_step(self) -> None:
         """Hook for optimizer-wide work after the groups are updated (e.g. a clock)."""
+
+
+@dataclass
+class GroupWork:
+    """One param group's tensors for one step: what the eager and the compiled updates consume."""
+
+    group: dict[str, Any]
+    params: list[Tensor]
+    grads: list[Tensor]
+    states: list[list[Tensor]]
+    step_values: list[float]
 
 
 def _identity(t: Tensor) -> Tensor:

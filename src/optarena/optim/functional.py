@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -70,16 +70,67 @@ def scalar_value(x: Scalar) -> float:
     return float(x)
 
 
-def per_tensor_scalars(values: Sequence[Scalar]) -> list[float] | Tensor:
-    """Per-tensor coefficients in the form foreach ops take them.
+@torch.library.custom_op("optarena::realize", mutates_args=())
+def realize(x: Tensor) -> Tensor:
+    """A copy of ``x`` that a compiled step computes once, as a buffer of its own.
 
-    Python numbers stay a list; if any is a tensor (a 0-d hyperparameter or step, as in a
-    compiled step), they are packed into one 1-D float64 tensor, which ``_foreach_addcdiv_``
-    and ``_foreach_addcmul_`` accept in place of a list.
+    Inductor inlines scalar arithmetic into every loop that reads it; errno-preserving libm calls
+    (``pow``, ``sqrt``, ``exp``) then run once per element, several times slower than the update
+    on CPU. An opaque op is a barrier to that inlining.
     """
-    if any(isinstance(v, Tensor) for v in values):
-        return torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(()) for v in values])
-    return list(values)  # type: ignore[arg-type]
+    return x.clone()
+
+
+@realize.register_fake
+def _(x: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _holds_tensor(values: Sequence[Scalar]) -> bool:
+    return any(isinstance(v, Tensor) for v in values)
+
+
+def per_tensor(values: Sequence[Scalar]) -> list[float] | list[Tensor]:
+    """Per-tensor coefficients for a foreach op (``_foreach_mul_``, ``_div_``, ``lerp_``, clamps).
+
+    Python numbers stay a list of floats. If any is a tensor (a compiled step passes 0-d tensor
+    hyperparameters and steps), all become 0-d float64 tensors on that tensor's device; under
+    ``torch.compile`` they are computed once, in one buffer (:func:`realize`).
+    """
+    if not _holds_tensor(values):
+        return list(values)  # type: ignore[arg-type]
+    device = next(v.device for v in values if isinstance(v, Tensor))
+    tensors = [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values]
+    if torch.compiler.is_compiling():
+        return list(realize(torch.stack(tensors)).unbind(0))
+    return tensors
+
+
+def foreach_addcdiv_(
+    targets: list[Tensor], numerators: list[Tensor], denominators: list[Tensor], values: Sequence[Scalar]
+) -> None:
+    """``targets[i] += values[i] · numerators[i] / denominators[i]`` with per-tensor ``values``."""
+    _foreach_addc(torch._foreach_addcdiv_, torch._foreach_div, targets, numerators, denominators, values)
+
+
+def foreach_addcmul_(
+    targets: list[Tensor], factors1: list[Tensor], factors2: list[Tensor], values: Sequence[Scalar]
+) -> None:
+    """``targets[i] += values[i] · factors1[i] · factors2[i]`` with per-tensor ``values``."""
+    _foreach_addc(torch._foreach_addcmul_, torch._foreach_mul, targets, factors1, factors2, values)
+
+
+def _foreach_addc(
+    fused: Any, combine: Any, targets: list[Tensor], a: list[Tensor], b: list[Tensor], values: Sequence[Scalar]
+) -> None:
+    coefficients = per_tensor(values)
+    if not _holds_tensor(coefficients):
+        fused(targets, a, b, coefficients)
+    elif torch.compiler.is_compiling():
+        # The packed-tensor overload has no compiled form; inductor fuses these three ops into one loop.
+        torch._foreach_add_(targets, combine(torch._foreach_mul(a, coefficients), b))
+    else:
+        fused(targets, a, b, torch.stack(coefficients))  # eager: one packed float64 tensor of coefficients
 
 
 def one_minus_pow(base: Scalar, exponent: Scalar) -> Scalar:
@@ -108,6 +159,30 @@ def expm1_log1p(x: Scalar, t: Scalar) -> Scalar:
     return math.expm1(t * math.log1p(x))
 
 
+def foreach_add_scaled_(targets: list[Tensor], tensors: list[Tensor], alpha: Scalar) -> None:
+    """``targets[i] += alpha · tensors[i]``.
+
+    A tensor ``alpha`` is multiplied in explicitly: compiled, ``_foreach_add_(..., alpha=<tensor>)``
+    rounds the tensor to float32 (torch 2.13), which costs float64 its precision.
+    """
+    if isinstance(alpha, Tensor):
+        torch._foreach_add_(targets, torch._foreach_mul(tensors, alpha))
+    else:
+        torch._foreach_add_(targets, tensors, alpha=alpha)
+
+
+def foreach_add_scaled(xs: list[Tensor], ys: list[Tensor], alpha: Scalar) -> list[Tensor]:
+    """New tensors ``xs[i] + alpha · ys[i]`` (see :func:`foreach_add_scaled_`)."""
+    if isinstance(alpha, Tensor):
+        return list(torch._foreach_add(xs, torch._foreach_mul(ys, alpha)))
+    return list(torch._foreach_add(xs, ys, alpha=alpha))
+
+
+def sqrt(x: Scalar) -> Scalar:
+    """``√x`` of a Python float (``math.sqrt``, correctly rounded) or of a tensor."""
+    return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)
+
+
 def is_zero(x: Scalar) -> bool:
     """True only for a Python number equal to 0: a tensor is never skipped (no data-dependent branch)."""
     return not isinstance(x, Tensor) and x == 0
@@ -134,4 +209,4 @@ def l2_gradients(
     """``g + λθ`` as new tensors when ``mode='l2'``; the gradients themselves otherwise."""
     if weight_decay == 0 or mode != "l2":
         return grads
-    return list(torch._foreach_add(grads, params, alpha=weight_decay))
+    return foreach_add_scaled(grads, params, weight_decay)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_betas, check_range
-from optarena.optim.functional import Scalar, is_zero, scalar_value
+from optarena.optim.functional import Scalar, foreach_add_scaled_, is_zero, scalar_value
 from optarena.optim.info import OptimizerInfo
 
 
@@ -64,11 +64,12 @@ def lion_multi_tensor(
     if not is_zero(weight_decay):
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     updates = torch._foreach_mul(exp_avgs, beta1)
-    torch._foreach_add_(updates, torch._foreach_mul(m_grads, 1 - beta1))
+    for update, m_grad in zip(updates, m_grads):  # per tensor, so the product needs no second buffer
+        update.add_(m_grad.mul(1 - beta1))
     torch._foreach_sign_(updates)
-    torch._foreach_add_(params, updates, alpha=-lr)
+    foreach_add_scaled_(params, updates, -lr)
     torch._foreach_mul_(exp_avgs, beta2)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta2)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta2)
 
 
 class Lion(OptarenaOptimizer):

@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 
 from optarena.optim.agr import AGR
 from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.compiled import compile_step
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.lookahead import Lookahead
 
@@ -73,6 +74,7 @@ def create_optimizer(
     name: str,
     *,
     decay_1d: bool = False,
+    compile: bool = False,
     **hyperparameters: Any,
 ) -> Optimizer:
     """Build the registered optimizer ``name``.
@@ -82,6 +84,7 @@ def create_optimizer(
     ``lookahead=True`` wraps the optimizer in :class:`~optarena.optim.lookahead.Lookahead`
     (with ``lookahead_k=5``, ``lookahead_alpha=0.5``, ``lookahead_pullback='none'``). ``agr='code'`` on an optimizer
     not built on the engine (the torch baselines) wraps it in :class:`~optarena.optim.agr.AGR`.
+    ``compile=True`` runs the step through :func:`~optarena.optim.compiled.compile_step`.
     Every other keyword (``lr``, ``foreach``, ...) goes to the optimizer.
     """
     info = get_optimizer_info(name)
@@ -118,6 +121,8 @@ def create_optimizer(
         )
     if use_lookahead:
         optimizer = Lookahead(optimizer, **lookahead)
+    if compile:
+        compile_step(optimizer)
     return optimizer
 
 

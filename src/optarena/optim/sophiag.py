@@ -29,9 +29,10 @@ from optarena.optim.base import (
     check_range,
 )
 from optarena.optim.functional import (
+    foreach_add_scaled_,
+    foreach_addcmul_,
     global_l2_norm,
     group_by_device_and_dtype,
-    per_tensor_scalars,
     scalar_value,
 )
 from optarena.optim.info import OptimizerInfo
@@ -81,13 +82,15 @@ def sophiag_multi_tensor(
     """foreach SophiaG step; equals :func:`sophiag_single_tensor` tensor by tensor."""
     torch._foreach_mul_(params, 1 - lr * weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
-    denom = torch._foreach_mul(hessians, rho * bs)
-    torch._foreach_add_(denom, eps)
-    ratio = torch._foreach_abs(exp_avgs)
-    torch._foreach_div_(ratio, denom)
-    torch._foreach_clamp_max_(ratio, 1)
-    torch._foreach_addcmul_(params, torch._foreach_sign(exp_avgs), ratio, per_tensor_scalars([-lr] * len(params)))
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
+    # sign(m)·min(|m|/d, 1) = clamp(m/d, −1, 1) exactly (d ≥ 0), which needs one buffer, not three.
+    ratios = torch._foreach_mul(hessians, rho * bs)
+    torch._foreach_add_(ratios, eps)
+    for exp_avg, ratio in zip(exp_avgs, ratios):
+        torch.div(exp_avg, ratio, out=ratio)  # m / d, in place of d
+    torch._foreach_clamp_min_(ratios, -1)
+    torch._foreach_clamp_max_(ratios, 1)
+    foreach_add_scaled_(params, ratios, -lr)
 
 
 def sophiag_hessian_single_tensor(hessian: Tensor, grad: Tensor, *, beta2: float) -> None:
@@ -98,7 +101,7 @@ def sophiag_hessian_single_tensor(hessian: Tensor, grad: Tensor, *, beta2: float
 def sophiag_hessian_multi_tensor(hessians: list[Tensor], grads: list[Tensor], *, beta2: float) -> None:
     """foreach :func:`sophiag_hessian_single_tensor`."""
     torch._foreach_mul_(hessians, beta2)
-    torch._foreach_addcmul_(hessians, grads, grads, per_tensor_scalars([1 - beta2] * len(grads)))
+    foreach_addcmul_(hessians, grads, grads, [1 - beta2] * len(grads))
 
 
 class SophiaG(OptarenaOptimizer):

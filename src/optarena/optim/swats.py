@@ -24,7 +24,7 @@ needed), so SWATS keeps Adam's memory. Every choice is listed in ``docs/algorith
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,10 +38,13 @@ from optarena.optim.base import (
     check_range,
 )
 from optarena.optim.functional import (
-    Scalar,
+    foreach_add_scaled,
+    foreach_add_scaled_,
+    foreach_addcmul_,
     group_by_device_and_dtype,
     is_zero,
     one_minus_pow,
+    per_tensor,
     per_tensor_dot,
     scalar_value,
 )
@@ -62,13 +65,6 @@ _UNIT_DEFAULTS: dict[str, Any] = dict(
     swats_switch_step=None,  # k of the last Adam step
     swats_switch_lr=None,  # the group's lr at the switch (the SGD rate follows lr / this)
 )
-
-
-def _coefficients(values: Sequence[Scalar]) -> list[Any]:
-    """Per-tensor scalars for ``_foreach_mul_``: floats, or 0-d tensors if any value is a tensor."""
-    if any(isinstance(v, Tensor) for v in values):
-        return [torch.as_tensor(v, dtype=torch.float64) for v in values]
-    return list(values)
 
 
 def swats_adam_single_tensor(
@@ -127,16 +123,18 @@ def swats_adam_multi_tensor(
             torch._foreach_mul_(params, 1 - lr * weight_decay)
         else:
             same = m_grads is grads
-            grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
-            m_grads = grads if same else list(torch._foreach_add(m_grads, params, alpha=weight_decay))
+            grads = foreach_add_scaled(grads, params, weight_decay)
+            m_grads = grads if same else foreach_add_scaled(m_grads, params, weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, m_grads, alpha=1 - beta1)
+    foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(exp_avg_sqs))
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, eps)
-    p = list(torch._foreach_div(exp_avgs, denom))
-    torch._foreach_mul_(p, _coefficients([-(lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t)) for t in steps]))
+    for exp_avg, d in zip(exp_avgs, denom):  # m / (√v + ε) in place of the denominator: no second buffer
+        torch.div(exp_avg, d, out=d)
+    p = denom
+    torch._foreach_mul_(p, per_tensor([-(lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t)) for t in steps]))
     torch._foreach_add_(params, p)
     return p, grads
 
@@ -183,12 +181,12 @@ def swats_sgd_multi_tensor(
     """foreach SGD phase with one rate per tensor; equals :func:`swats_sgd_single_tensor`."""
     if not is_zero(weight_decay):
         if decoupled:
-            torch._foreach_mul_(params, _coefficients([1 - r * weight_decay for r in sgd_lrs]))
+            torch._foreach_mul_(params, per_tensor([1 - r * weight_decay for r in sgd_lrs]))
         else:
-            m_grads = list(torch._foreach_add(m_grads, params, alpha=weight_decay))
+            m_grads = foreach_add_scaled(m_grads, params, weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, m_grads)
-    torch._foreach_sub_(params, torch._foreach_mul(exp_avgs, _coefficients([(1 - beta1) * r for r in sgd_lrs])))
+    torch._foreach_sub_(params, torch._foreach_mul(exp_avgs, per_tensor([(1 - beta1) * r for r in sgd_lrs])))
 
 
 class SWATS(OptarenaOptimizer):
@@ -224,6 +222,10 @@ class SWATS(OptarenaOptimizer):
     """
 
     state_names = ("exp_avg", "exp_avg_sq")
+    not_compilable = (
+        "its switch test reads two dot products per tensor on the host after every Adam step, and each tensor "
+        "(or group) changes phase at a data-dependent step"
+    )
     single_tensor_kernel = staticmethod(swats_adam_single_tensor)
     multi_tensor_kernel = staticmethod(swats_adam_multi_tensor)
     sgd_single_tensor_kernel: Callable[..., None] = staticmethod(swats_sgd_single_tensor)

@@ -1,0 +1,176 @@
+"""The compiled step: an optimizer's whole multi-tensor update as one ``torch.compile``'d graph.
+
+``compile_step(optimizer)`` makes every later ``optimizer.step()`` run the optimizer's foreach
+kernel (with ``maximize`` and AGR) through ``torch.compile(fullgraph=True)``. Float
+hyperparameters and the step counts reach the graph as one float64 tensor, so a scheduler that
+changes the learning rate every step changes data, not code: nothing recompiles. Where the
+platform cannot compile, the first step warns once and the optimizer goes on eagerly (foreach).
+
+The eager path stays the reference: the compiled update equals it within float rounding (the
+kernels are the same functions; inductor only fuses them), which tests/test_compiled.py checks.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optarena.optim.agr import agr_multi_tensor
+from optarena.optim.base import GroupWork, OptarenaOptimizer
+from optarena.optim.functional import group_by_device_and_dtype, scalar_value
+from optarena.optim.wrapper import OptimizerWrapper
+
+# One graph input per (device, dtype) slice of a param group:
+# (static hyperparameters, float hyperparameter names, maximize, (agr mode, agr stop step, agr edge cases),
+#  params, grads, state lists, float64 tensor of the float hyperparameters then the step counts)
+Slice = tuple[
+    tuple[tuple[str, Any], ...],
+    tuple[str, ...],
+    bool,
+    tuple[str | None, int | None, bool],
+    list[Tensor],
+    list[Tensor],
+    list[list[Tensor]],
+    Tensor,
+]
+
+
+def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
+    """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once."""
+    for static, names, maximize, (agr, agr_stop, agr_edge), params, grads, states, scalars in slices:
+        values = scalars.unbind(0)
+        hyper = dict(zip(names, values))
+        steps = list(values[len(names) :])
+        if maximize:
+            grads = list(torch._foreach_neg(grads))
+        m_grads = grads
+        if agr is not None:
+            m_grads = agr_multi_tensor(grads, official_edge_cases=agr_edge)
+            if agr_stop is not None:  # AGR only while t ≤ stop: weight 1 keeps AGR, 0 the raw gradient, exactly
+                active = [(t <= agr_stop).to(t.dtype) for t in steps]
+                m_grads = list(torch._foreach_lerp(grads, m_grads, active))
+            if agr == "code":
+                grads = m_grads
+        kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
+
+
+_COMPILED: dict[type, Callable[..., Any]] = {}
+
+
+def _compiled_update_for(cls: type) -> Callable[..., Any]:
+    """``torch.compile(_update)`` with a code object of the class's own.
+
+    Dynamo caches graphs per code object, with a limit of a few graphs each: a copy per optimizer
+    class keeps one class's graphs from evicting another's.
+    """
+    if cls not in _COMPILED:
+        code = _update.__code__.replace(co_name=f"_update_{cls.__name__}")
+        fn = types.FunctionType(code, _update.__globals__, code.co_name)
+        _COMPILED[cls] = torch.compile(fn, fullgraph=True, dynamic=False)
+    return _COMPILED[cls]
+
+
+class CompiledStep:
+    """Runs an optimizer's groups through its compiled update; falls back to eager on failure."""
+
+    def __init__(self, optimizer: OptarenaOptimizer) -> None:
+        self.optimizer = optimizer
+        self.update = _compiled_update_for(type(optimizer))
+        self.compiled_once = False
+
+    def accepts(self, work: GroupWork) -> bool:
+        """False where the reference loop was asked for (``foreach=False``): it runs eagerly."""
+        return work.group["foreach"] is not False
+
+    def slices(self, work: GroupWork) -> list[Slice]:
+        group = work.group
+        hyper = self.optimizer._kernel_hyperparameters(group)
+        floats = {k: scalar_value(v) for k, v in hyper.items() if _is_float(v)}
+        static = tuple((k, v) for k, v in hyper.items() if k not in floats)
+        agr = (group["agr"], group["agr_stop_step"], bool(group["agr_official_edge_cases"]))
+        out = []
+        for idx in group_by_device_and_dtype(work.params):
+            params = [work.params[i] for i in idx]
+            scalars = torch.tensor(
+                [*floats.values(), *(work.step_values[i] for i in idx)], dtype=torch.float64, device=params[0].device
+            )
+            out.append(
+                (
+                    static,
+                    tuple(floats),
+                    bool(group["maximize"]),
+                    agr,
+                    params,
+                    [work.grads[i] for i in idx],
+                    [[lst[i] for i in idx] for lst in work.states],
+                    scalars,
+                )
+            )
+        return out
+
+    def __call__(self, works: list[GroupWork]) -> None:
+        slices = [s for work in works for s in self.slices(work)]
+        kernel = type(self.optimizer).multi_tensor_kernel
+        if self.compiled_once:
+            self.update(kernel, slices)
+            return
+        try:  # a failure to compile raises before any tensor is written
+            self.update(kernel, slices)
+        except Exception as error:
+            warnings.warn(
+                f"{type(self.optimizer).__name__}: torch.compile failed ({type(error).__name__}: {error}); "
+                "running the eager foreach step instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.optimizer._compiled_step = None
+            for work in works:
+                self.optimizer._update(work)
+            return
+        self.compiled_once = True
+
+
+def _is_float(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.numel() == 1 and value.is_floating_point()
+    return isinstance(value, float)
+
+
+def compile_step(optimizer: Any) -> Any:
+    """Make ``optimizer.step()`` run its multi-tensor update as one compiled graph; returns it.
+
+    Works on any optarena optimizer (and through Lookahead to the one inside). Raises
+    ``ValueError`` for an optimizer whose step is not an elementwise kernel (its
+    ``not_compilable`` says why) and ``TypeError`` for one that is not an optarena optimizer
+    (compile a torch optimizer's step with ``torch.compile`` itself). Where this platform cannot
+    compile, it warns and leaves the optimizer eager.
+    """
+    inner = optimizer
+    while isinstance(inner, OptimizerWrapper) and not isinstance(inner, OptarenaOptimizer):
+        if type(inner).__name__ == "AGR":
+            raise TypeError(
+                "compile_step: the AGR wrapper runs around a torch optimizer, which optarena cannot compile; "
+                "use an optarena optimizer with agr='code' or agr='paper' instead"
+            )
+        inner = inner.optimizer
+    if not isinstance(inner, OptarenaOptimizer):
+        raise TypeError(
+            f"compile_step: {type(inner).__name__} is not an optarena optimizer; "
+            "use torch.compile(optimizer.step) for torch's own optimizers"
+        )
+    if inner.not_compilable is not None:
+        raise ValueError(f"compile_step: {type(inner).__name__} cannot be compiled: {inner.not_compilable}")
+    if not torch._dynamo.is_dynamo_supported():
+        warnings.warn(
+            "compile_step: torch.compile is not supported on this platform; the optimizer stays eager",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return optimizer
+    inner._compiled_step = CompiledStep(inner)
+    return optimizer

@@ -1,0 +1,193 @@
+"""The compiled step (optarena.compile_step): equal to eager, no recompiles, a clean fallback;
+and the foreach paths' peak memory against the reference loops."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import optarena
+from optarena.optim import OptarenaOptimizer, compiled
+from optarena.optim.registry import get_optimizer_info
+from optarena.optim.wrapper import OptimizerWrapper
+
+from .helpers import max_diff
+from .test_invariants import CONFIGS, make
+
+pytestmark = pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile is not supported here")
+
+
+def engine_optimizer(opt):
+    while isinstance(opt, OptimizerWrapper):
+        opt = opt.optimizer
+    return opt
+
+
+ENGINE = [c for c in CONFIGS if issubclass(get_optimizer_info(c[1]).cls, OptarenaOptimizer)]
+COMPILABLE = [c for c in ENGINE if get_optimizer_info(c[1]).cls.not_compilable is None]
+
+
+def fixed_params(dtype: torch.dtype) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(6, 4), (6,), (3, 6), (1,)]
+    return [torch.randn(*s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+
+def set_grads(params: list[torch.Tensor], step: int) -> None:
+    g = torch.Generator().manual_seed(100 + step)
+    for p in params:
+        # Gradients that pull towards 0 plus noise: the run stays bounded over 100 steps.
+        p.grad = 0.5 * p.detach() + torch.randn(p.shape, generator=g, dtype=p.dtype)
+
+
+def run(name: str, kwargs: dict, *, compile: bool, steps: int, dtype=torch.float64, on_step=None):
+    params = fixed_params(dtype)
+    opt = make(name, params, compile=compile, **kwargs)
+    # OneCycleLR moves lr and β1 every step: both must reach the graph as data.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(engine_optimizer(opt), max_lr=2e-2, total_steps=steps)
+    for k in range(steps):
+        set_grads(params, k)
+        opt.step()
+        schedule.step()
+        if on_step is not None:
+            on_step(k)
+    states = [t for p in params for t in engine_optimizer(opt).state[p].values() if isinstance(t, torch.Tensor)]
+    return opt, [p.detach() for p in params] + states
+
+
+@pytest.mark.parametrize("cid,name,kwargs", COMPILABLE, ids=[c[0] for c in COMPILABLE])
+def test_compiled_step_equals_eager_and_never_recompiles(cid, name, kwargs):
+    torch._dynamo.reset()  # every configuration starts from an empty graph cache
+    counters.clear()
+    graphs_after_first_step: list[int] = []
+
+    def record(k: int) -> None:
+        if k == 0:
+            graphs_after_first_step.append(counters["stats"]["unique_graphs"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the eager fallback would warn
+        opt, compiled_result = run(name, kwargs, compile=True, steps=100, on_step=record)
+    assert engine_optimizer(opt)._compiled_step is not None and engine_optimizer(opt)._compiled_step.compiled_once
+    assert graphs_after_first_step == [1]
+    assert counters["stats"]["unique_graphs"] == 1  # 99 more steps, lr and β1 changing: no new graph
+    assert not counters["recompiles"]
+    _, eager_result = run(name, kwargs, compile=False, steps=100)
+    assert max_diff(compiled_result, eager_result) <= 1e-12
+
+
+@pytest.mark.parametrize("name", ["adamw_agr", "adan", "adabelief"])
+def test_compiled_float32_matches_eager(name):
+    torch._dynamo.reset()
+    _, compiled_result = run(name, {}, compile=True, steps=20, dtype=torch.float32)
+    _, eager_result = run(name, {}, compile=False, steps=20, dtype=torch.float32)
+    assert max_diff(compiled_result, eager_result) <= 1e-5
+
+
+def test_compiled_step_follows_a_frozen_layer_and_maximize():
+    torch._dynamo.reset()
+    results = []
+    for compile in (True, False):
+        params = fixed_params(torch.float64)
+        opt = optarena.create_optimizer(params, "adamw_agr", lr=1e-2, maximize=True, compile=compile)
+        for k in range(6):
+            set_grads(params, k)
+            if k in (2, 3):
+                params[2].grad = None  # a frozen layer: a new structure, compiled once more
+            opt.step()
+        results.append([p.detach() for p in params])
+    assert max_diff(*results) <= 1e-12
+
+
+def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
+    def broken(cls):
+        def update(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+
+        return update
+
+    monkeypatch.setattr(compiled, "_compiled_update_for", broken)
+    params = fixed_params(torch.float64)
+    opt = optarena.create_optimizer(params, "adaburst", lr=1e-2, compile=True)
+    with pytest.warns(RuntimeWarning, match=r"torch\.compile failed .*no C\+\+ compiler.*eager foreach"):
+        set_grads(params, 0)
+        opt.step()
+    assert opt._compiled_step is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k in range(1, 4):
+            set_grads(params, k)
+            opt.step()
+    reference = fixed_params(torch.float64)
+    eager = optarena.create_optimizer(reference, "adaburst", lr=1e-2)
+    for k in range(4):
+        set_grads(reference, k)
+        eager.step()
+    assert max_diff([p.detach() for p in params], [p.detach() for p in reference]) == 0
+
+
+def test_compile_step_without_dynamo_warns_and_stays_eager(monkeypatch):
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    opt = optarena.create_optimizer(fixed_params(torch.float64), "lion", lr=1e-3)
+    with pytest.warns(RuntimeWarning, match="not supported on this platform"):
+        assert optarena.compile_step(opt) is opt
+    assert opt._compiled_step is None
+
+
+def test_compile_step_refuses_what_it_cannot_compile():
+    params = fixed_params(torch.float64)
+    with pytest.raises(ValueError, match="SWATS cannot be compiled: its switch test"):
+        optarena.create_optimizer(params, "swats", compile=True)
+    with pytest.raises(TypeError, match=r"not an optarena optimizer.*torch\.compile"):
+        optarena.compile_step(torch.optim.AdamW(params))
+    with pytest.raises(TypeError, match="AGR wrapper"):
+        optarena.create_optimizer(params, "adamw", agr="code", compile=True)
+
+
+def test_compile_step_reaches_through_lookahead():
+    opt = optarena.create_optimizer(fixed_params(torch.float64), "adaburst", lookahead=True)
+    assert optarena.compile_step(opt) is opt
+    assert opt.optimizer._compiled_step is not None
+
+
+def test_reference_loop_is_never_compiled():
+    torch._dynamo.reset()
+    counters.clear()
+    params = fixed_params(torch.float64)
+    opt = optarena.create_optimizer(params, "adamnx", foreach=False, compile=True)
+    set_grads(params, 0)
+    opt.step()
+    assert counters["stats"]["unique_graphs"] == 0
+
+
+# --- peak memory: foreach against the reference loop ---------------------------------------------
+
+
+def peak_extra_bytes(name: str, kwargs: dict, foreach: bool) -> tuple[int, int]:
+    """Bytes allocated at the peak of a step beyond what was live before it, and the parameters' bytes."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(128, 96), (96, 96), (96,), (96, 64), (64,), (1,)]
+    params = [torch.randn(*s, generator=g).requires_grad_() for s in shapes]
+    opt = make(name, params, foreach=foreach, **kwargs)
+    for _ in range(2):  # the second step runs with every state already made
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        tracker = MemTracker()
+        tracker.track_external(*params, *[p.grad for p in params], opt)
+        with tracker:
+            before = tracker.get_tracker_snapshot("current")[torch.device("cpu")]["Total"]
+            opt.step()
+        peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    return peak - before, sum(p.numel() * p.element_size() for p in params)
+
+
+@pytest.mark.parametrize("cid,name,kwargs", ENGINE, ids=[c[0] for c in ENGINE])
+def test_foreach_peak_memory_within_one_parameter_buffer_of_the_loop(cid, name, kwargs):
+    foreach_extra, param_bytes = peak_extra_bytes(name, kwargs, foreach=True)
+    loop_extra, _ = peak_extra_bytes(name, kwargs, foreach=False)
+    assert foreach_extra <= loop_extra + param_bytes, (foreach_extra / param_bytes, loop_extra / param_bytes)
