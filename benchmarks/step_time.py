@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.util
 import inspect
 import math
 import os
@@ -138,13 +139,34 @@ class Mode:
     available: Callable[[OptimizerInfo], bool]
 
 
-# Adding a mode is one entry here. ``compiled`` is listed now so that it is measured as soon as an
-# optimizer's constructor grows a ``compile`` argument; today none has one, so it never appears.
+def compilable(info: OptimizerInfo) -> bool:
+    return issubclass(info.cls, OptarenaOptimizer) and info.cls.not_compilable is None
+
+
+# Third-party implementations of the same algorithms, timed beside ours: kozistr's pytorch-optimizer
+# (the test extra pins it). timm's optimizers need torchvision, which does not import beside the
+# CPU build of torch used here, so timm is not timed.
+THIRD_PARTY: dict[str, str] = {
+    "adan": "Adan",
+    "adabelief": "AdaBelief",
+    "lion": "Lion",
+    "adabound": "AdaBound",
+    "swats": "SWATS",
+}
+
+
+def third_party_available(info: OptimizerInfo) -> bool:
+    return info.name in THIRD_PARTY and importlib.util.find_spec("pytorch_optimizer") is not None
+
+
+# Adding a mode is one entry here. ``compiled`` is optarena.compile_step (torch.compile, fullgraph);
+# warm-up steps include its one-time compilation, which is not timed.
 MODES: dict[str, Mode] = {
     "for-loop": Mode({"foreach": False}, lambda info: True),
     "foreach": Mode({"foreach": True}, lambda info: info.supports_foreach),
     "fused": Mode({"fused": True}, lambda info: info.supports_fused and accepts(info.cls, "fused")),
-    "compiled": Mode({"compile": True}, lambda info: accepts(info.cls, "compile")),
+    "compiled": Mode({"compile": True}, compilable),
+    "kozistr": Mode({}, third_party_available),
 }
 
 REFERENCE_NAME = "torch AdamW"
@@ -229,10 +251,20 @@ def make_configs(names: Sequence[str], modes: Sequence[str]) -> list[Config]:
                 continue
             if name == "adamw" and mode in REFERENCE_MODES:
                 continue  # the same configuration as a reference; timing it twice adds nothing
+            if mode == "kozistr":
+                configs.append(Config(name, mode, lambda params, n=name: third_party(n, params)))
+                continue
             configs.append(
                 Config(name, mode, lambda params, n=name, kw=MODES[mode].kwargs: create_optimizer(params, n, **kw))
             )
     return configs
+
+
+def third_party(name: str, params: list[Tensor]) -> Optimizer:
+    """kozistr's implementation of ``name`` with its own defaults (lr 1e-3)."""
+    import pytorch_optimizer
+
+    return getattr(pytorch_optimizer, THIRD_PARTY[name])(params, lr=1e-3)
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -630,7 +662,13 @@ def plot(results: Sequence[SetResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"for-loop": "tab:blue", "foreach": "tab:orange", "fused": "tab:green", "compiled": "tab:red"}
+    colors = {
+        "for-loop": "tab:blue",
+        "foreach": "tab:orange",
+        "fused": "tab:green",
+        "compiled": "tab:red",
+        "kozistr": "tab:purple",
+    }
     height = max(3.0, 0.22 * max(len(r.configs) for r in results) + 1.2)
     fig, axes = plt.subplots(len(results), 2, figsize=(12, height * len(results)), squeeze=False)
     for row, r in zip(axes, results):
@@ -676,7 +714,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--modes",
         default=",".join(MODES),
         help="comma-separated modes to try; each runs only where the optimizer supports it "
-        "(compiled: only if its constructor takes compile=)",
+        "(compiled: optarena.compile_step; kozistr: pytorch-optimizer's implementation, where it has one)",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply each tensor's leading dimension")
     parser.add_argument("--rounds", type=int, default=10, help="round-robin passes over all configurations")

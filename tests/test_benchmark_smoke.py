@@ -59,7 +59,8 @@ def test_step_time_script_writes_a_ratio_row_per_configuration(tmp_path: Path) -
         if line.startswith("|") and len(cells) == len(columns) and cells[1] in bench.MODES:
             rows[(cells[0], cells[1])] = dict(zip(columns, cells))
     expected_keys = {("torch AdamW", "fused"), ("torch AdamW", "foreach")}
-    expected_keys |= {(name, mode) for name in ("adaburst", "lion") for mode in ("for-loop", "foreach")}
+    expected_keys |= {(name, mode) for name in ("adaburst", "lion") for mode in ("for-loop", "foreach", "compiled")}
+    expected_keys.add(("lion", "kozistr"))  # pytorch-optimizer's Lion, timed beside ours
     assert set(rows) == expected_keys
     for row in rows.values():
         assert float(row["× torch fused AdamW"]) > 0

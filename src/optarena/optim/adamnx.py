@@ -28,7 +28,15 @@ from optarena.optim.base import (
     adam_kernel_hyperparameters,
     check_adam_hyperparameters,
 )
-from optarena.optim.functional import Scalar, foreach_addcdiv_, foreach_addcmul_, is_zero, one_minus_pow, per_tensor
+from optarena.optim.functional import (
+    Scalar,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    foreach_lerp_,
+    is_zero,
+    one_minus_pow,
+    per_tensor,
+)
 from optarena.optim.info import OptimizerInfo
 
 
@@ -85,7 +93,7 @@ def adamnx_multi_tensor(
     if not is_zero(weight_decay):
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     beta1_ts = [adamnx_beta1(beta1, t) for t in steps]
-    torch._foreach_lerp_(exp_avgs, m_grads, per_tensor([1 - b for b in beta1_ts]))
+    foreach_lerp_(exp_avgs, m_grads, [1 - b for b in beta1_ts])
     beta2_ts = [adamnx_beta2(beta2, t) for t in steps]
     torch._foreach_mul_(exp_avg_sqs, per_tensor(beta2_ts))
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - b for b in beta2_ts])

@@ -51,9 +51,8 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         m_grads = grads
         if agr is not None:
             m_grads = agr_multi_tensor(grads, official_edge_cases=agr_edge)
-            if agr_stop is not None:  # AGR only while t ≤ stop: weight 1 keeps AGR, 0 the raw gradient, exactly
-                active = [(t <= agr_stop).to(t.dtype) for t in steps]
-                m_grads = list(torch._foreach_lerp(grads, m_grads, active))
+            if agr_stop is not None:  # AGR only while t ≤ stop, chosen per tensor without a branch
+                m_grads = [torch.where(t <= agr_stop, r, g) for t, r, g in zip(steps, m_grads, grads)]
             if agr == "code":
                 grads = m_grads
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))

@@ -39,6 +39,8 @@ def per_tensor_l1(tensors: Sequence[Tensor]) -> list[Tensor]:
     """
     if not tensors:
         return []
+    if torch.compiler.is_compiling():  # inductor has no lowering for _foreach_norm; it fuses this one
+        return [torch.linalg.vector_norm(t, 1) for t in tensors]
     return list(torch._foreach_norm(list(tensors), 1))
 
 
@@ -157,6 +159,19 @@ def expm1_log1p(x: Scalar, t: Scalar) -> Scalar:
             torch.as_tensor(t, dtype=torch.float64) * torch.log1p(torch.as_tensor(x, dtype=torch.float64))
         )
     return math.expm1(t * math.log1p(x))
+
+
+def foreach_lerp_(starts: list[Tensor], ends: list[Tensor], weights: Sequence[Scalar]) -> None:
+    """``starts[i] += weights[i] · (ends[i] − starts[i])`` with per-tensor weights.
+
+    Compiled, ``_foreach_lerp_`` with a list of tensor weights has no inductor lowering (it runs as a
+    separate, materializing op), so it is written out; eagerly it is torch's lerp.
+    """
+    weights = per_tensor(weights)
+    if torch.compiler.is_compiling() and _holds_tensor(weights):
+        torch._foreach_add_(starts, torch._foreach_mul(torch._foreach_sub(ends, starts), weights))
+    else:
+        torch._foreach_lerp_(starts, ends, weights)
 
 
 def foreach_add_scaled_(targets: list[Tensor], tensors: list[Tensor], alpha: Scalar) -> None:
