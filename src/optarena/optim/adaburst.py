@@ -135,6 +135,8 @@ class Adaburst(OptarenaOptimizer):
             paper's per-task Table 2 values are lost).
         burst_mode: ``'max'`` (accuracy, default) or ``'min'`` (a loss).
         burst_threshold, burst_threshold_mode, burst_cooldown: as in ``ReduceLROnPlateau``.
+        burst_metric_reduce: under ``torch.distributed``, how the ranks' metrics are agreed before the
+            plateau test: 'mean' (default), 'max', 'min', or 'none' (each rank acts on its own).
         burst_cyclic: also restart the annealing every ``burst_T_max`` units (default False).
         burst_start: start training inside a burst (default True, Algorithm 3 starts its clock
             at the peak); False waits at ``burst_min`` for the first trigger.
@@ -166,6 +168,7 @@ class Adaburst(OptarenaOptimizer):
         burst_threshold: float = 1e-4,
         burst_threshold_mode: str = "rel",
         burst_cooldown: int = 0,
+        burst_metric_reduce: str = "mean",
         burst_cyclic: bool = False,
         burst_start: bool = True,
         relative_burst: bool = True,
@@ -188,6 +191,7 @@ class Adaburst(OptarenaOptimizer):
                 threshold=burst_threshold,
                 threshold_mode=burst_threshold_mode,  # type: ignore[arg-type]
                 cooldown=burst_cooldown,
+                reduce=burst_metric_reduce,  # type: ignore[arg-type]
             ),
         )
         self.burst_unit = burst_unit

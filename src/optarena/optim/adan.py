@@ -34,6 +34,7 @@ from optarena.optim.functional import (
     foreach_add_scaled_,
     foreach_addcdiv_,
     foreach_addcmul_,
+    foreach_copy_,
     is_zero,
     per_tensor,
     per_tensor_sum_of_squares,
@@ -137,7 +138,7 @@ def adan_multi_tensor(
     foreach_addcdiv_(params, exp_avg_diffs, denom, [-lr * beta2 / (1 - beta2**t) for t in steps])
     if not no_prox and not is_zero(weight_decay):
         torch._foreach_div_(params, 1 + lr * weight_decay)
-    torch._foreach_copy_(prev_grads, grads)
+    foreach_copy_(prev_grads, grads)
 
 
 class Adan(OptarenaOptimizer):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 Scalar = float | Tensor
 WeightDecayMode = Literal["decoupled", "unscaled", "l2"]
@@ -29,6 +30,25 @@ def group_by_device_and_dtype(tensors: Sequence[Tensor]) -> list[list[int]]:
     for i, t in enumerate(tensors):
         groups[(t.device, t.dtype)].append(i)
     return list(groups.values())
+
+
+def is_sharded(t: Tensor) -> bool:
+    """True for a DTensor (FSDP2 parameters, gradients and the optimizer state made from them)."""
+    return isinstance(t, DTensor)
+
+
+def full_tensor(t: Tensor) -> Tensor:
+    """The whole value of ``t``: gathered (or reduced, for a partial sum) across ranks if it is a DTensor."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def foreach_copy_(targets: list[Tensor], sources: list[Tensor]) -> None:
+    """``targets[i].copy_(sources[i])``; DTensor has no sharding rule for ``_foreach_copy_`` (torch 2.13)."""
+    if targets and is_sharded(targets[0]):
+        for target, source in zip(targets, sources):
+            target.copy_(source)
+    else:
+        torch._foreach_copy_(targets, sources)
 
 
 def per_tensor_l1(tensors: Sequence[Tensor]) -> list[Tensor]:

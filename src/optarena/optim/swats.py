@@ -41,6 +41,7 @@ from optarena.optim.functional import (
     foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcmul_,
+    full_tensor,
     group_by_device_and_dtype,
     is_zero,
     one_minus_pow,
@@ -515,7 +516,7 @@ def _floats(scalars: list[Tensor]) -> list[float]:
     for i, s in enumerate(scalars):
         by_device.setdefault(s.device, []).append(i)
     for idx in by_device.values():
-        values = torch.stack([scalars[i].to(torch.float64) for i in idx]).tolist()
+        values = full_tensor(torch.stack([scalars[i].to(torch.float64) for i in idx])).tolist()
         for i, v in zip(idx, values):
             out[i] = v
     return out

@@ -13,6 +13,29 @@ from typing import Any, Literal
 
 PlateauMode = Literal["min", "max"]
 ThresholdMode = Literal["rel", "abs"]
+MetricReduce = Literal["mean", "max", "min", "none"]
+METRIC_REDUCTIONS: tuple[str, ...] = ("mean", "max", "min", "none")
+
+
+def agreed_metric(value: float, reduce: MetricReduce = "mean") -> float:
+    """The metric every rank acts on.
+
+    Under ``torch.distributed`` (initialized, more than one rank) each rank passes its own local
+    value and all get the ``reduce`` of them (one ``all_reduce`` in float64), so the plateau test
+    fires on every rank at once; with one process, or ``reduce='none'``, the value itself.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if reduce == "none" or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    op = {"mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[reduce]
+    dist.all_reduce(t, op=op)
+    if reduce == "mean":
+        t /= dist.get_world_size()
+    return t.item()
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -25,7 +48,8 @@ class PlateauDetector:
 
     A value improves on the best so far when it beats it by ``threshold`` (relative or
     absolute). After more than ``patience`` consecutive epochs without improvement the
-    detector fires, resets its count and ignores the next ``cooldown`` epochs.
+    detector fires, resets its count and ignores the next ``cooldown`` epochs. Across
+    ``torch.distributed`` ranks the metric is first agreed (``reduce``: 'mean' by default).
     """
 
     def __init__(
@@ -35,7 +59,10 @@ class PlateauDetector:
         threshold: float = 1e-4,
         threshold_mode: ThresholdMode = "rel",
         cooldown: int = 0,
+        reduce: MetricReduce = "mean",
     ) -> None:
+        if reduce not in METRIC_REDUCTIONS:
+            raise ValueError(f"Invalid reduce: {reduce!r}; expected one of {', '.join(map(repr, METRIC_REDUCTIONS))}")
         if mode not in ("min", "max"):
             raise ValueError(f"Invalid mode: {mode!r}; expected 'min' or 'max'")
         if threshold_mode not in ("rel", "abs"):
@@ -49,6 +76,7 @@ class PlateauDetector:
         self.threshold = float(threshold)
         self.threshold_mode = threshold_mode
         self.cooldown = cooldown
+        self.reduce = reduce
         self.best = -math.inf if mode == "max" else math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
@@ -63,10 +91,15 @@ class PlateauDetector:
         return value < self.best - self.threshold
 
     def update(self, value: float) -> bool:
-        """Record one epoch's metric; True when the plateau condition fires."""
+        """Record one epoch's metric; True when the plateau condition fires.
+
+        Under ``torch.distributed`` every rank must call this; each passes its local value and all act
+        on the agreed one (:func:`agreed_metric` with ``reduce``).
+        """
         value = float(value)
         if math.isnan(value):
             raise ValueError("Invalid metric: nan")
+        value = agreed_metric(value, self.reduce)
         if self.is_better(value):
             self.best = value
             self.num_bad_epochs = 0

@@ -32,6 +32,8 @@ class LRBurst(LRScheduler):
         mode: ``'max'`` (an accuracy, default) or ``'min'`` (a loss).
         patience: epochs without improvement before a restart (default 5).
         threshold, threshold_mode, cooldown: as ``ReduceLROnPlateau``.
+        metric_reduce: under ``torch.distributed``, how the ranks' metrics are agreed before the
+            plateau test: 'mean' (default), 'max', 'min', or 'none' (each rank acts on its own).
         cyclic: also restart every ``T_max`` ticks (warm restarts).
         start_in_burst: begin at the peak (default) or wait at ``eta_min`` for a trigger.
         key: the param-group key driven (default ``'lr'``); its value when the scheduler is
@@ -49,6 +51,7 @@ class LRBurst(LRScheduler):
         threshold: float = 1e-4,
         threshold_mode: str = "rel",
         cooldown: int = 0,
+        metric_reduce: str = "mean",
         cyclic: bool = False,
         start_in_burst: bool = True,
         key: str = "lr",
@@ -82,7 +85,7 @@ class LRBurst(LRScheduler):
             T_max,
             cyclic=cyclic,
             start_in_burst=start_in_burst,
-            plateau=PlateauDetector(mode, patience, threshold, threshold_mode, cooldown),  # type: ignore[arg-type]
+            plateau=PlateauDetector(mode, patience, threshold, threshold_mode, cooldown, metric_reduce),  # type: ignore[arg-type]
         )
         self.last_epoch = 0
         self._step_count = 1

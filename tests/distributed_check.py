@@ -1,0 +1,109 @@
+"""Run every registered optimizer on DTensor shards in N gloo processes; write the gathered results.
+
+Used by tests/test_distributed.py: ``python tests/distributed_check.py --world 3 --out results.pt``.
+Each rank shards the same float64 parameters along dim 0 (``Shard(0)``, as FSDP2 does: a 7-row
+tensor splits 3/2/2 over three ranks), feeds the same full gradients, sharded, and steps. Rank 0
+saves every optimizer's gathered parameters and state; the test compares them with one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.tensor import DTensor, Shard, distribute_tensor, init_device_mesh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.distributed_cases import CASES, STEPS, full_gradients, full_parameters, run_steps
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def to_local_full(value: object) -> object:
+    if isinstance(value, DTensor):
+        return value.full_tensor()
+    return value
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    mesh = init_device_mesh("cpu", (world,))
+    results: dict[str, object] = {}
+    try:
+        for case_id, name, kwargs in CASES:
+            params = [torch.nn.Parameter(distribute_tensor(p, mesh, [Shard(0)])) for p in full_parameters()]
+
+            def set_grads(step: int, params: list[torch.Tensor] = params) -> None:
+                for p, g in zip(params, full_gradients(step)):
+                    p.grad = distribute_tensor(g, mesh, [Shard(0)])
+
+            try:
+                opt = run_steps(name, kwargs, params, set_grads)
+                gathered = [p.detach().full_tensor() for p in params]
+                state = [
+                    {k: to_local_full(v) for k, v in opt.state[p].items()} if p in opt.state else {} for p in params
+                ]
+                results[case_id] = {"params": gathered, "state": state}
+            except Exception as error:
+                results[case_id] = {"error": f"{type(error).__name__}: {error}"}
+        if rank == 0:
+            torch.save({"steps": STEPS, "results": results}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def burst_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank reports its own metric; every rank must burst at the same epochs."""
+    import optarena
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        # Rank r's accuracy rises for rank 0 and falls for the others: locally, rank 0 never plateaus.
+        local = [0.5 + (0.05 * epoch if rank == 0 else -0.05 * epoch) for epoch in range(6)]
+        decisions = {}
+        for reduce in ("mean", "max", "none"):
+            p = torch.nn.Parameter(torch.zeros(3))
+            opt = optarena.Adaburst([p], burst_patience=0, burst_T_max=4, burst_metric_reduce=reduce)
+            bursts = [opt.epoch_end(m) for m in local]
+            sched_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            sched = optarena.LRBurst(sched_opt, T_max=4, patience=0, metric_reduce=reduce)
+            sched_bursts = [sched.step(m) for m in local]
+            decisions[reduce] = {
+                "adaburst": bursts,
+                "burst_lr": opt.param_groups[0]["burst_lr"],
+                "lrburst": sched_bursts,
+                "lr": sched_opt.param_groups[0]["lr"],
+            }
+        torch.save(decisions, f"{out}.rank{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+CHECKS = {"optimizers": worker, "burst": burst_worker}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--world", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--check", choices=sorted(CHECKS), default="optimizers")
+    args = parser.parse_args()
+    mp.spawn(CHECKS[args.check], args=(args.world, free_port(), args.out), nprocs=args.world, join=True)
+
+
+if __name__ == "__main__":
+    main()
