@@ -47,3 +47,44 @@ def run_steps(
             inner.update_hessian()
         opt.step()
     return opt
+
+
+# FSDP2 end to end: the optimizers whose state or step is not just elementwise, and one of each family.
+FSDP_CASES: list[tuple[str, str, dict]] = [
+    ("adamw", "adamw", {}),
+    ("adaburst", "adaburst", {"burst_unit": "step", "burst_T_max": 4}),
+    ("adamw_agr", "adamw_agr", {}),
+    ("adan_agr", "adan_agr", {"max_grad_norm": 0.5}),
+    ("swats", "swats", {"granularity": "global"}),
+    ("adabelief", "adabelief", {"amsgrad": True}),
+    ("sophiag", "sophiag", {}),
+    ("lookahead_adamw", "lookahead_adamw", {}),
+]
+
+
+def fsdp_model() -> torch.nn.Module:
+    """A 5-7-3 float64 MLP; 7 and 3 rows split unevenly over 2 and 3 ranks."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
+
+
+def fsdp_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of ``step``: 6 rows, divisible by 1, 2 and 3 ranks."""
+    g = torch.Generator().manual_seed(500 + step)
+    return torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+
+
+def train_one_process(name: str, kwargs: dict, steps: int = 6) -> list[torch.Tensor]:
+    """The reference for FSDP2 and DDP: the same model and steps on the whole batch in one process."""
+    model = fsdp_model()
+    opt = make_fsdp_optimizer(model, name, kwargs)
+    for step in range(steps):
+        x, y = fsdp_batch(step)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def make_fsdp_optimizer(model: torch.nn.Module, name: str, kwargs: dict) -> torch.optim.Optimizer:
+    return optarena.create_optimizer(list(model.parameters()), name, **{"lr": 1e-2, **kwargs})

@@ -93,7 +93,92 @@ def burst_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-CHECKS = {"optimizers": worker, "burst": burst_worker}
+def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """FSDP2 training of a small MLP: 3 steps, a DCP checkpoint, 3 more steps (``--phase save``), or
+    load the checkpoint written by another world size and run the last 3 steps (``--phase load``)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from tests.distributed_cases import FSDP_CASES, fsdp_batch, fsdp_model, make_fsdp_optimizer
+
+    phase, checkpoint_root = os.environ["OPTARENA_PHASE"], Path(os.environ["OPTARENA_CHECKPOINT"])
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    mesh = init_device_mesh("cpu", (world,))
+    from torch.distributed.fsdp import fully_shard
+
+    results: dict[str, object] = {}
+    try:
+        for case_id, name, kwargs in FSDP_CASES:
+            try:
+                model = fsdp_model()
+                for layer in model:
+                    if any(True for _ in layer.parameters()):
+                        fully_shard(layer, mesh=mesh)
+                fully_shard(model, mesh=mesh)
+                opt = make_fsdp_optimizer(model, name, kwargs)
+
+                def train(steps: range, model: torch.nn.Module = model, opt: object = opt) -> None:
+                    for step in steps:
+                        x, y = fsdp_batch(step)
+                        rows = x.shape[0] // world
+                        xs, ys = x[rank * rows : (rank + 1) * rows], y[rank * rows : (rank + 1) * rows]
+                        opt.zero_grad()
+                        torch.nn.functional.mse_loss(model(xs), ys).backward()
+                        opt.step()
+
+                checkpoint = checkpoint_root / case_id
+                if phase == "save":
+                    train(range(3))
+                    model_sd, optim_sd = get_state_dict(model, opt)
+                    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(checkpoint))
+                else:
+                    model_sd, optim_sd = get_state_dict(model, opt)
+                    state = {"model": model_sd, "optim": optim_sd}
+                    dcp.load(state, checkpoint_id=str(checkpoint))
+                    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+                train(range(3, 6))
+                results[case_id] = {"params": [p.detach().full_tensor() for p in model.parameters()]}
+            except Exception as error:
+                results[case_id] = {"error": f"{type(error).__name__}: {error}"}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Every registered optimizer on a DDP-wrapped MLP (replicated parameters, averaged gradients)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tests.distributed_cases import CASES, fsdp_batch, fsdp_model, make_fsdp_optimizer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    results: dict[str, object] = {}
+    try:
+        for case_id, name, kwargs in CASES:
+            model = DistributedDataParallel(fsdp_model())
+            opt = make_fsdp_optimizer(model.module, name, kwargs)
+            for step in range(6):
+                x, y = fsdp_batch(step)
+                rows = x.shape[0] // world
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(
+                    model(x[rank * rows : (rank + 1) * rows]), y[rank * rows : (rank + 1) * rows]
+                )
+                loss.backward()
+                opt.step()
+            results[case_id] = {"params": [p.detach().clone() for p in model.module.parameters()]}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+CHECKS = {"optimizers": worker, "burst": burst_worker, "fsdp": fsdp_worker, "ddp": ddp_worker}
 
 
 def main() -> None:
@@ -101,7 +186,10 @@ def main() -> None:
     parser.add_argument("--world", type=int, required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--check", choices=sorted(CHECKS), default="optimizers")
+    parser.add_argument("--phase", choices=("save", "load"), default="save", help="fsdp: save or load a checkpoint")
+    parser.add_argument("--checkpoint", default="", help="fsdp: the checkpoint directory")
     args = parser.parse_args()
+    os.environ.update(OPTARENA_PHASE=args.phase, OPTARENA_CHECKPOINT=args.checkpoint)
     mp.spawn(CHECKS[args.check], args=(args.world, free_port(), args.out), nprocs=args.world, join=True)
 
 

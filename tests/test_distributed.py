@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from .distributed_cases import CASES, full_gradients, full_parameters, run_steps
+from .distributed_cases import CASES, FSDP_CASES, full_gradients, full_parameters, run_steps, train_one_process
 from .helpers import max_diff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +96,40 @@ def test_burst_trigger_acts_on_the_agreed_metric(tmp_path):
     # Without agreement, the ranks diverge: what the default prevents.
     assert ranks[0]["none"]["adaburst"] != ranks[1]["none"]["adaburst"]
     assert ranks[0]["none"]["lrburst"] != ranks[1]["none"]["lrburst"]
+
+
+def run_check(*args: str) -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "distributed_check.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_fsdp2_checkpoint_reshards_from_2_to_3_ranks_and_training_continues_exactly(tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    saved, loaded = tmp_path / "two.pt", tmp_path / "three.pt"
+    # 2 ranks: 3 steps, a DCP checkpoint, 3 more. 3 ranks: load that checkpoint, the same 3 more.
+    run_check(
+        "--world", "2", "--check", "fsdp", "--phase", "save", "--checkpoint", str(checkpoint), "--out", str(saved)
+    )
+    run_check(
+        "--world", "3", "--check", "fsdp", "--phase", "load", "--checkpoint", str(checkpoint), "--out", str(loaded)
+    )
+    two, three = torch.load(saved, weights_only=False), torch.load(loaded, weights_only=False)
+    for case_id, name, kwargs in FSDP_CASES:
+        assert "error" not in two[case_id] and "error" not in three[case_id], (two[case_id], three[case_id])
+        assert max_diff(three[case_id]["params"], two[case_id]["params"]) <= 1e-12, case_id
+        # FSDP2 averages the ranks' gradients: the same training as one process on the whole batch.
+        assert max_diff(two[case_id]["params"], train_one_process(name, kwargs)) <= 1e-12, case_id
+
+
+def test_ddp_equals_one_process_for_every_optimizer(tmp_path):
+    out = tmp_path / "ddp.pt"
+    run_check("--world", "2", "--check", "ddp", "--out", str(out))
+    results = torch.load(out, weights_only=False)
+    for case_id, name, kwargs in CASES:
+        assert max_diff(results[case_id]["params"], train_one_process(name, kwargs)) <= 1e-12, case_id

@@ -287,18 +287,27 @@ class Adaburst(OptarenaOptimizer):
         # torch's Optimizer pickles only defaults, state and groups; the burst clock is ours.
         return {**super().__getstate__(), "burst": self.burst, "burst_unit": self.burst_unit}
 
+    # The burst clock is optimizer-wide; it is saved inside every param group ("burst_clock") because
+    # torch.distributed.checkpoint's get_state_dict/set_state_dict keep a group's keys but drop any
+    # top-level key of an optimizer's state_dict.
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["burst"] = self.burst.state_dict()
+        clock = self.burst.state_dict()
+        state["param_groups"] = [{**group, BURST_CLOCK: clock} for group in state["param_groups"]]
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
-        burst = state_dict.pop("burst", None)
+        groups = [dict(group) for group in state_dict["param_groups"]]
+        clocks = [group.pop(BURST_CLOCK, None) for group in groups]
+        state_dict["param_groups"] = groups
+        clock = state_dict.pop("burst", None) or next((c for c in clocks if c is not None), None)  # or an older file's
         super().load_state_dict(state_dict)
-        if burst is not None:
-            self.burst.load_state_dict(burst)
+        if clock is not None:
+            self.burst.load_state_dict(clock)
 
+
+BURST_CLOCK = "burst_clock"
 
 REGISTRY_ENTRIES = [
     OptimizerInfo(

@@ -133,24 +133,31 @@ class Lookahead(OptimizerWrapper):
     # -- checkpoints ------------------------------------------------------------------------------
 
     def _wrapper_state(self) -> dict[str, Any]:
-        params = self._params()
-        state: dict[str, Any] = {"steps_taken": self.steps_taken, "slow": [self.slow[p].clone() for p in params]}
-        if self.pullback == "pullback":
-            state["slow_momentum"] = [self.slow_momentum[p].clone() for p in params]
-        return state
+        """The step count, and per parameter (by its index in the groups) its slow weights."""
+        per_param: dict[int, dict[str, Tensor]] = {}
+        for i, p in enumerate(self._params()):
+            per_param[i] = {"slow": self.slow[p].clone()}
+            if self.pullback == "pullback":
+                per_param[i]["slow_momentum"] = self.slow_momentum[p].clone()
+        return {"steps_taken": self.steps_taken, "per_param": per_param}
 
     def _load_wrapper_state(self, state: dict[str, Any]) -> None:
         params = self._params()
-        if len(state["slow"]) != len(params):
+        per_param = state.get("per_param", {})
+        if "slow" in state:  # a file written before the slow weights moved into the per-parameter state
+            per_param = {i: {"slow": s} for i, s in enumerate(state["slow"])}
+            for i, cached in enumerate(state.get("slow_momentum", [])):
+                per_param[i]["slow_momentum"] = cached
+        if sorted(per_param) != list(range(len(params))):
             raise ValueError(
-                f"Invalid state_dict: it holds slow weights for {len(state['slow'])} parameters, "
+                f"Invalid state_dict: it holds slow weights for {len(per_param)} parameters, "
                 f"the optimizer has {len(params)}"
             )
         self.steps_taken = int(state["steps_taken"])
-        for p, slow in zip(params, state["slow"]):
-            self.slow[p] = slow.to(device=p.device, dtype=p.dtype).clone()
-        for p, cached in zip(params, state.get("slow_momentum", [])):
-            self.slow_momentum[p] = cached.to(device=p.device, dtype=p.dtype).clone()
+        for i, p in enumerate(params):
+            self.slow[p] = per_param[i]["slow"].to(device=p.device, dtype=p.dtype).clone()
+            if "slow_momentum" in per_param[i]:
+                self.slow_momentum[p] = per_param[i]["slow_momentum"].to(device=p.device, dtype=p.dtype).clone()
 
 
 _LOOKAHEAD_PAPER = "Zhang, Lucas, Hinton, Ba, Lookahead Optimizer: k steps forward, 1 step back, NeurIPS 2019"

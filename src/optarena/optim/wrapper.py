@@ -82,17 +82,45 @@ class OptimizerWrapper(Optimizer):
     def _load_wrapper_state(self, state: dict[str, Any]) -> None:
         """Restore what ``_wrapper_state`` saved (a subclass with state overrides both)."""
 
+    # The wrapper's state travels inside the wrapped optimizer's state_dict: per-parameter tensors in
+    # each parameter's entry of "state" and the rest in every param group, both under ``state_key``.
+    # That is where torch.distributed.checkpoint's get_state_dict/set_state_dict look (they keep a
+    # parameter's state and a group's keys, and reshard DTensors), and where it survives them.
     def state_dict(self) -> dict[str, Any]:
         state = self.optimizer.state_dict()
-        state[self.state_key] = self._wrapper_state()
+        own = self._wrapper_state()
+        per_param = own.pop("per_param", {})
+        entries = dict(state["state"])
+        for index, tensors in per_param.items():
+            entries[index] = {**entries.get(index, {}), **{f"{self.state_key}.{k}": v for k, v in tensors.items()}}
+        state["state"] = entries
+        state["param_groups"] = [{**group, self.state_key: own} for group in state["param_groups"]]
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
-        own = state_dict.pop(self.state_key, None)
+        prefix = f"{self.state_key}."
+        per_param: dict[int, dict[str, Any]] = {}
+        entries = {}
+        for index, entry in state_dict.get("state", {}).items():
+            mine = {k[len(prefix) :]: v for k, v in entry.items() if isinstance(k, str) and k.startswith(prefix)}
+            if mine:
+                per_param[index] = mine
+            rest = {k: v for k, v in entry.items() if k not in {prefix + m for m in mine}}
+            if rest:
+                entries[index] = rest
+        state_dict["state"] = entries
+        # A parameter's key is its index in the groups (torch) or its name (after DCP's set_state_dict):
+        # either way, its position in the saved groups' "params" lists is the parameter's position.
+        positions = {key: i for i, key in enumerate(k for g in state_dict["param_groups"] for k in g["params"])}
+        per_param = {positions[key]: tensors for key, tensors in per_param.items()}
+        groups = [dict(group) for group in state_dict["param_groups"]]
+        owns = [group.pop(self.state_key, None) for group in groups]
+        state_dict["param_groups"] = groups
+        own = state_dict.pop(self.state_key, None) or next((o for o in owns if o is not None), None)
         self.optimizer.load_state_dict(state_dict)
         if own is not None:
-            self._load_wrapper_state(own)
+            self._load_wrapper_state({**own, "per_param": per_param})
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         return self.optimizer.step(closure)
