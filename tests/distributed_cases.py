@@ -10,7 +10,7 @@ import optarena
 from optarena.optim.wrapper import OptimizerWrapper
 
 STEPS = 6
-# Rows chosen so that 2 and 3 ranks split them unevenly (7 → 4/3 and 3/2/2; 5 → 3/2 and 2/2/1).
+# Rows chosen so that 2 and 3 ranks split them unevenly (7 → 4/3 and 3/3/1; 5 → 3/2 and 2/2/1).
 SHAPES = [(7, 5), (7,), (5, 7), (5,), (1,)]
 
 # Every registered optimizer, plus the variants whose whole-tensor reductions differ.

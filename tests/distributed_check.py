@@ -1,8 +1,13 @@
-"""Run every registered optimizer on DTensor shards in N gloo processes; write the gathered results.
+"""Distributed checks in N gloo processes on CPU, run by tests/test_distributed.py (``--check``):
 
-Used by tests/test_distributed.py: ``python tests/distributed_check.py --world 3 --out results.pt``.
-Each rank shards the same float64 parameters along dim 0 (``Shard(0)``, as FSDP2 does: a 7-row
-tensor splits 3/2/2 over three ranks), feeds the same full gradients, sharded, and steps. Rank 0
+* ``optimizers``: every registered optimizer on DTensor shards; rank 0 writes the gathered results;
+* ``fsdp``: FSDP2 training with a DCP checkpoint (``--phase save`` / ``load``, ``--checkpoint DIR``);
+* ``ddp``: every registered optimizer under DDP;
+* ``burst``: the burst trigger with a different metric on each rank.
+
+
+``python tests/distributed_check.py --world 3 --out results.pt``: each rank shards the same float64 parameters along dim 0 (``Shard(0)``, as FSDP2 does: a 7-row
+tensor splits 3/3/1 over three ranks), feeds the same full gradients, sharded, and steps. Rank 0
 saves every optimizer's gathered parameters and state; the test compares them with one process.
 """
 
