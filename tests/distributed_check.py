@@ -5,10 +5,10 @@
 * ``ddp``: every registered optimizer under DDP;
 * ``burst``: the burst trigger with a different metric on each rank.
 
-
-``python tests/distributed_check.py --world 3 --out results.pt``: each rank shards the same float64 parameters along dim 0 (``Shard(0)``, as FSDP2 does: a 7-row
-tensor splits 3/3/1 over three ranks), feeds the same full gradients, sharded, and steps. Rank 0
-saves every optimizer's gathered parameters and state; the test compares them with one process.
+``optimizers`` (``--world 3 --out results.pt``): each rank shards the same float64 parameters along
+dim 0 (``Shard(0)``, as FSDP2 does: a 7-row tensor splits 3/3/1 over three ranks), feeds the same
+full gradients, sharded, and steps. Rank 0 saves every optimizer's gathered parameters and state;
+the test compares them with one process.
 """
 
 from __future__ import annotations
