@@ -103,6 +103,7 @@ def test_search_space_has_the_same_shape_for_every_optimizer():
         ({"name": "a/b"}, "Invalid name"),
         ({"device": "tpu"}, "Invalid device"),
         ({"optimizers": ["adamw", "adamw"]}, "listed once"),
+        ({"sampler": "grid"}, r"Invalid sampler: 'grid'; expected one of 'tpe', 'qmc'"),
     ],
 )
 def test_experiment_rejects_impossible_settings(kwargs, match, tmp_path):
@@ -263,3 +264,20 @@ def test_a_missing_dataset_is_a_clear_error_and_keeps_what_was_computed(tmp_path
     records = store.load_experiment(store.default_storage_url(out), "default")
     done = records[("rosenbrock", "adamw")]
     assert len(done.tune) == 2 and len(done.final) == 1  # the first task's results survive the failure
+
+
+def test_qmc_compare_is_reproducible_and_queues_nothing_twice(tmp_path):
+    """sampler='qmc' queues every configuration up front: two stores get the same trials, slot by slot."""
+    found = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        experiment = Experiment(
+            out=out, tasks=["digits"], optimizers=["adamw"], trials=3, seeds=1, epochs=2, subset=200,
+            sampler="qmc", prune=False,
+        )  # fmt: skip
+        compare(experiment)
+        compare(experiment)  # everything is done: nothing is queued or run again
+        record = store.load_experiment(experiment.storage_url, "default")[("digits", "adamw")]
+        assert len(record.tune) == 3 and len(record.final) == 1
+        found.append({t.user_attrs["slot"]: (t.params, t.value) for t in record.tune})
+    assert found[0] == found[1]
+    assert len({params["lr"] for params, _ in found[0].values()}) == 3

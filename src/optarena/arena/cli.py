@@ -53,7 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--data-dir", type=Path, help="where datasets are (default: each task's places)")
     compare.add_argument("--subset", type=int, help="keep at most this many training examples (smoke runs)")
     compare.add_argument("--no-prune", dest="prune", action="store_const", const=False, help="no early pruning")
+    compare.add_argument("--sampler", choices=("tpe", "qmc"),
+                         help="tpe (adaptive, default) or qmc (every configuration drawn up front: reproducible "
+                              "whatever the number of workers)")  # fmt: skip
+    compare.add_argument("--prepare", action="store_true",
+                         help="only queue the budget in --storage for 'optarena worker' processes")  # fmt: skip
+    _heartbeat_arguments(compare)
     compare.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log every rerun to TensorBoard in DIR")
+
+    worker = sub.add_parser("worker", help="run queued trials of an experiment in a shared store until none is left")
+    worker.add_argument("--storage", required=True, help="SQLAlchemy URL of the shared store (e.g. postgresql://...)")
+    worker.add_argument("--study", required=True, help="the experiment's name, as given to compare --name")
+    worker.add_argument(
+        "--poll", type=float, default=2.0, help="seconds between looks while others hold the last trials"
+    )
+    _heartbeat_arguments(worker)
 
     run = sub.add_parser("run", help="one training run of one optimizer on one task, with its curves")
     run.add_argument("--task", required=True)
@@ -75,6 +89,29 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
     report.add_argument("--storage", help="SQLAlchemy URL of the results store (default: SQLite in --out)")
     return parser
+
+
+def _heartbeat_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats")
+    parser.add_argument("--grace", type=int, default=60,
+                        help="seconds of silence after which a trial is failed and queued again")  # fmt: skip
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import torch
+
+    from optarena.arena import store, workers
+
+    if args.heartbeat < 1 or args.grace <= args.heartbeat:
+        raise ValueError(f"Invalid --heartbeat/--grace: {args.heartbeat}/{args.grace}; expected 1 <= heartbeat < grace")
+    experiment = workers.load_experiment_config(args.storage, args.study)
+    if experiment.threads:
+        torch.set_num_threads(experiment.threads)
+    storage = store.open_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=args.grace)
+    console.print(f"[bold]optarena worker[/] {experiment.name} on {args.storage}")
+    ran = workers.work(experiment, storage, progress=lambda message: console.print(message), poll_seconds=args.poll)
+    console.print(f"done: this worker ran {ran} trial(s); none is left")
+    return ran
 
 
 def cmd_list() -> None:
@@ -105,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         key: getattr(args, key)
         for key in (
             "name", "tasks", "optimizers", "trials", "seeds", "epochs", "target", "out", "storage",
-            "device", "threads", "data_dir", "subset", "prune", "tensorboard",
+            "device", "threads", "data_dir", "subset", "prune", "tensorboard", "sampler",
         )
         if getattr(args, key) is not None
     }  # fmt: skip
@@ -135,7 +172,18 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         def advance(message: str) -> None:
             progress.update(bar, advance=1, description=message)
 
-        compare(experiment, progress=advance)
+        compare(
+            experiment,
+            progress=advance,
+            prepare_only=args.prepare,
+            heartbeat_seconds=args.heartbeat,
+            grace_seconds=args.grace,
+        )
+    if args.prepare:
+        console.print(
+            f"queued for workers: optarena worker --storage {experiment.storage_url} --study {experiment.name}"
+        )
+        return experiment.out
     from optarena.arena.report import build_report  # matplotlib is imported only when a report is due
 
     report = build_report(experiment.storage_url, experiment.name, experiment.out)
@@ -237,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_compare(args)
         elif args.command == "run":
             cmd_run(args)
+        elif args.command == "worker":
+            cmd_worker(args)
         elif args.command == "report":
             cmd_report(args)
     except KeyboardInterrupt:

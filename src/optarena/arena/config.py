@@ -42,6 +42,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "data_dir": (str,),
     "subset": (int,),
     "sampler_seed": (int,),
+    "sampler": (str,),
     "prune": (bool,),
     "tensorboard": (str,),
 }

@@ -16,6 +16,7 @@ arguments continues where it stopped, losing no completed trial and running none
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from optarena.optim import get_optimizer_info, list_optimizers
 
 DEFAULT_OPTIMIZERS = ("adamw", "sgdm", "adaburst", "adamnx", "adamw_agr", "adax", "adan", "lion", "lookahead_adamw")
 ProgressCallback = Callable[[str], None]
+SAMPLERS = ("tpe", "qmc")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Experiment:
     data_dir: Path | None = None
     subset: int | None = None
     sampler_seed: int = 0
+    sampler: str = "tpe"  # 'tpe' (adaptive) or 'qmc' (scrambled Sobol, every configuration fixed up front)
     prune: bool = True
     tensorboard: Path | None = None  # also log every rerun's curves to TensorBoard under this folder
 
@@ -72,6 +75,8 @@ class Experiment:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1 (or unset)")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"Invalid sampler: {self.sampler!r}; expected one of {', '.join(map(repr, SAMPLERS))}")
         if not self.tasks:
             raise ValueError("Invalid tasks: expected at least one task")
         if not self.optimizers:
@@ -134,10 +139,16 @@ def suggest(trial: optuna.Trial, optimizer: str) -> dict[str, Any]:
 
 def make_sampler(experiment: Experiment, trials: int) -> optuna.samplers.BaseSampler:
     # The same sampler, seed and settings for every optimizer.
+    if experiment.sampler == "qmc":
+        with warnings.catch_warnings():  # "experimental" since optuna 3.0; its behaviour is what we test
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=experiment.sampler_seed)
     return optuna.samplers.TPESampler(seed=experiment.sampler_seed, n_startup_trials=max(1, min(5, trials // 2)))
 
 
 def repr_sampler(experiment: Experiment) -> str:
+    if experiment.sampler == "qmc":
+        return f"QMCSampler(qmc_type='sobol', scramble=True, seed={experiment.sampler_seed})"
     return f"TPESampler(seed={experiment.sampler_seed}, n_startup_trials={max(1, min(5, experiment.trials // 2))})"
 
 
@@ -170,11 +181,17 @@ def _store_result(trial: optuna.Trial, result: RunResult) -> None:
         trial.set_user_attr("update_magnitudes", result.update_magnitudes)
 
 
-def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, direction: str) -> optuna.Study:
+def direction(task: Task) -> str:
+    return "maximize" if task.mode == "max" else "minimize"
+
+
+def _study(
+    experiment: Experiment, task: Task, optimizer: str, phase: str, direction: str, storage: Any = None
+) -> optuna.Study:
     epochs = experiment.epochs_for(task)
     study = optuna.create_study(
         study_name=store.study_name(experiment.name, task.name, optimizer, phase),
-        storage=store.open_storage(experiment.storage_url),
+        storage=storage if storage is not None else store.open_storage(experiment.storage_url),
         sampler=make_sampler(experiment, experiment.trials),
         pruner=make_pruner(experiment, epochs) if phase == "tune" else optuna.pruners.NopPruner(),
         direction=direction,
@@ -192,11 +209,8 @@ def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, direc
     return study
 
 
-def tune(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> optuna.Study:
-    """Run the tuning trials still missing from the store for (task, optimizer)."""
-    direction = "maximize" if task.mode == "max" else "minimize"
-    study = _study(experiment, task, optimizer, "tune", direction)
-    store.fail_interrupted(study)
+def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Callable[[optuna.Trial], float]:
+    """One tuning trial: train on seed 0, report the validation metric per epoch, score the last one."""
     epochs = experiment.epochs_for(task)
 
     def objective(trial: optuna.Trial) -> float:
@@ -214,6 +228,44 @@ def tune(experiment: Experiment, task: Task, optimizer: str, progress: ProgressC
         _store_result(trial, result)
         return task.worst if result.diverged else result.records[-1]["val_metric"]
 
+    return objective
+
+
+def final_objective(
+    experiment: Experiment, task: Task, optimizer: str, tune_study: optuna.Study, seed: int | None = None
+) -> Callable[[optuna.Trial], float]:
+    """One rerun of the tuned configuration on ``seed`` (or the trial's queued ``seed``), scored on test."""
+    epochs = experiment.epochs_for(task)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = best_params(tune_study)
+        run_seed = seed if seed is not None else int(trial.user_attrs["seed"])
+        trial.set_user_attr("seed", run_seed)
+        for name, value in params.items():
+            trial.set_user_attr(f"param_{name}", value)
+        logs = experiment.tensorboard
+        log_dir = None if logs is None else logs / experiment.name / task.name / optimizer / f"seed{run_seed}"
+        result = train(
+            task,
+            optimizer,
+            params,
+            seed=run_seed,
+            epochs=epochs,
+            settings=experiment.settings(),
+            diagnostics=True,
+            tensorboard_dir=log_dir,
+        )
+        _store_result(trial, result)
+        return task.worst if result.diverged else result.records[-1]["test_metric"]
+
+    return objective
+
+
+def tune(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> optuna.Study:
+    """Run the tuning trials still missing from the store for (task, optimizer)."""
+    study = _study(experiment, task, optimizer, "tune", direction(task))
+    store.fail_interrupted(study)
+    objective = tune_objective(experiment, task, optimizer)
     while len(store.finished(study)) < experiment.trials:
         study.optimize(objective, n_trials=1, catch=())
         if progress is not None:
@@ -230,11 +282,10 @@ def best_params(study: optuna.Study) -> dict[str, Any]:
 
 def rerun(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> None:
     """Train the tuned configuration on each seed not yet in the store."""
-    tune_study = _study(experiment, task, optimizer, "tune", "maximize" if task.mode == "max" else "minimize")
-    params = best_params(tune_study)
-    study = _study(experiment, task, optimizer, "final", "maximize" if task.mode == "max" else "minimize")
+    tune_study = _study(experiment, task, optimizer, "tune", direction(task))
+    best_params(tune_study)  # fails early, naming the study, if tuning completed nothing
+    study = _study(experiment, task, optimizer, "final", direction(task))
     store.fail_interrupted(study)
-    epochs = experiment.epochs_for(task)
     for seed in range(1, experiment.seeds + 1):
         done = [
             t
@@ -243,27 +294,7 @@ def rerun(experiment: Experiment, task: Task, optimizer: str, progress: Progress
         ]
         if done:
             continue
-
-        def objective(trial: optuna.Trial, seed: int = seed) -> float:
-            trial.set_user_attr("seed", seed)
-            for name, value in params.items():
-                trial.set_user_attr(f"param_{name}", value)
-            logs = experiment.tensorboard
-            log_dir = None if logs is None else logs / experiment.name / task.name / optimizer / f"seed{seed}"
-            result = train(
-                task,
-                optimizer,
-                params,
-                seed=seed,
-                epochs=epochs,
-                settings=experiment.settings(),
-                diagnostics=True,
-                tensorboard_dir=log_dir,
-            )
-            _store_result(trial, result)
-            return task.worst if result.diverged else result.records[-1]["test_metric"]
-
-        study.optimize(objective, n_trials=1, catch=())
+        study.optimize(final_objective(experiment, task, optimizer, tune_study, seed), n_trials=1, catch=())
         if progress is not None:
             progress(f"{task.name}/{optimizer}: seed {seed}/{experiment.seeds}")
 
@@ -282,12 +313,39 @@ def completed_runs(experiment: Experiment) -> int:
     return total
 
 
-def compare(experiment: Experiment, progress: ProgressCallback | None = None) -> None:
-    """Tune and rerun every (task, optimizer) pair; results go to the store as they finish."""
+def compare(
+    experiment: Experiment,
+    progress: ProgressCallback | None = None,
+    *,
+    prepare_only: bool = False,
+    heartbeat_seconds: int = 10,
+    grace_seconds: int = 60,
+) -> None:
+    """Tune and rerun every (task, optimizer) pair; results go to the store as they finish.
+
+    On a shared database (any storage but SQLite), or with ``sampler='qmc'``, the budget is first
+    queued (:func:`optarena.arena.workers.prepare`) and then worked off like any ``optarena worker``
+    does; ``prepare_only`` stops after queueing, for workers to run. Workers record a heartbeat every
+    ``heartbeat_seconds``; a trial silent for ``grace_seconds`` is failed and queued again.
+    """
     experiment.out.mkdir(parents=True, exist_ok=True)
     if experiment.threads:
         torch.set_num_threads(experiment.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shared = not experiment.storage_url.startswith("sqlite:")
+    if shared or experiment.sampler == "qmc" or prepare_only:
+        from optarena.arena import workers
+
+        beats = dict(heartbeat_interval=heartbeat_seconds, grace_period=grace_seconds) if shared else {}
+        storage = store.open_storage(experiment.storage_url, **beats)
+        if not shared:  # one process owns a SQLite store: a RUNNING trial there was left by a killed run
+            for study in optuna.get_all_study_summaries(storage, include_best_trial=False):
+                if study.study_name.startswith(f"{experiment.name}/"):
+                    store.fail_interrupted(optuna.load_study(study_name=study.study_name, storage=storage))
+        workers.prepare(experiment, storage)
+        if not prepare_only:
+            workers.work(experiment, storage, progress)
+        return
     for task_name in experiment.tasks:
         task = get_task(task_name)
         for optimizer in experiment.optimizers:

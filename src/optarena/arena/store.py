@@ -10,6 +10,7 @@ user attributes of each study.
 from __future__ import annotations
 
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,37 @@ def default_storage_url(out_dir: Path) -> str:
     return f"sqlite:///{(Path(out_dir) / 'optarena.db').resolve()}"
 
 
-_STORAGES: dict[str, optuna.storages.BaseStorage] = {}
+_STORAGES: dict[tuple[str, int | None, int | None], optuna.storages.BaseStorage] = {}
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage for ``url`` (any SQLAlchemy URL: sqlite:///..., postgresql://...), opened once per process."""
-    if url not in _STORAGES:
+def open_storage(
+    url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
+) -> optuna.storages.BaseStorage:
+    """An RDB storage for ``url`` (any SQLAlchemy URL: sqlite:///..., postgresql://...), opened once per process.
+
+    With ``heartbeat_interval`` (seconds), running trials record heartbeats; a trial silent for
+    ``grace_period`` seconds is failed by the next worker to look, and a copy is queued again.
+    """
+    key = (url, heartbeat_interval, grace_period)
+    if key not in _STORAGES:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        beats: dict[str, Any] = {}
+        if heartbeat_interval is not None:
+            beats = dict(
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
         try:
-            _STORAGES[url] = optuna.storages.RDBStorage(url)
+            with (
+                warnings.catch_warnings()
+            ):  # heartbeats are "experimental" in optuna; tests/test_workers.py covers them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                _STORAGES[key] = optuna.storages.RDBStorage(url, **beats)
         except Exception as error:  # SQLAlchemy's errors do not share a base with ours
             raise ValueError(f"Invalid storage: cannot open {url!r}: {error}") from error
-    return _STORAGES[url]
+    return _STORAGES[key]
 
 
 def study_name(experiment: str, task: str, optimizer: str, phase: str) -> str:
