@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path)
     run.add_argument("--subset", type=int)
     run.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log the curves to TensorBoard in DIR")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="train data-parallel in this many local processes (gloo on CPU, NCCL on CUDA); "
+                          "under torchrun, leave it at 1")  # fmt: skip
+    run.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp",
+                     help="with --nproc > 1 or under torchrun: DDP or FSDP2 (fully_shard)")  # fmt: skip
 
     report = sub.add_parser("report", help="rebuild the report of an experiment from its store")
     report.add_argument("--name", default="default")
@@ -192,14 +197,68 @@ def cmd_compare(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> Path:
+    """One training run; with ``--nproc N`` in N local processes, under torchrun in its processes."""
+    import os
+
+    import torch.multiprocessing as mp
+
+    from optarena.arena.tasks import get_task
+    from optarena.optim import get_optimizer_info
+
+    get_task(args.task)
+    get_optimizer_info(args.optimizer)  # an unknown name fails here, listing the valid ones
+    if args.nproc < 1:
+        raise ValueError(f"Invalid --nproc: {args.nproc}; expected an integer >= 1")
+    if args.nproc > 1:
+        mp.spawn(_run_rank, args=(args.nproc, _free_port(), args), nprocs=args.nproc, join=True)
+        return _run_path(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: it set RANK, WORLD_SIZE, MASTER_*
+        return _run_distributed(args, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    return _run_training(args, parallel=None, writer=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_rank(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    _run_distributed(args, rank, world)
+
+
+def _run_distributed(args: argparse.Namespace, rank: int, world: int) -> Path:
+    import torch
+    import torch.distributed as dist
+
+    cuda = args.device.startswith("cuda")
+    if cuda:  # one GPU per rank
+        args.device = f"cuda:{rank % torch.cuda.device_count()}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    try:
+        return _run_training(args, parallel=args.parallel, writer=rank == 0)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_path(args: argparse.Namespace) -> Path:
+    return args.out / f"{args.task}-{args.optimizer}-seed{args.seed}.json"
+
+
+def _run_training(args: argparse.Namespace, parallel: str | None, writer: bool) -> Path:
+    """Train, print each epoch and (``writer``: one process only) write the curves and the figure."""
     import torch
 
     from optarena.arena.runner import train
     from optarena.arena.tasks import TaskSettings, get_task
-    from optarena.optim import get_optimizer_info
 
     task = get_task(args.task)
-    get_optimizer_info(args.optimizer)  # an unknown name fails here, listing the valid ones
     if args.threads:
         torch.set_num_threads(args.threads)
     hyper: dict[str, Any] = {}
@@ -216,15 +275,20 @@ def cmd_run(args: argparse.Namespace) -> Path:
         table.add_column(column, justify="right")
 
     def show(epoch: int, row: dict[str, float]) -> None:
+        if not writer:
+            return
         console.print(
             f"epoch {epoch:>3}  step {int(row['step']):>6}  {row['wall_time']:7.2f}s  "
             f"train loss {row['train_loss']:.4g}  test {task.metric} {row['test_metric']:.4g}"
         )
 
     result = train(task, args.optimizer, hyper, seed=args.seed, epochs=args.epochs, settings=settings,
-                   diagnostics=True, on_epoch=show, tensorboard_dir=args.tensorboard)  # fmt: skip
+                   diagnostics=True, on_epoch=show, tensorboard_dir=args.tensorboard if writer else None,
+                   parallel=parallel)  # fmt: skip
+    path = _run_path(args)
+    if not writer:
+        return path
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{task.name}-{args.optimizer}-seed{args.seed}.json"
     path.write_text(json.dumps(result.to_dict(), indent=1))
     figure = _plot_run(result, task.metric, args.out / f"{task.name}-{args.optimizer}-seed{args.seed}.png")
     if result.diverged:

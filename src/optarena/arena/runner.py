@@ -50,6 +50,32 @@ class RunResult:
         return asdict(self)
 
 
+PARALLEL_MODES = ("ddp", "fsdp")
+
+
+def _wrap_parallel(problem: Any, task: Task, parallel: str | None) -> tuple[int, int]:
+    """Wrap ``problem.model`` for data-parallel training; returns (rank, world size)."""
+    if parallel is None:
+        return 0, 1
+    import torch.distributed as dist
+
+    if parallel not in PARALLEL_MODES:
+        raise ValueError(f"Invalid parallel: {parallel!r}; expected one of {', '.join(map(repr, PARALLEL_MODES))}")
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("parallel training needs an initialized torch.distributed process group (torchrun)")
+    if task.kind == "function":
+        raise ValueError(f"Invalid task for parallel training: {task.name} has no batches of examples to share")
+    if parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        problem.model = DistributedDataParallel(problem.model)
+    else:
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(problem.model)
+    return dist.get_rank(), dist.get_world_size()
+
+
 def _tracked_layers(model: nn.Module) -> dict[str, torch.Tensor]:
     """The weight matrices and kernels whose update magnitudes are recorded (not biases or norms)."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
@@ -83,11 +109,16 @@ def train(
     diagnostics: bool = False,
     on_epoch: EpochCallback | None = None,
     tensorboard_dir: Path | None = None,
+    parallel: str | None = None,
 ) -> RunResult:
     """Train ``task`` with the registered optimizer ``optimizer_name`` and return its curves.
 
     ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
     ``tensorboard_dir`` also writes every record as TensorBoard scalars (needs ``tensorboard``).
+    ``parallel='ddp'`` or ``'fsdp'`` (in an initialized ``torch.distributed`` process group) trains
+    data-parallel: every rank runs this with the same arguments, takes its share of each batch, and
+    the gradients are averaged (DDP) or reduce-scattered (FSDP2) so that a step equals one on the
+    whole batch; every rank evaluates on the whole data and gets the same records.
     """
     writer = _tensorboard_writer(tensorboard_dir)
     settings = settings or TaskSettings(seed=seed)
@@ -102,6 +133,7 @@ def train(
     torch.manual_seed(seed)
     problem = task.build(settings)
     model = problem.model
+    rank, world = _wrap_parallel(problem, task, parallel)
     kwargs = dict(hyperparameters)
     defaults = get_optimizer_info(optimizer_name).hyperparameter_defaults()
     if "burst_mode" in defaults:
@@ -146,10 +178,13 @@ def train(
     for epoch in range(1, epochs + 1):
         sums = dict.fromkeys(layers, 0.0)
         started = time.perf_counter()
-        for batch in problem.batches(epoch):
+        for whole in problem.batches(epoch):
+            batch = whole if world == 1 else tuple(t[rank::world] for t in whole)
             before = [p.detach().clone() for p in layers.values()] if layers else []
             optimizer.zero_grad(set_to_none=True)
             loss = problem.loss(batch)
+            if world > 1:  # weight by this rank's share, so the ranks' average is the whole batch's mean
+                loss = loss * (len(batch[0]) * world / len(whole[0]))
             if not torch.isfinite(loss):
                 result.diverged = True
                 break
@@ -157,7 +192,7 @@ def train(
             optimizer.step()
             step += 1
             if hessian_every and step % hessian_every == 0:
-                sophiag_gnb_update(model, batch[0], optimizer)
+                sophiag_gnb_update(problem.model, batch[0], optimizer)
             if layers:
                 with torch.no_grad():
                     for (name, p), b in zip(layers.items(), before):
