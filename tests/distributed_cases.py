@@ -49,16 +49,12 @@ def run_steps(
     return opt
 
 
-# FSDP2 end to end: the optimizers whose state or step is not just elementwise, and one of each family.
-FSDP_CASES: list[tuple[str, str, dict]] = [
-    ("adamw", "adamw", {}),
-    ("adaburst", "adaburst", {"burst_unit": "step", "burst_T_max": 4}),
-    ("adamw_agr", "adamw_agr", {}),
-    ("adan_agr", "adan_agr", {"max_grad_norm": 0.5}),
-    ("swats", "swats", {"granularity": "global"}),
-    ("adabelief", "adabelief", {"amsgrad": True}),
-    ("sophiag", "sophiag", {}),
-    ("lookahead_adamw", "lookahead_adamw", {}),
+# FSDP2 end to end: every case above (torch's Adafactor aside: see TORCH_LIMITS in the test), plus the
+# variants whose non-elementwise state matters across a checkpoint.
+FSDP_CASES: list[tuple[str, str, dict]] = [c for c in CASES if c[1] != "adafactor"] + [
+    ("adaburst-step_clock", "adaburst", {"burst_unit": "step", "burst_T_max": 4}),
+    ("adan_agr-clip", "adan_agr", {"max_grad_norm": 0.5}),
+    ("adabelief-amsgrad", "adabelief", {"amsgrad": True}),
 ]
 
 
