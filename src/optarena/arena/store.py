@@ -40,18 +40,17 @@ def open_storage(
     if key not in _STORAGES:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        beats: dict[str, Any] = {}
-        if heartbeat_interval is not None:
-            beats = dict(
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
         try:
-            with (
-                warnings.catch_warnings()
-            ):  # heartbeats are "experimental" in optuna; tests/test_workers.py covers them
+            # Heartbeats are "experimental" in optuna; tests/test_workers.py covers what we rely on.
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                beats: dict[str, Any] = {}
+                if heartbeat_interval is not None:
+                    beats = dict(
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    )
                 _STORAGES[key] = optuna.storages.RDBStorage(url, **beats)
         except Exception as error:  # SQLAlchemy's errors do not share a base with ours
             raise ValueError(f"Invalid storage: cannot open {url!r}: {error}") from error
