@@ -191,3 +191,20 @@ def test_foreach_peak_memory_within_one_parameter_buffer_of_the_loop(cid, name, 
     foreach_extra, param_bytes = peak_extra_bytes(name, kwargs, foreach=True)
     loop_extra, _ = peak_extra_bytes(name, kwargs, foreach=False)
     assert foreach_extra <= loop_extra + param_bytes, (foreach_extra / param_bytes, loop_extra / param_bytes)
+
+
+@pytest.mark.parametrize("name", ["adaburst", "adamnx", "adax", "adamw_agr", "adan", "adabelief", "lion", "acprop"])
+def test_compiled_step_is_fused_with_no_host_read(name):
+    """Inductor's code for the step calls no unfused aten op and reads no value back to the host
+    (an ``.item()`` would synchronise a GPU on every step)."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    params = fixed_params(torch.float32)
+    opt = make(name, params, compile=True)
+    set_grads(params, 0)
+    _, code = run_and_get_code(opt.step)
+    source = "\n".join(code)
+    assert source  # a graph was compiled
+    assert ".item()" not in source
+    assert "torch.ops.aten." not in source, [line for line in source.splitlines() if "torch.ops.aten." in line]

@@ -43,7 +43,15 @@ from optarena.optim.adabelief import (
     scaled_quotient_step,
 )
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
-from optarena.optim.functional import foreach_add_scaled_, foreach_addcdiv_, foreach_addcmul_, per_tensor, sqrt
+from optarena.optim.functional import (
+    foreach_add_scalar,
+    foreach_add_scalar_,
+    foreach_add_scaled_,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    per_tensor,
+    sqrt,
+)
 from optarena.optim.info import OptimizerInfo
 
 ACPROP_FLAG_NAMES: tuple[str, ...] = (*FLAG_NAMES, "momentum_update")
@@ -197,16 +205,16 @@ def _parameter_step(
     if with_eps:
         sel = [exp_avg_vars[i] for i in with_eps]
         if eps_in_state:
-            torch._foreach_add_(sel, eps)
+            foreach_add_scalar_(sel, eps)
         else:
-            sel = list(torch._foreach_add(sel, eps))
+            sel = foreach_add_scalar(sel, eps)
         for i, v in zip(with_eps, sel):
             var[i] = v
     var_for_denom = var
     if amsgrad:
         maxes: list[Tensor] = max_exp_avg_vars  # type: ignore[assignment]
         torch._foreach_maximum_(maxes, exp_avg_vars)
-        var_for_denom = maxes if eps_in_state else list(torch._foreach_add(maxes, eps))
+        var_for_denom = maxes if eps_in_state else foreach_add_scalar(maxes, eps)
 
     if first:
         scaled = torch._foreach_div([exp_avgs[i] for i in first], [bias_corrections1[i] for i in first])
@@ -218,7 +226,7 @@ def _parameter_step(
         if not rectify:
             denom = torch._foreach_sqrt([var_for_denom[i] for i in later])
             torch._foreach_div_(denom, per_tensor([sqrt(1 - beta2 ** (steps[i] - 1)) for i in later]))
-            torch._foreach_add_(denom, eps)
+            foreach_add_scalar_(denom, eps)
             scaled_quotient_step(
                 [params[i] for i in later], numerators, scales, denom, [-lr / bias_corrections1[i] for i in later]
             )
@@ -270,7 +278,7 @@ def _parameter_step_branch_free(
     if amsgrad:
         maxes: list[Tensor] = max_exp_avg_vars  # type: ignore[assignment]
         torch._foreach_maximum_(maxes, exp_avg_vars)
-        var_for_denom = maxes if eps_in_state else list(torch._foreach_add(maxes, eps))
+        var_for_denom = maxes if eps_in_state else foreach_add_scalar(maxes, eps)
     bias_corrections1 = [1 - beta1**t for t in steps]
     first_sizes = [torch.where(is_later, zero, -lr / bc) for is_later, bc in zip(later, bias_corrections1)]
     torch._foreach_add_(params, torch._foreach_mul(exp_avgs, per_tensor(first_sizes)))
@@ -279,7 +287,7 @@ def _parameter_step_branch_free(
         masked = [torch.where(is_later, t, torch.ones_like(zero)) for is_later, t in zip(later, steps)]
         sizes = [rectified_step_sizes(beta1, beta2, t, degenerated_to_sgd) for t in masked]
         denom = torch._foreach_sqrt(var)
-        torch._foreach_add_(denom, eps)
+        foreach_add_scalar_(denom, eps)
         adaptive = [torch.where(is_later, -a * lr, zero) for is_later, (a, _) in zip(later, sizes)]
         foreach_addcdiv_(params, numerators, denom, adaptive)
         sgd = [torch.where(is_later, -s * lr, zero) for is_later, (_, s) in zip(later, sizes)]
@@ -290,7 +298,7 @@ def _parameter_step_branch_free(
     torch._foreach_div_(
         denom, per_tensor([torch.where(is_later, sqrt(1 - beta2 ** (t - 1)), one) for is_later, t in zip(later, steps)])
     )
-    torch._foreach_add_(denom, eps)
+    foreach_add_scalar_(denom, eps)
     sizes = [torch.where(is_later, -lr / bc, zero) for is_later, bc in zip(later, bias_corrections1)]
     foreach_addcdiv_(params, numerators, denom, sizes)
 

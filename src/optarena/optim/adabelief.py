@@ -32,6 +32,8 @@ from torch import Tensor
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
 from optarena.optim.functional import (
     Scalar,
+    foreach_add_scalar,
+    foreach_add_scalar_,
     foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcdiv_,
@@ -147,7 +149,7 @@ def rectified_update_multi(
     if any(isinstance(t, Tensor) for t in steps):
         sizes = [rectified_step_sizes(beta1, beta2, torch.as_tensor(t), degenerated_to_sgd) for t in steps]
         denom = torch._foreach_sqrt(var)
-        torch._foreach_add_(denom, eps)
+        foreach_add_scalar_(denom, eps)
         scaled_quotient_step(params, numerators, numerator_scales, denom, [-a * lr for a, _ in sizes])
         torch._foreach_add_(params, torch._foreach_mul(exp_avgs, per_tensor([-s * lr for _, s in sizes])))
         return
@@ -160,7 +162,7 @@ def rectified_update_multi(
             params[i].add_(exp_avgs[i], alpha=-step_size * lr)
     if adaptive:
         denom = torch._foreach_sqrt([var[i] for i, _ in adaptive])
-        torch._foreach_add_(denom, eps)
+        foreach_add_scalar_(denom, eps)
         scaled_quotient_step(
             [params[i] for i, _ in adaptive],
             [numerators[i] for i, _ in adaptive],
@@ -354,21 +356,21 @@ def adabelief_multi_tensor(
     foreach_addcmul_(exp_avg_vars, residuals, residuals, [1 - beta2] * len(exp_avg_vars))
     del residuals
     if eps_in_state:
-        torch._foreach_add_(exp_avg_vars, eps)
+        foreach_add_scalar_(exp_avg_vars, eps)
         var = exp_avg_vars
     else:
-        var = list(torch._foreach_add(exp_avg_vars, eps))
+        var = foreach_add_scalar(exp_avg_vars, eps)
     if amsgrad:
         maxes: list[Tensor] = max_exp_avg_vars  # type: ignore[assignment]
         torch._foreach_maximum_(maxes, exp_avg_vars)
-        var_for_denom = maxes if eps_in_state else list(torch._foreach_add(maxes, eps))
+        var_for_denom = maxes if eps_in_state else foreach_add_scalar(maxes, eps)
     else:
         var_for_denom = var
 
     if not rectify:
         denom = torch._foreach_sqrt(var_for_denom)
         torch._foreach_div_(denom, per_tensor([sqrt(1 - beta2**t) for t in steps]))
-        torch._foreach_add_(denom, eps)
+        foreach_add_scalar_(denom, eps)
         foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
         return
     rectified_update_multi(

@@ -32,6 +32,7 @@ from optarena.optim.base import (
 from optarena.optim.functional import (
     Scalar,
     decay_factor,
+    foreach_add_scalar_,
     foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcmul_,
@@ -134,7 +135,7 @@ def adabound_multi_tensor(
     del grads, m_grads  # free the L2 gradients before the rates: one temporary buffer at a time
     bounds = [adabound_bounds(final_lr, gamma, t) for t in steps]
     rates = torch._foreach_sqrt(second)
-    torch._foreach_add_(rates, eps)
+    foreach_add_scalar_(rates, eps)
     torch._foreach_reciprocal_(rates)
     torch._foreach_mul_(rates, per_tensor([lr * (1 - beta2**t) ** 0.5 / (1 - beta1**t) for t in steps]))
     torch._foreach_clamp_min_(rates, per_tensor([b[0] for b in bounds]))

@@ -35,6 +35,7 @@ from optarena.optim.base import (
 )
 from optarena.optim.functional import (
     decay_factor,
+    foreach_add_scalar_,
     foreach_add_scaled_,
     foreach_addcdiv_,
     is_zero,
@@ -105,7 +106,7 @@ def adaburst_multi_tensor(
     if not is_zero(lr1):
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, per_tensor([(1 - beta2**t) ** 0.5 for t in steps]))
-        torch._foreach_add_(denom, eps)
+        foreach_add_scalar_(denom, eps)
         foreach_addcdiv_(params, exp_avgs, denom, [-lr1 / (1 - beta1**t) for t in steps])
     if not is_zero(lr2):
         foreach_add_scaled_(params, exp_avgs, -lr2)

@@ -30,6 +30,7 @@ from optarena.optim.base import (
 )
 from optarena.optim.functional import (
     Scalar,
+    foreach_add_scalar_,
     foreach_addcdiv_,
     foreach_addcmul_,
     foreach_lerp_,
@@ -98,7 +99,7 @@ def adamnx_multi_tensor(
     torch._foreach_mul_(exp_avg_sqs, per_tensor(beta2_ts))
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - b for b in beta2_ts])
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, eps)
+    foreach_add_scalar_(denom, eps)
     foreach_addcdiv_(params, exp_avgs, denom, [-lr] * len(params))
 
 

@@ -22,7 +22,7 @@ from optarena.optim.base import (
     adam_kernel_hyperparameters,
     check_adam_hyperparameters,
 )
-from optarena.optim.functional import foreach_addcdiv_, foreach_addcmul_, per_tensor
+from optarena.optim.functional import foreach_add_scalar_, foreach_addcdiv_, foreach_addcmul_, per_tensor
 from optarena.optim.info import OptimizerInfo
 
 
@@ -71,7 +71,7 @@ def adamw_multi_tensor(
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(grads))
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denom, per_tensor([(1 - beta2**t) ** 0.5 for t in steps]))
-    torch._foreach_add_(denom, eps)
+    foreach_add_scalar_(denom, eps)
     foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
 
 

@@ -31,6 +31,7 @@ from torch import Tensor
 from optarena.optim.base import OptarenaOptimizer, ParamsT, check_betas, check_range
 from optarena.optim.functional import (
     Scalar,
+    foreach_add_scalar_,
     foreach_add_scaled_,
     foreach_addcdiv_,
     foreach_addcmul_,
@@ -131,7 +132,7 @@ def adan_multi_tensor(
     foreach_addcmul_(exp_avg_sqs, diffs, diffs, [1 - beta3] * len(grads))
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denom, per_tensor([(1 - beta3**t) ** 0.5 for t in steps]))
-    torch._foreach_add_(denom, eps)
+    foreach_add_scalar_(denom, eps)
     if no_prox and not is_zero(weight_decay):
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])

@@ -30,6 +30,7 @@ from optarena.optim.base import (
 from optarena.optim.functional import (
     Scalar,
     expm1_log1p,
+    foreach_add_scalar_,
     foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcdiv_,
@@ -101,7 +102,7 @@ def adax_multi_tensor(
     foreach_addcmul_(exp_avg_sqs, grads, grads, [beta2] * len(grads))
     del grads, m_grads  # free the L2 gradients before denom: one temporary buffer at a time
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, eps)
+    foreach_add_scalar_(denom, eps)
     foreach_addcdiv_(params, exp_avgs, denom, [-adax_step_size(lr, beta2, t) for t in steps])
 
 

@@ -194,6 +194,22 @@ def foreach_lerp_(starts: list[Tensor], ends: list[Tensor], weights: Sequence[Sc
         torch._foreach_lerp_(starts, ends, weights)
 
 
+def foreach_add_scalar_(tensors: list[Tensor], value: Scalar) -> None:
+    """``tensors[i] += value``. A tensor ``value`` goes in as a per-tensor list: compiled, torch 2.13
+    lowers the single-tensor overload with a host read (``.item()``), which would sync a GPU every step."""
+    if isinstance(value, Tensor):
+        torch._foreach_add_(tensors, [value] * len(tensors))
+    else:
+        torch._foreach_add_(tensors, value)
+
+
+def foreach_add_scalar(tensors: list[Tensor], value: Scalar) -> list[Tensor]:
+    """New tensors ``tensors[i] + value`` (see :func:`foreach_add_scalar_`)."""
+    if isinstance(value, Tensor):
+        return list(torch._foreach_add(tensors, [value] * len(tensors)))
+    return list(torch._foreach_add(tensors, value))
+
+
 def foreach_add_scaled_(targets: list[Tensor], tensors: list[Tensor], alpha: Scalar) -> None:
     """``targets[i] += alpha · tensors[i]``.
 

@@ -29,6 +29,7 @@ from optarena.optim.base import (
     check_range,
 )
 from optarena.optim.functional import (
+    foreach_add_scalar_,
     foreach_add_scaled_,
     foreach_addcmul_,
     global_l2_norm,
@@ -85,7 +86,7 @@ def sophiag_multi_tensor(
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     # sign(m)·min(|m|/d, 1) = clamp(m/d, −1, 1) exactly (d ≥ 0), which needs one buffer, not three.
     ratios = torch._foreach_mul(hessians, rho * bs)
-    torch._foreach_add_(ratios, eps)
+    foreach_add_scalar_(ratios, eps)
     for exp_avg, ratio in zip(exp_avgs, ratios):
         torch.div(exp_avg, ratio, out=ratio)  # m / d, in place of d
     torch._foreach_clamp_min_(ratios, -1)

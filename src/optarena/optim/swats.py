@@ -38,6 +38,7 @@ from optarena.optim.base import (
     check_range,
 )
 from optarena.optim.functional import (
+    foreach_add_scalar_,
     foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcmul_,
@@ -131,7 +132,7 @@ def swats_adam_multi_tensor(
     torch._foreach_mul_(exp_avg_sqs, beta2)
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(exp_avg_sqs))
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, eps)
+    foreach_add_scalar_(denom, eps)
     for exp_avg, d in zip(exp_avgs, denom):  # m / (√v + ε) in place of the denominator: no second buffer
         torch.div(exp_avg, d, out=d)
     p = denom
