@@ -23,25 +23,25 @@ CASES: list[tuple[str, str, dict]] = [(name, name, {}) for name in optarena.list
 ]
 
 
-def full_parameters() -> list[torch.Tensor]:
+def full_parameters(dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(*s, generator=g, dtype=torch.float64) for s in SHAPES]
+    return [torch.randn(*s, generator=g, dtype=torch.float64).to(dtype) for s in SHAPES]
 
 
-def full_gradients(step: int) -> list[torch.Tensor]:
+def full_gradients(step: int, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(100 + step)
-    return [torch.randn(*s, generator=g, dtype=torch.float64) for s in SHAPES]
+    return [torch.randn(*s, generator=g, dtype=torch.float64).to(dtype) for s in SHAPES]
 
 
 def run_steps(
-    name: str, kwargs: dict, params: list[torch.Tensor], set_grads: Callable[[int], None]
+    name: str, kwargs: dict, params: list[torch.Tensor], set_grads: Callable[[int], None], steps: int = STEPS
 ) -> torch.optim.Optimizer:
-    """STEPS steps of ``name`` (lr 1e-2); SophiaG also refreshes its Hessian from the gradients."""
+    """``steps`` steps of ``name`` (lr 1e-2); SophiaG also refreshes its Hessian from the gradients."""
     opt = optarena.create_optimizer(params, name, **{"lr": 1e-2, **kwargs})
     inner = opt
     while isinstance(inner, OptimizerWrapper):
         inner = inner.optimizer
-    for step in range(STEPS):
+    for step in range(steps):
         set_grads(step)
         if hasattr(inner, "update_hessian") and step % 2 == 0:
             inner.update_hessian()

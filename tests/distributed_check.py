@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.distributed_cases import CASES, STEPS, full_gradients, full_parameters, run_steps
 
+DTYPE = getattr(torch, os.environ.get("OPTARENA_DTYPE", "float64"))
+STEPS_RUN = int(os.environ.get("OPTARENA_STEPS", STEPS))
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -49,14 +52,14 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     results: dict[str, object] = {}
     try:
         for case_id, name, kwargs in CASES:
-            params = [torch.nn.Parameter(distribute_tensor(p, mesh, [Shard(0)])) for p in full_parameters()]
+            params = [torch.nn.Parameter(distribute_tensor(p, mesh, [Shard(0)])) for p in full_parameters(DTYPE)]
 
             def set_grads(step: int, params: list[torch.Tensor] = params) -> None:
-                for p, g in zip(params, full_gradients(step)):
+                for p, g in zip(params, full_gradients(step, DTYPE)):
                     p.grad = distribute_tensor(g, mesh, [Shard(0)])
 
             try:
-                opt = run_steps(name, kwargs, params, set_grads)
+                opt = run_steps(name, kwargs, params, set_grads, steps=STEPS_RUN)
                 gathered = [p.detach().full_tensor() for p in params]
                 state = [
                     {k: to_local_full(v) for k, v in opt.state[p].items()} if p in opt.state else {} for p in params
@@ -193,8 +196,15 @@ def main() -> None:
     parser.add_argument("--check", choices=sorted(CHECKS), default="optimizers")
     parser.add_argument("--phase", choices=("save", "load"), default="save", help="fsdp: save or load a checkpoint")
     parser.add_argument("--checkpoint", default="", help="fsdp: the checkpoint directory")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="optimizers: the dtype")
+    parser.add_argument("--steps", type=int, default=STEPS, help="optimizers: steps to take")
     args = parser.parse_args()
-    os.environ.update(OPTARENA_PHASE=args.phase, OPTARENA_CHECKPOINT=args.checkpoint)
+    os.environ.update(
+        OPTARENA_PHASE=args.phase,
+        OPTARENA_CHECKPOINT=args.checkpoint,
+        OPTARENA_DTYPE=args.dtype,
+        OPTARENA_STEPS=str(args.steps),
+    )
     mp.spawn(CHECKS[args.check], args=(args.world, free_port(), args.out), nprocs=args.world, join=True)
 
 
