@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp",
                      help="with --nproc > 1 or under torchrun: DDP or FSDP2 (fully_shard)")  # fmt: skip
 
+    evidence = sub.add_parser("evidence", help="judge the papers' claims from the stores of their experiments")
+    evidence.add_argument("--claims", type=Path, required=True, help="a claims TOML file ([[claim]] entries)")
+    evidence.add_argument("--run", action="store_true", help="run (or finish) each claim's experiment first")
+    evidence.add_argument("--smoke", action="store_true",
+                          help="a minutes-long version: 300 examples, 2 epochs, 2 trials, 3 seeds, under "
+                               "runs/evidence-smoke/")  # fmt: skip
+    evidence.add_argument("--out", type=Path, default=Path("docs/results.md"), help="where the verdicts go")
+
     report = sub.add_parser("report", help="rebuild the report of an experiment from its store")
     report.add_argument("--name", default="default")
     report.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
@@ -117,6 +125,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ran = workers.work(experiment, storage, progress=lambda message: console.print(message), poll_seconds=args.poll)
     console.print(f"done: this worker ran {ran} trial(s); none is left")
     return ran
+
+
+SMOKE = {"subset": 300, "epochs": 2, "trials": 2, "seeds": 3}
+
+
+def cmd_evidence(args: argparse.Namespace) -> Path:
+    from optarena.arena.config import load_experiment_file
+    from optarena.arena.evidence import judge, load_claims, render
+    from optarena.arena.protocol import compare
+
+    claims = load_claims(args.claims)
+    overrides: dict[Path, dict[str, Any]] = {}
+    for claim in claims:
+        extra = dict(SMOKE, out=Path("runs/evidence-smoke") / claim.experiment.stem) if args.smoke else {}
+        overrides[claim.experiment] = extra
+    if args.run:
+        for path, extra in overrides.items():
+            experiment = load_experiment_file(path, **extra)
+            console.print(f"[bold]running[/] {path.name}: {experiment.storage_url}")
+            compare(experiment)
+    judgements = [judge(claim, overrides[claim.experiment]) for claim in claims]
+    title = "Re-testing the seed papers' claims" + (" (smoke scale: not evidence)" if args.smoke else "")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(judgements, title))
+    for j in judgements:
+        console.print(f"{j.claim.id}: [bold]{j.comparison.verdict}[/]")
+    console.print(f"verdicts: {args.out}")
+    return args.out
 
 
 def cmd_list() -> None:
@@ -351,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_run(args)
         elif args.command == "worker":
             cmd_worker(args)
+        elif args.command == "evidence":
+            cmd_evidence(args)
         elif args.command == "report":
             cmd_report(args)
     except KeyboardInterrupt:

@@ -1,0 +1,91 @@
+"""Claims, verdicts, and the evidence command end to end on a minutes-long experiment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from optarena.arena.config import ConfigError
+from optarena.arena.evidence import compare_seeds, load_claims
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_difference_interval_is_welchs():
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.88, 0.90, 0.86]
+    got = compare_seeds(a, b, "max")
+    # scipy's own Welch test, an independent statement of the same interval
+    want = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got.difference[1] == pytest.approx(want.low, rel=1e-12)
+    assert got.difference[2] == pytest.approx(want.high, rel=1e-12)
+    assert got.difference[0] == pytest.approx(np.mean(a) - np.mean(b), rel=1e-12)
+    assert got.verdict == "confirmed"
+
+
+@pytest.mark.parametrize(
+    "method,baseline,mode,verdict",
+    [
+        ([0.80, 0.81, 0.79], [0.90, 0.91, 0.89], "max", "not confirmed"),
+        ([0.85, 0.95, 0.75], [0.86, 0.80, 0.92], "max", "inconclusive"),
+        ([0.30, 0.31, 0.29], [0.50, 0.52, 0.49], "min", "confirmed"),  # a lower loss is better
+        ([0.9], [0.8, 0.81], "max", "inconclusive"),  # one seed: no interval
+    ],
+)
+def test_verdicts(method, baseline, mode, verdict):
+    assert compare_seeds(method, baseline, mode).verdict == verdict
+
+
+def test_claims_file_errors_name_the_claim_and_the_key(tmp_path):
+    path = tmp_path / "claims.toml"
+    path.write_text('[[claim]]\nid = "x"\nclaim = "better"\n')
+    with pytest.raises(ConfigError, match=r"claim 'x': missing key 'paper'"):
+        load_claims(path)
+    path.write_text('[[claim]]\nid = "x"\nwhatever = 1\n')
+    with pytest.raises(ConfigError, match=r"claim 'x': unknown key 'whatever'"):
+        load_claims(path)
+
+
+def test_evidence_command_runs_the_experiment_and_writes_verdicts(tmp_path):
+    experiment = tmp_path / "agr_digits.toml"
+    experiment.write_text(
+        f'name = "agr"\ntasks = ["digits"]\noptimizers = ["adamw", "adamw_agr"]\nout = "{tmp_path}"\n'
+    )
+    claims = tmp_path / "claims.toml"
+    claims.write_text(
+        "[[claim]]\n"
+        'id = "agr-adamw"\npaper = "AGR (seed 003)"\nclaim = "AdamW+AGR beats AdamW"\n'
+        'paper_result = "higher Top-1 on Tiny-ImageNet"\nexperiment = "agr_digits.toml"\n'
+        'task = "digits"\nmethod = "adamw_agr"\nbaseline = "adamw"\n'
+    )
+    out = tmp_path / "results.md"
+    run = subprocess.run(
+        [sys.executable, "-m", "optarena", "evidence", "--claims", str(claims), "--run", "--smoke", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    text = out.read_text()
+    assert "smoke scale: not evidence" in text
+    row = next(line for line in text.splitlines() if line.startswith("| agr-adamw"))
+    assert "adamw_agr" in row and " 3/3 " in row  # three seeds each
+    assert any(f"**{v}**" in row for v in ("confirmed", "not confirmed", "inconclusive"))
+    assert (tmp_path / "runs" / "evidence-smoke" / "agr_digits" / "optarena.db").is_file()
+
+
+def test_the_projects_claims_file_is_valid():
+    """experiments/evidence/claims.toml parses, and every claim's experiment, task and optimizers exist."""
+    from optarena.arena.config import load_experiment_file
+
+    claims = load_claims(REPO / "experiments" / "evidence" / "claims.toml")
+    assert len({c.id for c in claims}) == len(claims)
+    for claim in claims:
+        experiment = load_experiment_file(claim.experiment)
+        assert claim.task in experiment.tasks
+        assert {claim.method, claim.baseline} <= set(experiment.optimizers), claim.id
