@@ -17,6 +17,8 @@ import argparse
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,6 +34,17 @@ DTYPE = getattr(torch, os.environ.get("OPTARENA_DTYPE", "float64"))
 STEPS_RUN = int(os.environ.get("OPTARENA_STEPS", STEPS))
 
 
+@contextmanager
+def process_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """This process as ``rank`` of a gloo group on this machine, for the block."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,12 +58,10 @@ def to_local_full(value: object) -> object:
 
 
 def worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    mesh = init_device_mesh("cpu", (world,))
-    results: dict[str, object] = {}
-    try:
+    with process_group(rank, world, port):
+        torch.set_num_threads(1)
+        mesh = init_device_mesh("cpu", (world,))
+        results: dict[str, object] = {}
         for case_id, name, kwargs in CASES:
             params = [torch.nn.Parameter(distribute_tensor(p, mesh, [Shard(0)])) for p in full_parameters(DTYPE)]
 
@@ -69,17 +80,13 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
                 results[case_id] = {"error": f"{type(error).__name__}: {error}"}
         if rank == 0:
             torch.save({"steps": STEPS, "results": results}, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def burst_worker(rank: int, world: int, port: int, out: str) -> None:
     """Each rank reports its own metric; every rank must burst at the same epochs."""
     import optarena
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with process_group(rank, world, port):
         # Rank r's accuracy rises for rank 0 and falls for the others: locally, rank 0 never plateaus.
         local = [0.5 + (0.05 * epoch if rank == 0 else -0.05 * epoch) for epoch in range(6)]
         decisions = {}
@@ -97,8 +104,6 @@ def burst_worker(rank: int, world: int, port: int, out: str) -> None:
                 "lr": sched_opt.param_groups[0]["lr"],
             }
         torch.save(decisions, f"{out}.rank{rank}")
-    finally:
-        dist.destroy_process_group()
 
 
 def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -106,18 +111,15 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
     load the checkpoint written by another world size and run the last 3 steps (``--phase load``)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.fsdp import fully_shard
 
     from tests.distributed_cases import FSDP_CASES, fsdp_batch, fsdp_model, make_fsdp_optimizer
 
     phase, checkpoint_root = os.environ["OPTARENA_PHASE"], Path(os.environ["OPTARENA_CHECKPOINT"])
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    mesh = init_device_mesh("cpu", (world,))
-    from torch.distributed.fsdp import fully_shard
-
-    results: dict[str, object] = {}
-    try:
+    with process_group(rank, world, port):
+        torch.set_num_threads(1)
+        mesh = init_device_mesh("cpu", (world,))
+        results: dict[str, object] = {}
         for case_id, name, kwargs in FSDP_CASES:
             try:
                 model = fsdp_model()
@@ -152,8 +154,6 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
                 results[case_id] = {"error": f"{type(error).__name__}: {error}"}
         if rank == 0:
             torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -162,11 +162,9 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
     from tests.distributed_cases import CASES, fsdp_batch, fsdp_model, make_fsdp_optimizer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    results: dict[str, object] = {}
-    try:
+    with process_group(rank, world, port):
+        torch.set_num_threads(1)
+        results: dict[str, object] = {}
         for case_id, name, kwargs in CASES:
             model = DistributedDataParallel(fsdp_model())
             opt = make_fsdp_optimizer(model.module, name, kwargs)
@@ -182,8 +180,6 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
             results[case_id] = {"params": [p.detach().clone() for p in model.module.parameters()]}
         if rank == 0:
             torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
 
 
 CHECKS = {"optimizers": worker, "burst": burst_worker, "fsdp": fsdp_worker, "ddp": ddp_worker}

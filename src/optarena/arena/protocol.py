@@ -181,20 +181,14 @@ def _store_result(trial: optuna.Trial, result: RunResult) -> None:
         trial.set_user_attr("update_magnitudes", result.update_magnitudes)
 
 
-def direction(task: Task) -> str:
-    return "maximize" if task.mode == "max" else "minimize"
-
-
-def _study(
-    experiment: Experiment, task: Task, optimizer: str, phase: str, direction: str, storage: Any = None
-) -> optuna.Study:
+def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, storage: Any = None) -> optuna.Study:
     epochs = experiment.epochs_for(task)
     study = optuna.create_study(
         study_name=store.study_name(experiment.name, task.name, optimizer, phase),
         storage=storage if storage is not None else store.open_storage(experiment.storage_url),
         sampler=make_sampler(experiment, experiment.trials),
         pruner=make_pruner(experiment, epochs) if phase == "tune" else optuna.pruners.NopPruner(),
-        direction=direction,
+        direction="maximize" if task.mode == "max" else "minimize",
         load_if_exists=True,
     )
     if phase == "tune" and "config" not in study.user_attrs:
@@ -263,7 +257,7 @@ def final_objective(
 
 def tune(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> optuna.Study:
     """Run the tuning trials still missing from the store for (task, optimizer)."""
-    study = _study(experiment, task, optimizer, "tune", direction(task))
+    study = _study(experiment, task, optimizer, "tune")
     store.fail_interrupted(study)
     objective = tune_objective(experiment, task, optimizer)
     while len(store.finished(study)) < experiment.trials:
@@ -282,9 +276,9 @@ def best_params(study: optuna.Study) -> dict[str, Any]:
 
 def rerun(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> None:
     """Train the tuned configuration on each seed not yet in the store."""
-    tune_study = _study(experiment, task, optimizer, "tune", direction(task))
+    tune_study = _study(experiment, task, optimizer, "tune")
     best_params(tune_study)  # fails early, naming the study, if tuning completed nothing
-    study = _study(experiment, task, optimizer, "final", direction(task))
+    study = _study(experiment, task, optimizer, "final")
     store.fail_interrupted(study)
     for seed in range(1, experiment.seeds + 1):
         done = [

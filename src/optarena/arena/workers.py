@@ -33,7 +33,6 @@ from optarena.arena import store
 from optarena.arena.protocol import (
     Experiment,
     _study,
-    direction,
     final_objective,
     make_sampler,
     suggest,
@@ -58,8 +57,8 @@ def qmc_configurations(experiment: Experiment, optimizer: str) -> list[dict[str,
 
 def _studies(experiment: Experiment, task: Task, optimizer: str, storage: Any) -> tuple[optuna.Study, optuna.Study]:
     return (
-        _study(experiment, task, optimizer, "tune", direction(task), storage=storage),
-        _study(experiment, task, optimizer, "final", direction(task), storage=storage),
+        _study(experiment, task, optimizer, "tune", storage=storage),
+        _study(experiment, task, optimizer, "final", storage=storage),
     )
 
 
