@@ -285,6 +285,64 @@ def test_adamnx_beta2_schedule_is_stable_where_pow_is_not():
     assert 0.0 < adamnx_beta2(0.99, 2) < adamnx_beta2(0.99, 10**5) < 1.0
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamnx_with_adams_decay_is_torch_adamw(foreach):
+    """The ablation's 'adam' row: AdamNX's update with Adam's β2 decay is AdamW (torch's, an independent oracle)."""
+    ours, ref = run_pair(
+        lambda p: AdamNX(p, lr=5e-3, betas=(0.9, 0.999), weight_decay=0.01, beta2_decay="adam", foreach=foreach),
+        lambda p: torch.optim.AdamW(p, lr=5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=False),
+    )
+    assert max_diff(ours, ref) <= TOL
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-2])
+def test_adamnx_with_adax_decay_has_adax_second_moment(beta):
+    """The 'adax' row: v equals AdaX's own v / ((1+β)^t − 1), with AdaX run beside it."""
+    p_nx = torch.zeros(6, 5, dtype=torch.float64, requires_grad=True)
+    p_x = torch.zeros(6, 5, dtype=torch.float64, requires_grad=True)
+    nx = AdamNX([p_nx], lr=0.0, betas=(0.9, beta), weight_decay=0.0, beta2_decay="adax")
+    x = AdaX([p_x], lr=0.0, betas=(0.9, beta), weight_decay=0.0)
+    g = torch.Generator().manual_seed(3)
+    for t in range(1, 150):
+        grad = torch.randn(6, 5, generator=g, dtype=torch.float64) * (1 + t % 4)
+        p_nx.grad, p_x.grad = grad, grad.clone()
+        nx.step()
+        x.step()
+        v_x = x.state[p_x]["exp_avg_sq"] / math.expm1(t * math.log1p(beta))
+        assert torch.allclose(nx.state[p_nx]["exp_avg_sq"], v_x, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("exponent", [0.8, 0.5])
+def test_adamnx_with_adafactor_decay_matches_its_equation(foreach, exponent):
+    """The 'adafactor' row: v_t = (1 − t^(−c))·v_{t−1} + t^(−c)·g² (Shazeer & Stern, Alg. 4 with decay −c)."""
+
+    def update(p, g, s, t):
+        if not s:
+            s["m"], s["v"] = torch.zeros_like(p), torch.zeros_like(p)
+        p.mul_(1 - 5e-3 * 0.01)
+        s["m"] = 0.9 * s["m"] + 0.1 * g
+        rho = t ** (-exponent)
+        s["v"] = (1 - rho) * s["v"] + rho * g * g
+        p.sub_(5e-3 * (s["m"] / (1 - 0.9**t)) / (torch.sqrt(s["v"]) + 1e-8))
+
+    ours, ref = run_pair(
+        lambda p: AdamNX(
+            p, lr=5e-3, betas=(0.9, exponent), weight_decay=0.01, beta2_decay="adafactor", foreach=foreach
+        ),
+        lambda p: EquationOracle(p, update),
+    )
+    assert max_diff(ours, ref) <= TOL
+
+
+def test_adamnx_beta2_decay_is_validated():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match=r"beta2_decay.*adamnx.*adam.*adax.*adafactor"):
+        AdamNX(p, beta2_decay="rmsprop")
+    with pytest.raises(ValueError, match=r"betas\[1\].*adafactor.*\(0, 1\)"):
+        AdamNX(p, betas=(0.9, 0.0), beta2_decay="adafactor")
+
+
 # --- AGR -----------------------------------------------------------------------------------------
 
 

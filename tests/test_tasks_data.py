@@ -604,3 +604,20 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert cache_dir() == tmp_path
     monkeypatch.delenv("OPTARENA_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "optarena"
+
+
+def test_eval_subset_scores_the_first_examples_of_each_split():
+    from optarena.arena.tasks import TaskSettings, get_task
+
+    task = get_task("digits")
+    whole = task.build(TaskSettings(seed=2))
+    part = task.build(TaskSettings(seed=2, eval_subset=50))
+    metrics = part.evaluate()
+    model = whole.model.eval()
+    with torch.no_grad():
+        for split, key in (("val", "val_metric"), ("test", "test_metric")):
+            x, y = whole.splits[split]
+            assert len(y) > 50
+            expected = (model(x[:50]).argmax(1) == y[:50]).sum().item() / 50
+            assert metrics[key] == pytest.approx(expected, abs=1e-12)
+    assert len(part.splits["train"][1]) == len(whole.splits["train"][1])  # training data untouched

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--threads", type=int, help="torch threads")
     compare.add_argument("--data-dir", type=Path, help="where datasets are (default: each task's places)")
     compare.add_argument("--subset", type=int, help="keep at most this many training examples (smoke runs)")
+    compare.add_argument("--eval-subset", type=int, help="score at most this many examples of each split")
     compare.add_argument("--no-prune", dest="prune", action="store_const", const=False, help="no early pruning")
     compare.add_argument("--sampler", choices=("tpe", "qmc"),
                          help="tpe (adaptive, default) or qmc (every configuration drawn up front: reproducible "
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int)
     run.add_argument("--data-dir", type=Path)
     run.add_argument("--subset", type=int)
+    run.add_argument("--eval-subset", type=int, help="score at most this many examples of each split")
     run.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log the curves to TensorBoard in DIR")
     run.add_argument("--nproc", type=int, default=1,
                      help="train data-parallel in this many local processes (gloo on CPU, NCCL on CUDA); "
@@ -183,7 +185,7 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         key: getattr(args, key)
         for key in (
             "name", "tasks", "optimizers", "trials", "seeds", "epochs", "target", "out", "storage",
-            "device", "threads", "data_dir", "subset", "prune", "tensorboard", "sampler",
+            "device", "threads", "data_dir", "subset", "eval_subset", "prune", "tensorboard", "sampler",
         )
         if getattr(args, key) is not None
     }  # fmt: skip
@@ -305,7 +307,9 @@ def _run_training(args: argparse.Namespace, parallel: str | None, writer: bool) 
             raise ValueError(f"Invalid --set {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
         hyper[key] = _parse_value(value)
-    settings = TaskSettings(seed=args.seed, device=args.device, data_dir=args.data_dir, subset=args.subset)
+    settings = TaskSettings(
+        seed=args.seed, device=args.device, data_dir=args.data_dir, subset=args.subset, eval_subset=args.eval_subset
+    )
     table = Table(title=f"{args.optimizer} on {task.name} (seed {args.seed})")
     for column in ("epoch", "step", "seconds", "train loss", f"train {task.metric}", f"test {task.metric}"):
         table.add_column(column, justify="right")

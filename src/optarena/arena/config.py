@@ -41,10 +41,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "threads": (int,),
     "data_dir": (str,),
     "subset": (int,),
+    "eval_subset": (int,),
     "sampler_seed": (int,),
     "sampler": (str,),
     "prune": (bool,),
     "tensorboard": (str,),
+    "variants": (dict,),
 }
 
 

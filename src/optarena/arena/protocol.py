@@ -28,6 +28,7 @@ import torch
 from optarena.arena import store
 from optarena.arena.runner import RunResult, train
 from optarena.arena.tasks import Task, TaskSettings, get_task
+from optarena.arena.variants import OptimizerSpec, parse_variants, resolve
 from optarena.optim import get_optimizer_info, list_optimizers
 
 DEFAULT_OPTIMIZERS = ("adamw", "sgdm", "adaburst", "adamnx", "adamw_agr", "adax", "adan", "lion", "lookahead_adamw")
@@ -52,10 +53,12 @@ class Experiment:
     threads: int | None = 1  # one torch thread: small models run fastest so on a shared machine
     data_dir: Path | None = None
     subset: int | None = None
+    eval_subset: int | None = None  # score at most this many examples of each split (CPU-scale studies)
     sampler_seed: int = 0
     sampler: str = "tpe"  # 'tpe' (adaptive) or 'qmc' (scrambled Sobol, every configuration fixed up front)
     prune: bool = True
     tensorboard: Path | None = None  # also log every rerun's curves to TensorBoard under this folder
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> variant table (arena.variants)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -71,7 +74,7 @@ class Experiment:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1")
-        for key in ("epochs", "threads", "subset"):
+        for key in ("epochs", "threads", "subset", "eval_subset"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1 (or unset)")
@@ -83,9 +86,11 @@ class Experiment:
             raise ValueError("Invalid optimizers: expected at least one optimizer")
         for task in self.tasks:
             get_task(task)
+        self._specs = parse_variants(self.variants)
         for name in self.optimizers:
-            if name not in list_optimizers():
-                raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(list_optimizers())}")
+            if name not in list_optimizers() and name not in self._specs:
+                valid = [*list_optimizers(), *self._specs]
+                raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(valid)}")
         if len(set(self.optimizers)) != len(self.optimizers) or len(set(self.tasks)) != len(self.tasks):
             raise ValueError("Invalid tasks/optimizers: each may be listed once")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
@@ -93,12 +98,18 @@ class Experiment:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"Invalid device: {self.device!r}; CUDA is not available on this machine")
 
+    def spec(self, optimizer: str) -> OptimizerSpec:
+        """What ``optimizer`` (a registered name or one of :attr:`variants`) trains."""
+        return resolve(optimizer, self._specs)
+
     @property
     def storage_url(self) -> str:
         return self.storage or store.default_storage_url(self.out)
 
     def settings(self) -> TaskSettings:
-        return TaskSettings(device=self.device, data_dir=self.data_dir, subset=self.subset)
+        return TaskSettings(
+            device=self.device, data_dir=self.data_dir, subset=self.subset, eval_subset=self.eval_subset
+        )
 
     def epochs_for(self, task: Task) -> int:
         return self.epochs or task.epochs
@@ -117,12 +128,12 @@ class Experiment:
 # --- the search space -----------------------------------------------------------------------------
 
 
-def suggest(trial: optuna.Trial, optimizer: str) -> dict[str, Any]:
-    """Sample ``lr`` log-uniformly over the optimizer's range, then its registered knobs."""
-    info = get_optimizer_info(optimizer)
-    low, high = info.lr_range
+def suggest(trial: optuna.Trial, optimizer: str | OptimizerSpec) -> dict[str, Any]:
+    """Sample ``lr`` log-uniformly over the optimizer's range, then the knobs it leaves to tuning."""
+    variant = optimizer if isinstance(optimizer, OptimizerSpec) else resolve(optimizer)
+    low, high = get_optimizer_info(variant.optimizer).lr_range
     params: dict[str, Any] = {"lr": trial.suggest_float("lr", low, high, log=True)}
-    for name, spec in info.search_space.items():
+    for name, spec in variant.search_space().items():
         kind = spec[0]
         if kind == "log":
             params[name] = trial.suggest_float(name, spec[1], spec[2], log=True)
@@ -208,7 +219,7 @@ def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Callab
     epochs = experiment.epochs_for(task)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, optimizer)
+        params = suggest(trial, experiment.spec(optimizer))
 
         def report(epoch: int, row: dict[str, float]) -> None:
             if epoch == 0:
@@ -218,7 +229,8 @@ def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Callab
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        result = train(task, optimizer, params, seed=0, epochs=epochs, settings=experiment.settings(), on_epoch=report)
+        variant, settings = experiment.spec(optimizer), experiment.settings()
+        result = train(task, variant, params, seed=0, epochs=epochs, settings=settings, on_epoch=report)
         _store_result(trial, result)
         return task.worst if result.diverged else result.records[-1]["val_metric"]
 
@@ -241,7 +253,7 @@ def final_objective(
         log_dir = None if logs is None else logs / experiment.name / task.name / optimizer / f"seed{run_seed}"
         result = train(
             task,
-            optimizer,
+            experiment.spec(optimizer),
             params,
             seed=run_seed,
             epochs=epochs,

@@ -804,6 +804,7 @@ def _protocol_blocks(
     experiment: str, config: dict[str, Any], tasks: list[TaskView], optimizers: list[str], records: list[StudyRecord]
 ) -> list[Block]:
     from optarena.arena import protocol
+    from optarena.arena.variants import parse_variant, resolve
     from optarena.optim import get_optimizer_info
 
     seeds = config.get("seeds")
@@ -889,17 +890,18 @@ def _protocol_blocks(
         Heading(3, "Search space (lr log-uniform, plus each optimizer's own knobs)"),
     ]
     rows = []
+    declared = config.get("variants") or {}
     for name in optimizers:
         try:
-            info = get_optimizer_info(name)
+            variant = parse_variant(name, declared[name]) if name in declared else resolve(name)
         except ValueError:
-            rows.append([_spans(Span(name, code=True)), _spans("not registered"), _spans("—")])
+            rows.append([_spans(Span(name, code=True)), _spans("not registered"), _spans("—"), _spans("—")])
             continue
-        low, high = info.lr_range
-        knobs = "; ".join(f"{k} ∈ {_fmt_space(spec)}" for k, spec in info.search_space.items()) or "none"
+        low, high = get_optimizer_info(variant.optimizer).lr_range
+        knobs = "; ".join(f"{k} ∈ {_fmt_space(spec)}" for k, spec in variant.search_space().items()) or "none"
         lr_text = f"[{fmt_param(low)}, {fmt_param(high)}] log"
-        rows.append([_spans(Span(name, code=True)), _spans(lr_text), _spans(knobs)])
-    blocks.append(Table(["Optimizer", "lr range", "Knobs"], rows))
+        rows.append([_spans(Span(name, code=True)), _spans(lr_text), _spans(knobs), _spans(variant.describe())])
+    blocks.append(Table(["Optimizer", "lr range", "Knobs", "Fixed"], rows))
     return blocks
 
 

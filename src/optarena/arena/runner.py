@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from optarena.arena.tasks import Task, TaskSettings
+from optarena.arena.variants import OptimizerSpec, resolve
 from optarena.optim import create_optimizer, get_optimizer_info, sophiag_gnb_update
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -100,7 +101,7 @@ def _load_average() -> list[float]:
 
 def train(
     task: Task,
-    optimizer_name: str,
+    optimizer_name: str | OptimizerSpec,
     hyperparameters: dict[str, Any],
     *,
     seed: int,
@@ -111,7 +112,10 @@ def train(
     tensorboard_dir: Path | None = None,
     parallel: str | None = None,
 ) -> RunResult:
-    """Train ``task`` with the registered optimizer ``optimizer_name`` and return its curves.
+    """Train ``task`` with the registered optimizer or variant ``optimizer_name`` and return its curves.
+
+    A variant's fixed options are applied under ``hyperparameters`` and its schedule is stepped after
+    every batch.
 
     ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
     ``tensorboard_dir`` also writes every record as TensorBoard scalars (needs ``tensorboard``).
@@ -128,22 +132,25 @@ def train(
         data_dir=settings.data_dir,
         subset=settings.subset,
         batch_size=settings.batch_size,
+        eval_subset=settings.eval_subset,
     )
     epochs = task.epochs if epochs is None else epochs
     torch.manual_seed(seed)
     problem = task.build(settings)
     model = problem.model
     rank, world = _wrap_parallel(problem, task, parallel)
-    kwargs = dict(hyperparameters)
-    defaults = get_optimizer_info(optimizer_name).hyperparameter_defaults()
+    spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
+    kwargs = {**spec.options_for(problem.steps_per_epoch), **hyperparameters}
+    defaults = get_optimizer_info(spec.optimizer).hyperparameter_defaults()
     if "burst_mode" in defaults:
         kwargs.setdefault("burst_mode", task.mode)  # Adaburst's trigger watches the task's training metric
     if "bs" in defaults and hasattr(problem, "batch_size"):
         kwargs.setdefault("bs", problem.batch_size)  # SophiaG: the number of terms the loss averages
-    optimizer = create_optimizer(model, optimizer_name, **kwargs)
+    optimizer = create_optimizer(model, spec.optimizer, **kwargs)
+    schedule = spec.build_schedule(optimizer, epochs * problem.steps_per_epoch, problem.steps_per_epoch)
     result = RunResult(
         task.name,
-        optimizer_name,
+        spec.name,
         dict(hyperparameters),
         seed,
         threads=torch.get_num_threads(),
@@ -190,6 +197,8 @@ def train(
                 break
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             step += 1
             if hessian_every and step % hessian_every == 0:
                 sophiag_gnb_update(problem.model, batch[0], optimizer)

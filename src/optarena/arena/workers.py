@@ -50,7 +50,7 @@ def qmc_configurations(experiment: Experiment, optimizer: str) -> list[dict[str,
     configurations = []
     for _ in range(experiment.trials):
         trial = study.ask()
-        configurations.append(suggest(trial, optimizer))
+        configurations.append(suggest(trial, experiment.spec(optimizer)))
         study.tell(trial, 0.0)  # a told trial fixes the search space, as in a sequential run
     return configurations
 

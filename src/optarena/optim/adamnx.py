@@ -13,6 +13,16 @@ freezes and the method becomes momentum SGD. Per step (``mengzhu0308/AdamNX``, `
 ``1 − β2^((1−β2)t)`` is computed as ``−expm1((1−β2)·t·log β2)`` in float64: with β2 = 0.99
 the base ``β2^(1−β2)`` is 1 − 1e-4, so ``1 − pow(...)`` cancels about four digits in float64
 (and nearly all of them in float32).
+
+``beta2_decay`` swaps Eq. 11 for the decay of another method inside the same update — the paper's
+ablation (§5.4, Tables 7-10: "the β2 in Adam was replaced with the β2,t of Adafactor, AdaX and
+AdamNX"). Each is the weight of the old average in a *normalised* v, and ``betas[1]`` is that
+method's own constant (research notes, algorithms.md §2.4)::
+
+    'adamnx'     β̂2,t = Eq. 11 above                          betas[1] = β2 (authors: 0.99)
+    'adam'       β̂2,t = β2(1 − β2^(t−1)) / (1 − β2^t)         betas[1] = β2 (Adam: 0.999); = Adam's v̂
+    'adax'       β̂2,t = 1 − β/((1+β)^t − 1)                   betas[1] = β (AdaX: 1e-4);   = AdaX's v̂
+    'adafactor'  β̂2,t = 1 − t^(−c)                            betas[1] = c (Adafactor: 0.8)
 """
 
 from __future__ import annotations
@@ -27,9 +37,11 @@ from optarena.optim.base import (
     ParamsT,
     adam_kernel_hyperparameters,
     check_adam_hyperparameters,
+    check_choice,
 )
 from optarena.optim.functional import (
     Scalar,
+    expm1_log1p,
     foreach_add_scalar_,
     foreach_addcdiv_,
     foreach_addcmul_,
@@ -52,6 +64,24 @@ def adamnx_beta2(beta2: Scalar, step: Scalar) -> Scalar:
     return one_minus_pow(beta2, rate * (step - 1)) / one_minus_pow(beta2, rate * step)
 
 
+def adam_beta2(beta2: Scalar, step: Scalar) -> Scalar:
+    """Adam's bias-corrected average as a normalised one: β2(1 − β2^(t−1))/(1 − β2^t); → β2."""
+    return beta2 * one_minus_pow(beta2, step - 1) / one_minus_pow(beta2, step)
+
+
+def adax_beta2(beta: Scalar, step: Scalar) -> Scalar:
+    """AdaX's growing average normalised: 1 − β/((1+β)^t − 1); 0 at t = 1, → 1 exponentially."""
+    return 1 - beta / expm1_log1p(beta, step)
+
+
+def adafactor_beta2(exponent: Scalar, step: Scalar) -> Scalar:
+    """Adafactor's polynomial decay 1 − t^(−c); 0 at t = 1."""
+    return 1 - step ** (-exponent)
+
+
+BETA2_DECAYS = {"adamnx": adamnx_beta2, "adam": adam_beta2, "adax": adax_beta2, "adafactor": adafactor_beta2}
+
+
 def adamnx_single_tensor(
     param: Tensor,
     grad: Tensor,
@@ -65,13 +95,14 @@ def adamnx_single_tensor(
     beta2: float,
     eps: float,
     weight_decay: float,
+    beta2_decay: str = "adamnx",
 ) -> None:
     """Reference AdamNX update of one tensor."""
     if not is_zero(weight_decay):
         param.mul_(1 - lr * weight_decay)
     beta1_t = adamnx_beta1(beta1, step)
     exp_avg.lerp_(m_grad, 1 - beta1_t)
-    beta2_t = adamnx_beta2(beta2, step)
+    beta2_t = BETA2_DECAYS[beta2_decay](beta2, step)
     exp_avg_sq.mul_(beta2_t).addcmul_(grad, grad, value=1 - beta2_t)
     param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-lr)
 
@@ -89,13 +120,14 @@ def adamnx_multi_tensor(
     beta2: float,
     eps: float,
     weight_decay: float,
+    beta2_decay: str = "adamnx",
 ) -> None:
     """foreach AdamNX; equals :func:`adamnx_single_tensor` tensor by tensor."""
     if not is_zero(weight_decay):
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     beta1_ts = [adamnx_beta1(beta1, t) for t in steps]
     foreach_lerp_(exp_avgs, m_grads, [1 - b for b in beta1_ts])
-    beta2_ts = [adamnx_beta2(beta2, t) for t in steps]
+    beta2_ts = [BETA2_DECAYS[beta2_decay](beta2, t) for t in steps]
     torch._foreach_mul_(exp_avg_sqs, per_tensor(beta2_ts))
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - b for b in beta2_ts])
     denom = torch._foreach_sqrt(exp_avg_sqs)
@@ -113,6 +145,9 @@ class AdamNX(OptarenaOptimizer):
             defaults align with Adam's — see ``docs/algorithms/adamnx.md``).
         eps: added to √v (default 1e-8).
         weight_decay: decoupled, lr-scaled decay λ (default 0.01).
+        beta2_decay: the second-moment decay: ``'adamnx'`` (Eq. 11, default), or ``'adam'``,
+            ``'adax'``, ``'adafactor'`` for the paper's ablation; ``betas[1]`` is then that
+            method's constant (see the module docstring).
         foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
             :class:`~optarena.optim.base.OptarenaOptimizer`.
     """
@@ -129,13 +164,14 @@ class AdamNX(OptarenaOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         *,
+        beta2_decay: str = "adamnx",
         foreach: bool | None = None,
         maximize: bool = False,
         agr: str | None = None,
         agr_stop_step: int | None = None,
         agr_official_edge_cases: bool = False,
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, beta2_decay=beta2_decay)
         super().__init__(
             params,
             defaults,
@@ -148,9 +184,16 @@ class AdamNX(OptarenaOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_adam_hyperparameters(group)
+        group.setdefault("beta2_decay", "adamnx")  # state dicts saved before the option existed
+        check_choice("beta2_decay", group["beta2_decay"], tuple(BETA2_DECAYS))
+        if group["beta2_decay"] in ("adax", "adafactor") and group["betas"][1] <= 0:
+            raise ValueError(
+                f"Invalid betas[1]: {group['betas'][1]!r}; with beta2_decay={group['beta2_decay']!r} it is "
+                "AdaX's rate or Adafactor's exponent, expected a value in (0, 1)"
+            )
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
-        return adam_kernel_hyperparameters(group)
+        return {**adam_kernel_hyperparameters(group), "beta2_decay": group["beta2_decay"]}
 
 
 REGISTRY_ENTRIES = [

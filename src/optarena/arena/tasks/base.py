@@ -27,6 +27,7 @@ class TaskSettings:
     data_dir: Path | None = None
     subset: int | None = None  # keep at most this many training examples (tests, smoke runs)
     batch_size: int | None = None  # None: the task's default
+    eval_subset: int | None = None  # score at most this many examples of each split (CPU-scale studies)
 
 
 class Problem(Protocol):
@@ -96,9 +97,11 @@ class InMemoryClassification:
         device: str,
         eval_batch_size: int = 1024,
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        eval_subset: int | None = None,
     ) -> None:
         self.model = model.to(device)
         self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in splits.items()}
+        self.eval_subset = eval_subset  # score the first this many of each split (the same at every evaluation)
         self.batch_size = batch_size
         self.seed = seed
         self.eval_batch_size = eval_batch_size
@@ -123,7 +126,7 @@ class InMemoryClassification:
 
     @torch.no_grad()
     def _loss_and_accuracy(self, split: str) -> tuple[float, float]:
-        x, y = self.splits[split]
+        x, y = take_subset(*self.splits[split], self.eval_subset)
         was_training = self.model.training
         self.model.eval()
         total_loss, correct = 0.0, 0

@@ -350,6 +350,7 @@ def _build(dataset: str, make_model: Callable[[int], nn.Module]) -> Callable[[Ta
             device=settings.device,
             eval_batch_size=500,
             augment=random_crop_flip,
+            eval_subset=settings.eval_subset,
         )
 
     return build

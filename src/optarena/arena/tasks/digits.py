@@ -33,7 +33,12 @@ def _build(model_name: str):
         torch.manual_seed(settings.seed)
         model = mlp(64, (128,), 10) if model_name == "mlp" else SmallCNN(1, 10, 8)
         return InMemoryClassification(
-            model, splits, batch_size=settings.batch_size or 64, seed=settings.seed, device=settings.device
+            model,
+            splits,
+            batch_size=settings.batch_size or 64,
+            seed=settings.seed,
+            device=settings.device,
+            eval_subset=settings.eval_subset,
         )
 
     return build

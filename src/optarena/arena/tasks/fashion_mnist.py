@@ -117,6 +117,7 @@ def _build(dataset: str, kind: str):
             seed=settings.seed,
             device=settings.device,
             eval_batch_size=256,  # faster than larger chunks for these small convolutions on CPU
+            eval_subset=settings.eval_subset,
         )
 
     return build

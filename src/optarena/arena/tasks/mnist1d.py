@@ -91,7 +91,12 @@ def _build(kind: str):
         torch.manual_seed(settings.seed)
         model = mlp(40, (100, 100), 10) if kind == "mlp" else Conv1DNet(40, 10)
         return InMemoryClassification(
-            model, splits, batch_size=settings.batch_size or 128, seed=settings.seed, device=settings.device
+            model,
+            splits,
+            batch_size=settings.batch_size or 128,
+            seed=settings.seed,
+            device=settings.device,
+            eval_subset=settings.eval_subset,
         )
 
     return build

@@ -151,7 +151,12 @@ def build(settings: TaskSettings) -> CharLanguageModel:
     torch.manual_seed(settings.seed)
     model = CharTransformer(len(vocab), context=CONTEXT, dim=128, layers=4, heads=4)
     return CharLanguageModel(
-        model, streams, batch_size=settings.batch_size or BATCH_SIZE, seed=settings.seed, device=settings.device
+        model,
+        streams,
+        batch_size=settings.batch_size or BATCH_SIZE,
+        seed=settings.seed,
+        device=settings.device,
+        eval_windows=min(EVAL_WINDOWS, settings.eval_subset or EVAL_WINDOWS),
     )
 
 

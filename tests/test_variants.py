@@ -1,0 +1,174 @@
+"""Named optimizer variants in experiments: fixed options, schedules, AGR stop epoch, validation, end to end."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from optarena.arena import runner, store
+from optarena.arena.config import ConfigError, load_experiment_file
+from optarena.arena.protocol import Experiment, compare, suggest
+from optarena.arena.report import build_report
+from optarena.arena.tasks import TaskSettings, get_task
+from optarena.arena.variants import OptimizerSpec, parse_variant, resolve
+from optarena.schedules import SGDR, adamnx_lr_ratio
+
+
+def _capture_optimizer(monkeypatch: pytest.MonkeyPatch) -> dict:
+    seen: dict = {}
+    create = runner.create_optimizer
+
+    def spy(model, name, **kwargs):
+        seen["name"], seen["kwargs"] = name, kwargs
+        seen["optimizer"] = create(model, name, **kwargs)
+        return seen["optimizer"]
+
+    monkeypatch.setattr(runner, "create_optimizer", spy)
+    return seen
+
+
+def test_fixed_options_and_agr_stop_epoch_reach_the_optimizer(monkeypatch):
+    seen = _capture_optimizer(monkeypatch)
+    spec = parse_variant("paper_until_2", {"optimizer": "adamw_agr", "options": {"agr": "paper"}, "agr_stop_epoch": 2})
+    task = get_task("digits")
+    result = runner.train(task, spec, {"lr": 1e-3}, seed=1, epochs=1, settings=TaskSettings(subset=256))
+    steps_per_epoch = 256 // 64
+    assert seen["name"] == "adamw_agr"
+    assert seen["kwargs"]["agr"] == "paper" and seen["kwargs"]["agr_stop_step"] == 2 * steps_per_epoch
+    assert seen["optimizer"].param_groups[0]["agr"] == "paper"
+    assert result.optimizer == "paper_until_2"
+
+
+@pytest.mark.parametrize(
+    "schedule,options,expected",
+    [
+        ("step", {"milestones": [0.5], "gamma": 0.1}, lambda lr, t, n, spe: lr * (0.1 if t >= round(0.5 * n) else 1)),
+        ("cosine", {}, lambda lr, t, n, spe: 0.5 * lr * (1 + math.cos(math.pi * t / n))),
+        ("adamnx", {}, lambda lr, t, n, spe: lr * adamnx_lr_ratio(t, total_steps=n)),
+        (
+            "sgdr",
+            {"T_0": 1.0, "T_mult": 1.0},
+            lambda lr, t, n, spe: 0.5 * lr * (1 + math.cos(math.pi * (t % spe) / spe)),
+        ),
+    ],
+)
+def test_schedule_is_stepped_once_per_batch(monkeypatch, schedule, options, expected):
+    """The lr the optimizer holds after each batch is the schedule's value at that step."""
+    seen = _capture_optimizer(monkeypatch)
+    lrs: list[float] = []
+    spec = parse_variant("v", {"optimizer": "sgdm", "schedule": schedule, "schedule_options": options})
+    task = get_task("digits")
+    settings = TaskSettings(subset=320)  # 5 steps of 64 per epoch
+
+    def record_lr(epoch, row):
+        lrs.append(seen["optimizer"].param_groups[0]["lr"])
+
+    runner.train(task, spec, {"lr": 0.1}, seed=1, epochs=3, settings=settings, on_epoch=record_lr)
+    n, spe = 15, 5
+    # epoch e's record is taken after e*spe optimizer steps and as many schedule steps
+    for epoch, lr in enumerate(lrs):
+        assert lr == pytest.approx(expected(0.1, epoch * spe, n, spe), rel=1e-12, abs=1e-15)
+
+
+def test_sgdr_variant_of_the_evidence_ends_its_second_cycle_with_the_run():
+    """T_0 = 4/3 epochs with T_mult = 2 fits two whole cycles in 4 epochs: the lr restarts exactly at the end."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    spec = parse_variant(
+        "sgdr", {"optimizer": "sgdm", "schedule": "sgdr", "schedule_options": {"T_0": 4 / 3, "T_mult": 2.0}}
+    )
+    schedule = spec.build_schedule(opt, total_steps=4 * 63, steps_per_epoch=63)
+    assert isinstance(schedule, SGDR)
+    lrs = []
+    for _ in range(4 * 63):
+        opt.step()
+        schedule.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert min(lrs[: 4 * 63 - 1]) < 1e-3 and lrs[83] == pytest.approx(1.0)  # restart after 4/3 epochs (84 steps)
+    assert lrs[-2] < 1e-3 and lrs[-1] == pytest.approx(1.0)  # the last step ran at the cycle's floor
+
+
+def test_fixed_options_leave_the_search_space():
+    spec = parse_variant("adaburst_fixed", {"optimizer": "adaburst", "options": {"burst_max": 1.0}})
+    assert set(spec.search_space()) == {"burst_patience"}
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    params = suggest(trial, spec)
+    assert set(params) == {"lr", "burst_patience"}
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"optimizer": "nope"}, r"variant 'v'.*optimizer 'nope' is not registered"),
+        ({"optimizer": "adamw", "colour": 1}, r"variant 'v'.*unknown key 'colour'"),
+        ({"optimizer": "adamw", "options": {"lr": 0.1}}, r"variant 'v'.*may not fix lr"),
+        ({"optimizer": "adamw", "options": {"momentum": 0.9}}, r"variant 'v'.*adamw has no option 'momentum'"),
+        ({"optimizer": "adamw", "schedule": "linear"}, r"variant 'v'.*schedule 'linear'; valid schedules: step"),
+        ({"optimizer": "adamw", "schedule": "step", "schedule_options": {"T_0": 1}}, r"'step' has no option 'T_0'"),
+        ({"optimizer": "adamw", "schedule": "step", "schedule_options": {"gamma": 2.0}}, r"Invalid gamma: 2.0"),
+        ({"optimizer": "adamw", "schedule": "sgdr", "schedule_options": {"T_mult": 0.5}}, r"variant 'v'.*T_mult"),
+        ({"optimizer": "adamw", "schedule_options": {"gamma": 0.5}}, r"schedule_options without a schedule"),
+        ({"optimizer": "adamw", "agr_stop_epoch": 2}, r"agr_stop_epoch needs AGR on"),
+        ({"optimizer": "adamw_agr", "agr_stop_epoch": 0}, r"agr_stop_epoch 0; expected an integer >= 1"),
+        ({"optimizer": "adamnx", "options": {"beta2_decay": "x"}}, r"variant 'v'.*beta2_decay"),
+    ],
+)
+def test_bad_variants_are_named(entry, message):
+    with pytest.raises(ValueError, match=message):
+        parse_variant("v", entry)
+
+
+def test_a_variant_may_not_take_a_registered_name():
+    with pytest.raises(ValueError, match="registered optimizer's"):
+        parse_variant("adamw", {"optimizer": "sgdm"})
+
+
+def test_registered_names_resolve_to_themselves():
+    assert resolve("adamw") == OptimizerSpec("adamw", "adamw")
+    assert resolve("adamw").describe() == "—"
+    with pytest.raises(ValueError, match="Unknown optimizer 'nope'"):
+        resolve("nope")
+
+
+def test_experiment_file_with_variants(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text(
+        'name = "v"\ntasks = ["digits"]\noptimizers = ["adamw", "adamw_cos"]\n'
+        '[variants.adamw_cos]\noptimizer = "adamw"\nschedule = "cosine"\n'
+    )
+    experiment = load_experiment_file(path)
+    assert experiment.spec("adamw_cos").schedule == "cosine"
+    assert experiment.to_dict()["variants"] == {"adamw_cos": {"optimizer": "adamw", "schedule": "cosine"}}
+    path.write_text('name = "v"\ntasks = ["digits"]\noptimizers = ["adamw_cos"]\n')
+    with pytest.raises(ConfigError, match="Unknown optimizer 'adamw_cos'"):
+        load_experiment_file(path)
+    path.write_text('name = "v"\noptimizers = ["x"]\n[variants.x]\noptimizer = "adamw"\nschedule = "linear"\n')
+    with pytest.raises(ConfigError, match=r"variant 'x'.*schedule 'linear'"):
+        load_experiment_file(path)
+
+
+def test_compare_stores_and_reports_a_variant(tmp_path):
+    experiment = Experiment(
+        name="variants",
+        tasks=["digits"],
+        optimizers=["sgdm", "sgdm_step"],
+        variants={"sgdm_step": {"optimizer": "sgdm", "schedule": "step"}},
+        trials=2,
+        seeds=2,
+        epochs=2,
+        subset=256,
+        out=tmp_path,
+        sampler="qmc",
+        prune=False,
+    )
+    compare(experiment)
+    records = store.load_experiment(experiment.storage_url, "variants")
+    assert len(records[("digits", "sgdm_step")].final) == 2
+    finals = {name: [t.value for t in records[("digits", name)].final] for name in ("sgdm", "sgdm_step")}
+    assert finals["sgdm"] != finals["sgdm_step"]
+    report = build_report(experiment.storage_url, "variants", tmp_path / "report")
+    text = report.with_suffix(".md").read_text() if report.suffix != ".md" else report.read_text()
+    assert "sgdm; schedule step" in text
