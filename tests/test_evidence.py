@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from optarena.arena.config import ConfigError
+from optarena.arena.config import ConfigError, load_experiment_file
 from optarena.arena.evidence import compare_seeds, load_claims
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,18 +75,97 @@ def test_evidence_command_runs_the_experiment_and_writes_verdicts(tmp_path):
     text = out.read_text()
     assert "smoke scale: not evidence" in text
     row = next(line for line in text.splitlines() if line.startswith("| agr-adamw"))
-    assert "adamw_agr" in row and " 3/3 " in row  # three seeds each
+    assert "adamw_agr" in row and " 2/2 " in row  # two seeds each at smoke scale
     assert any(f"**{v}**" in row for v in ("confirmed", "not confirmed", "inconclusive"))
     assert (tmp_path / "runs" / "evidence-smoke" / "agr_digits" / "optarena.db").is_file()
 
 
 def test_the_projects_claims_file_is_valid():
     """experiments/evidence/claims.toml parses, and every claim's experiment, task and optimizers exist."""
-    from optarena.arena.config import load_experiment_file
-
     claims = load_claims(REPO / "experiments" / "evidence" / "claims.toml")
     assert len({c.id for c in claims}) == len(claims)
     for claim in claims:
         experiment = load_experiment_file(claim.experiment)
         assert claim.task in experiment.tasks
         assert {claim.method, claim.baseline} <= set(experiment.optimizers), claim.id
+
+
+def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
+    """The CI-size version of experiments/evidence: every study, claim, figure and report, end to end."""
+    from optarena.arena.tasks.idx import shared_data_dir
+
+    out = tmp_path / "results.md"
+    env = {**os.environ, "OPTARENA_SHARED_DATA": str(shared_data_dir().resolve())}
+    claims_path = REPO / "experiments" / "evidence" / "claims.toml"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "optarena",
+            "evidence",
+            "--claims",
+            str(claims_path),
+            "--run",
+            "--smoke",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    text = out.read_text()
+    claims = load_claims(claims_path)
+    for claim in claims:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {claim.id}: "))
+        assert any(f"**{v}**" in row for v in ("confirmed", "not confirmed", "inconclusive")), row
+    for section in (
+        "## What we learned",
+        "### Learning-rate sensitivity",
+        "### Budget",
+        "## Setups",
+        "## Full reports",
+    ):
+        assert section in text
+    figures = sorted((tmp_path / "results" / "figures").glob("sensitivity-*.png"))
+    assert figures and all(f"results/figures/{f.name}" in text for f in figures)
+    for experiment in {c.experiment for c in claims}:
+        name = load_experiment_file(experiment).name
+        assert (tmp_path / "results" / name / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "method,baseline,verdict",
+    [
+        ([0.9, float("nan"), 0.91], [0.5, 0.6, 0.55], "not confirmed"),  # a diverged seed loses
+        ([0.5, 0.6, 0.55], [0.9, 0.91, float("nan")], "confirmed"),
+        ([float("nan"), 0.9], [0.9, float("nan")], "inconclusive"),
+    ],
+)
+def test_diverged_seeds_decide_against_their_side(method, baseline, verdict):
+    result = compare_seeds(method, baseline, "max")
+    assert result.verdict == verdict
+    assert (result.diverged_method, result.diverged_baseline) == (
+        sum(v != v for v in method),
+        sum(v != v for v in baseline),
+    )
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ('split = "val"', r"claim 'x': split 'val'; expected one of test, train"),
+        ("at_epoch = 0", r"claim 'x': at_epoch 0; expected an integer >= 1"),
+    ],
+)
+def test_claim_measure_keys_are_validated(tmp_path, extra, message):
+    path = tmp_path / "claims.toml"
+    path.write_text(
+        '[[claim]]\nid = "x"\npaper = "p"\nclaim = "c"\npaper_result = "r"\nexperiment = "e.toml"\n'
+        f'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n{extra}\n'
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_claims(path)

@@ -621,3 +621,16 @@ def test_eval_subset_scores_the_first_examples_of_each_split():
             expected = (model(x[:50]).argmax(1) == y[:50]).sum().item() / 50
             assert metrics[key] == pytest.approx(expected, abs=1e-12)
     assert len(part.splits["train"][1]) == len(whole.splits["train"][1])  # training data untouched
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist1d_mlp", "fashion_mnist_mlp", "cifar10_resnet20"])
+def test_every_split_prefix_holds_every_class(name):
+    """subset and eval_subset take prefixes: each split must come in a class-mixed order (CIFAR's JPEGs do not)."""
+    if name == "fashion_mnist_mlp" and not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    if name == "cifar10_resnet20" and not (shared_data_dir() / cifar.JPEG_TARBALL).is_file():
+        pytest.skip("the shared cifar10-jpg.tar.gz is not present")
+    problem = get_task(name).build(TaskSettings(seed=0))
+    for split, (_, labels) in problem.splits.items():
+        counts = torch.bincount(labels[:200], minlength=10)
+        assert (counts > 0).all(), (split, counts.tolist())

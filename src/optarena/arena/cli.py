@@ -95,9 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     evidence.add_argument("--claims", type=Path, required=True, help="a claims TOML file ([[claim]] entries)")
     evidence.add_argument("--run", action="store_true", help="run (or finish) each claim's experiment first")
     evidence.add_argument("--smoke", action="store_true",
-                          help="a minutes-long version: 300 examples, 2 epochs, 2 trials, 3 seeds, under "
-                               "runs/evidence-smoke/")  # fmt: skip
-    evidence.add_argument("--out", type=Path, default=Path("docs/results.md"), help="where the verdicts go")
+                          help="the CI-size version of every study: 256 training examples, 64 scored per split, "
+                               "2 epochs, 2 trials, 2 seeds, under runs/evidence-smoke/")  # fmt: skip
+    evidence.add_argument("--out", type=Path, default=Path("docs/results.md"),
+                          help="where the verdicts go; figures and full reports go to the folder of the same "
+                               "name beside it (docs/results/)")  # fmt: skip
 
     report = sub.add_parser("report", help="rebuild the report of an experiment from its store")
     report.add_argument("--name", default="default")
@@ -129,28 +131,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return ran
 
 
-SMOKE = {"subset": 300, "epochs": 2, "trials": 2, "seeds": 3}
+SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2}
 
 
 def cmd_evidence(args: argparse.Namespace) -> Path:
     from optarena.arena.config import load_experiment_file
-    from optarena.arena.evidence import judge, load_claims, render
+    from optarena.arena.evidence import judge, load_claims_file, render
     from optarena.arena.protocol import compare
+    from optarena.arena.report import build_report
 
-    claims = load_claims(args.claims)
+    claims_file = load_claims_file(args.claims)
     overrides: dict[Path, dict[str, Any]] = {}
-    for claim in claims:
+    for claim in claims_file.claims:
         extra = dict(SMOKE, out=Path("runs/evidence-smoke") / claim.experiment.stem) if args.smoke else {}
         overrides[claim.experiment] = extra
+    experiments = {path: load_experiment_file(path, **extra) for path, extra in overrides.items()}
     if args.run:
-        for path, extra in overrides.items():
-            experiment = load_experiment_file(path, **extra)
+        for path, experiment in experiments.items():
             console.print(f"[bold]running[/] {path.name}: {experiment.storage_url}")
             compare(experiment)
-    judgements = [judge(claim, overrides[claim.experiment]) for claim in claims]
-    title = "Re-testing the seed papers' claims" + (" (smoke scale: not evidence)" if args.smoke else "")
+    judgements = [judge(claim, overrides[claim.experiment]) for claim in claims_file.claims]
+    title = claims_file.title + (" (smoke scale: not evidence)" if args.smoke else "")
+    extras = args.out.parent / args.out.stem  # docs/results.md -> docs/results/: figures and full reports
+    text = render(judgements, title, claims_file.notes, figures=extras / "figures", page=args.out)
+    reports = []
+    for path, experiment in experiments.items():
+        report = build_report(experiment.storage_url, experiment.name, extras / experiment.name)
+        reports.append(f"- `{path.name}`: [{report.relative_to(args.out.parent).as_posix()}]"
+                       f"({report.relative_to(args.out.parent).as_posix()})")  # fmt: skip
+    text += "\n## Full reports\n\nEvery optimizer's curves, tables and sensitivity, per experiment:\n\n"
+    text += "\n".join(reports) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(judgements, title))
+    args.out.write_text(text)
     for j in judgements:
         console.print(f"{j.claim.id}: [bold]{j.comparison.verdict}[/]")
     console.print(f"verdicts: {args.out}")

@@ -325,10 +325,15 @@ class ImageClassification(InMemoryClassification):
 
 
 def cifar_splits(arrays: Arrays, subset: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
-    """uint8 tensors split 45k/5k/10k (for 50k training images) into train/val/test."""
+    """uint8 tensors split 45k/5k/10k (for 50k training images) into train/val/test.
+
+    Every split comes in a fixed random order (the JPEG sources list the test images class by class), so
+    that a prefix — a training ``subset`` or an ``eval_subset`` — holds every class in proportion.
+    """
     x_train, y_train, x_test, y_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     train, val = split_train_val(x_train, y_train, val_fraction=VAL_FRACTION)
-    return {"train": take_subset(*train, subset), "val": val, "test": (x_test, y_test)}
+    order = torch.randperm(len(y_test), generator=torch.Generator().manual_seed(0))
+    return {"train": take_subset(*train, subset), "val": val, "test": (x_test[order], y_test[order])}
 
 
 def _build(dataset: str, make_model: Callable[[int], nn.Module]) -> Callable[[TaskSettings], ImageClassification]:

@@ -144,16 +144,24 @@ class CharLanguageModel:
 
 
 def build(settings: TaskSettings) -> CharLanguageModel:
-    """The ``shakespeare_char`` problem; ``subset`` keeps the first ``subset`` window starts of the training stream."""
+    """The ``shakespeare_char`` problem.
+
+    ``subset`` keeps the first ``subset`` window starts of the training stream, and an epoch then has at
+    most ``subset // batch_size`` steps (one pass's worth of windows), as a subset shortens the image tasks.
+    """
     vocab, streams = load_corpus(find_corpus(settings.data_dir))
+    batch_size = settings.batch_size or BATCH_SIZE
+    steps = STEPS_PER_EPOCH
     if settings.subset is not None:
         streams["train"] = streams["train"][: max(settings.subset, 1) + CONTEXT]
+        steps = max(1, min(STEPS_PER_EPOCH, settings.subset // batch_size))
     torch.manual_seed(settings.seed)
     model = CharTransformer(len(vocab), context=CONTEXT, dim=128, layers=4, heads=4)
     return CharLanguageModel(
         model,
         streams,
-        batch_size=settings.batch_size or BATCH_SIZE,
+        batch_size=batch_size,
+        steps_per_epoch=steps,
         seed=settings.seed,
         device=settings.device,
         eval_windows=min(EVAL_WINDOWS, settings.eval_subset or EVAL_WINDOWS),
