@@ -169,3 +169,25 @@ def test_claim_measure_keys_are_validated(tmp_path, extra, message):
     )
     with pytest.raises(ConfigError, match=message):
         load_claims(path)
+
+
+def test_claims_whose_runs_are_missing_are_listed_not_judged(tmp_path):
+    experiment = tmp_path / "never.toml"
+    experiment.write_text(f'name = "never"\ntasks = ["digits"]\noptimizers = ["adamw", "sgdm"]\nout = "{tmp_path}"\n')
+    claims = tmp_path / "claims.toml"
+    claims.write_text(
+        '[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "never.toml"\n'
+        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n'
+    )
+    out = tmp_path / "results.md"
+    run = subprocess.run(
+        [sys.executable, "-m", "optarena", "evidence", "--claims", str(claims), "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    text = out.read_text()
+    assert "## Not run yet" in text and "- x (P): adamw vs sgdm in `never.toml`" in text
+    assert "| x: " not in text  # no verdict row without data

@@ -136,9 +136,10 @@ SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2}
 
 def cmd_evidence(args: argparse.Namespace) -> Path:
     from optarena.arena.config import load_experiment_file
-    from optarena.arena.evidence import judge, load_claims_file, render
+    from optarena.arena.evidence import MissingRuns, judge, load_claims_file, render
     from optarena.arena.protocol import compare
     from optarena.arena.report import build_report
+    from optarena.arena.store import list_experiments
 
     claims_file = load_claims_file(args.claims)
     overrides: dict[Path, dict[str, Any]] = {}
@@ -150,12 +151,19 @@ def cmd_evidence(args: argparse.Namespace) -> Path:
         for path, experiment in experiments.items():
             console.print(f"[bold]running[/] {path.name}: {experiment.storage_url}")
             compare(experiment)
-    judgements = [judge(claim, overrides[claim.experiment]) for claim in claims_file.claims]
+    judgements, missing = [], []
+    for claim in claims_file.claims:
+        try:
+            judgements.append(judge(claim, overrides[claim.experiment]))
+        except MissingRuns:
+            missing.append(claim)
     title = claims_file.title + (" (smoke scale: not evidence)" if args.smoke else "")
     extras = args.out.parent / args.out.stem  # docs/results.md -> docs/results/: figures and full reports
-    text = render(judgements, title, claims_file.notes, figures=extras / "figures", page=args.out)
+    text = render(judgements, title, claims_file.notes, figures=extras / "figures", page=args.out, missing=missing)
     reports = []
     for path, experiment in experiments.items():
+        if experiment.name not in list_experiments(experiment.storage_url):
+            continue  # nothing run yet: its claims are listed as such
         report = build_report(experiment.storage_url, experiment.name, extras / experiment.name)
         reports.append(f"- `{path.name}`: [{report.relative_to(args.out.parent).as_posix()}]"
                        f"({report.relative_to(args.out.parent).as_posix()})")  # fmt: skip
@@ -165,6 +173,8 @@ def cmd_evidence(args: argparse.Namespace) -> Path:
     args.out.write_text(text)
     for j in judgements:
         console.print(f"{j.claim.id}: [bold]{j.comparison.verdict}[/]")
+    for claim in missing:
+        console.print(f"{claim.id}: [yellow]not run yet[/]")
     console.print(f"verdicts: {args.out}")
     return args.out
 

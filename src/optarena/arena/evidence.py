@@ -157,10 +157,14 @@ class Judgement:
     comparison: Comparison
 
 
-def _record(experiment: Experiment, task: str, optimizer: str) -> store.StudyRecord:
+class MissingRuns(RuntimeError):
+    """The store has no reruns (or no tuning trials) of an optimizer a claim needs."""
+
+
+def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "final") -> store.StudyRecord:
     record = store.load_experiment(experiment.storage_url, experiment.name).get((task, optimizer))
-    if record is None or not record.final:
-        raise RuntimeError(
+    if record is None or not getattr(record, phase):
+        raise MissingRuns(
             f"No reruns of {optimizer} on {task} in {experiment.storage_url} (experiment {experiment.name!r}); "
             "run it first (optarena evidence --run)"
         )
@@ -216,7 +220,7 @@ class Sensitivity:
 
 
 def sensitivity(experiment: Experiment, task: str, optimizer: str) -> Sensitivity:
-    record = _record(experiment, task, optimizer)
+    record = _record(experiment, task, optimizer, phase="tune")
     scored = [t for t in record.tune if t.value is not None and math.isfinite(t.value)]
     mode = get_task(task).mode
     values = [float(t.value) for t in scored]  # type: ignore[arg-type]
@@ -311,8 +315,11 @@ def render(
     notes: str = "",
     figures: Path | None = None,
     page: Path | None = None,
+    missing: Sequence[Claim] = (),
 ) -> str:
     """Markdown: the verdicts by paper, what we learned (tallies, sensitivity, budget, notes), the setups.
+
+    ``missing`` claims (whose experiment has not finished their optimizers) are listed as not run yet.
 
     With ``figures`` (a folder) an lr-sensitivity figure is drawn per paper and experiment, linked
     relative to ``page`` (where the markdown will be written).
@@ -347,6 +354,15 @@ def render(
             )
         lines.append("")
 
+    if missing:
+        lines += [
+            "## Not run yet",
+            "",
+            "The stores hold no reruns yet for these claims (finish them with `--run`):",
+            "",
+        ]
+        lines += [f"- {c.id} ({c.paper}): {c.method} vs {c.baseline} in `{c.experiment.name}`" for c in missing]
+        lines.append("")
     lines += ["## What we learned", "", "### Verdicts", ""]
     for paper in papers:
         mine = [j for j in judgements if j.claim.paper == paper]
@@ -381,7 +397,10 @@ def render(
                 dict.fromkeys(n for j in group if j.claim.task == task for n in (j.claim.method, j.claim.baseline))
             )
             for name in names:
-                s = sensitivity(experiment, task, name)
+                try:
+                    s = sensitivity(experiment, task, name)
+                except MissingRuns:
+                    continue
                 lines.append(
                     f"| {name} | {s.trials} | {s.best:.4g} | {s.median:.4g} | {s.worst:.4g} | {s.diverged} | "
                     f"{s.best_lr:.3g} |"
