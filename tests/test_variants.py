@@ -172,3 +172,18 @@ def test_compare_stores_and_reports_a_variant(tmp_path):
     report = build_report(experiment.storage_url, "variants", tmp_path / "report")
     text = report.with_suffix(".md").read_text() if report.suffix != ".md" else report.read_text()
     assert "sgdm; schedule step" in text
+
+
+def test_a_grown_experiment_gives_workers_its_newest_configuration(tmp_path):
+    """Variants added to an experiment later are queued, and `optarena worker` runs them too."""
+    from optarena.arena import workers
+
+    settings = dict(name="grown", tasks=["digits"], trials=1, seeds=1, epochs=1, subset=128, out=tmp_path)
+    compare(Experiment(optimizers=["sgdm"], **settings), prepare_only=True)
+    grown = Experiment(
+        optimizers=["sgdm", "sgdm_cos"], variants={"sgdm_cos": {"optimizer": "sgdm", "schedule": "cosine"}}, **settings
+    )
+    compare(grown, prepare_only=True)
+    loaded = workers.load_experiment_config(grown.storage_url, "grown")
+    assert loaded.optimizers == ["sgdm", "sgdm_cos"] and loaded.spec("sgdm_cos").schedule == "cosine"
+    assert workers.work(loaded) == 4  # both optimizers' tuning trial and rerun

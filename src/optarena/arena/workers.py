@@ -173,13 +173,20 @@ def work(
 
 
 def load_experiment_config(storage_url: str, name: str) -> Experiment:
-    """The experiment ``name`` as ``compare`` stored it, to run against ``storage_url``."""
+    """The experiment ``name`` as ``compare`` last stored it, to run against ``storage_url``.
+
+    An experiment that grew (optimizers or variants added, then ``compare --prepare`` again) keeps its older
+    configuration in its older studies: the newest study's is the whole experiment.
+    """
     storage = store.open_storage(storage_url)
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if summary.study_name.startswith(f"{name}/") and summary.study_name.endswith("/tune"):
-            config = summary.user_attrs.get("config")
-            if config is not None:
-                return Experiment(**{**config, "storage": storage_url})
+    summaries = [
+        s
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if s.study_name.startswith(f"{name}/") and s.study_name.endswith("/tune") and "config" in s.user_attrs
+    ]
+    if summaries:
+        newest = max(summaries, key=lambda s: s._study_id)  # ids grow with creation
+        return Experiment(**{**newest.user_attrs["config"], "storage": storage_url})
     raise ValueError(
         f"Invalid study: no experiment {name!r} in {storage_url}; set it up first with "
         f"'optarena compare --name {name} --storage {storage_url} --prepare'"
