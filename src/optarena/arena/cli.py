@@ -135,16 +135,19 @@ SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2}
 
 
 def cmd_evidence(args: argparse.Namespace) -> Path:
+    from optarena.arena import store
     from optarena.arena.config import load_experiment_file
     from optarena.arena.evidence import MissingRuns, judge, load_claims_file, render
     from optarena.arena.protocol import compare
     from optarena.arena.report import build_report
-    from optarena.arena.store import list_experiments
 
     claims_file = load_claims_file(args.claims)
     overrides: dict[Path, dict[str, Any]] = {}
     for claim in claims_file.claims:
-        extra = dict(SMOKE, out=Path("runs/evidence-smoke") / claim.experiment.stem) if args.smoke else {}
+        extra: dict[str, Any] = {}
+        if args.smoke:  # its own store too: never the full study's (which an experiment file may name)
+            out = Path("runs/evidence-smoke") / claim.experiment.stem
+            extra = dict(SMOKE, out=out, storage=store.default_storage_url(out))
         overrides[claim.experiment] = extra
     experiments = {path: load_experiment_file(path, **extra) for path, extra in overrides.items()}
     if args.run:
@@ -162,7 +165,7 @@ def cmd_evidence(args: argparse.Namespace) -> Path:
     text = render(judgements, title, claims_file.notes, figures=extras / "figures", page=args.out, missing=missing)
     reports = []
     for path, experiment in experiments.items():
-        if experiment.name not in list_experiments(experiment.storage_url):
+        if experiment.name not in store.list_experiments(experiment.storage_url):
             continue  # nothing run yet: its claims are listed as such
         report = build_report(experiment.storage_url, experiment.name, extras / experiment.name)
         reports.append(f"- `{path.name}`: [{report.relative_to(args.out.parent).as_posix()}]"
