@@ -28,6 +28,19 @@ def test_difference_interval_is_welchs():
     assert got.verdict == "confirmed"
 
 
+def test_paired_interval_is_the_t_interval_of_per_seed_differences():
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.90, 0.915, 0.91, 0.94]
+    got = compare_seeds(a, b, "max", paired=True)
+    want = stats.ttest_rel(a, b).confidence_interval(0.95)  # scipy's paired test, independently
+    assert got.difference[1] == pytest.approx(want.low, rel=1e-12)
+    assert got.difference[2] == pytest.approx(want.high, rel=1e-12)
+    assert got.verdict == "confirmed" and got.paired
+    # the same numbers unpaired: the shared seed effect is not removed, and nothing is decided
+    assert compare_seeds(a, b, "max").verdict == "inconclusive"
+    with pytest.raises(ValueError, match="paired comparison: 4 method seeds against 3"):
+        compare_seeds(a, b[:3], "max", paired=True)
+
+
 @pytest.mark.parametrize(
     "method,baseline,mode,verdict",
     [

@@ -7,11 +7,13 @@ or the experiment's variants). By default a claim compares the final *test* metr
 ``split = "train"`` compares the training metric (Adaburst reports training accuracy) and
 ``at_epoch = N`` the metric after epoch N (the speed of early training).
 
-:func:`judge` reads the experiment's store and compares the method's seeds with the baseline's: the
-95% Welch interval of the difference decides — wholly on the better side: *confirmed*; wholly on the
-worse side: *not confirmed*; straddling zero, or fewer than two seeds each: *inconclusive*. A seed that
-diverged has no value: if only one side diverged, that side lost; if both did, the claim is
-inconclusive.
+:func:`judge` reads the experiment's store and compares the method's seeds with the baseline's. Both
+sides rerun the same seeds (seed s fixes the initial weights and the batch order on both), so the
+difference is estimated **paired by seed**: the 95% Student-t interval of the per-seed differences
+(scipy's ``ttest_rel``); where the seeds do not match, the 95% Welch interval. The interval decides —
+wholly on the better side: *confirmed*; wholly on the worse side: *not confirmed*; straddling zero, or
+fewer than two seeds: *inconclusive*. A seed that diverged has no value: if only one side diverged,
+that side lost; if both did, the claim is inconclusive.
 
 :func:`render` writes the verdicts, the setups, the learning-rate sensitivity of every optimizer
 (from its tuning trials, with figures), the compute budget and the file's notes as one markdown page.
@@ -120,34 +122,48 @@ class Comparison:
     verdict: str
     diverged_method: int = 0
     diverged_baseline: int = 0
+    paired: bool = False
 
 
 def compare_seeds(
-    method: Sequence[float], baseline: Sequence[float], mode: str, confidence: float = 0.95
+    method: Sequence[float],
+    baseline: Sequence[float],
+    mode: str,
+    confidence: float = 0.95,
+    paired: bool = False,
 ) -> Comparison:
-    """Compare per-seed metrics (``nan`` = a diverged seed); ``mode`` 'max' or 'min' says which side is better."""
+    """Compare per-seed metrics (``nan`` = a diverged seed); ``mode`` 'max' or 'min' says which side is better.
+
+    ``paired``: ``method[i]`` and ``baseline[i]`` ran the same seed; the interval is then the t interval of
+    the per-seed differences, else Welch's.
+    """
     a_all, b_all = np.asarray(method, dtype=float), np.asarray(baseline, dtype=float)
+    if paired and len(a_all) != len(b_all):
+        raise ValueError(f"Invalid paired comparison: {len(a_all)} method seeds against {len(b_all)} baseline seeds")
     a, b = a_all[np.isfinite(a_all)], b_all[np.isfinite(b_all)]
     lost_a, lost_b = len(a_all) - len(a), len(b_all) - len(b)
     nan3 = (math.nan, math.nan, math.nan)
     summary = (mean_ci(a) if len(a) else nan3, mean_ci(b) if len(b) else nan3)
     if lost_a or lost_b:
         verdict = "inconclusive" if lost_a and lost_b else "not confirmed" if lost_a else "confirmed"
-        return Comparison(*summary, nan3, len(a_all), len(b_all), verdict, lost_a, lost_b)
+        return Comparison(*summary, nan3, len(a_all), len(b_all), verdict, lost_a, lost_b, paired)
     sign = 1.0 if mode == "max" else -1.0
     diff = sign * (a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
-        return Comparison(*summary, (diff, -math.inf, math.inf), len(a), len(b), "inconclusive")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        low = high = diff
+        return Comparison(*summary, (diff, -math.inf, math.inf), len(a), len(b), "inconclusive", paired=paired)
+    if paired:
+        _, low, high = mean_ci(sign * (a - b), confidence)
     else:
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch–Satterthwaite
-        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-        low, high = diff - half, diff + half
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        se = math.sqrt(va + vb)
+        if se == 0:
+            low = high = diff
+        else:
+            df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch–Satterthwaite
+            half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+            low, high = diff - half, diff + half
     verdict = "confirmed" if low > 0 else "not confirmed" if high < 0 else "inconclusive"
-    return Comparison(*summary, (diff, low, high), len(a), len(b), verdict)
+    return Comparison(*summary, (diff, low, high), len(a), len(b), verdict, paired=paired)
 
 
 @dataclass(frozen=True)
@@ -173,13 +189,14 @@ def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "fin
 
 def seed_metrics(
     experiment: Experiment, task: str, optimizer: str, split: str = "test", at_epoch: int | None = None
-) -> list[float]:
-    """Per seed: the ``split`` metric after ``at_epoch`` (None: the last epoch); ``nan`` for a diverged seed."""
-    values = []
-    for trial in sorted(_record(experiment, task, optimizer).final, key=lambda t: t.user_attrs.get("seed", 0)):
+) -> dict[int, float]:
+    """Seed -> the ``split`` metric after ``at_epoch`` (None: the last epoch); ``nan`` for a diverged seed."""
+    values = {}
+    for trial in _record(experiment, task, optimizer).final:
+        seed = int(trial.user_attrs.get("seed", trial.number))
         rows = trial.user_attrs.get("records", [])
         if trial.user_attrs.get("diverged") or not rows:
-            values.append(math.nan)
+            values[seed] = math.nan
             continue
         if at_epoch is None:
             row = rows[-1]
@@ -189,18 +206,21 @@ def seed_metrics(
                 raise RuntimeError(f"{optimizer} on {task}: the reruns end at epoch {int(rows[-1]['epoch'])}, "
                                    f"before at_epoch = {at_epoch}")  # fmt: skip
         value = float(row[f"{split}_metric"])
-        values.append(value if math.isfinite(value) else math.nan)
-    return values
+        values[seed] = value if math.isfinite(value) else math.nan
+    return dict(sorted(values.items()))
 
 
 def judge(claim: Claim, overrides: dict | None = None) -> Judgement:
     experiment = load_experiment_file(claim.experiment, **(overrides or {}))
     mode = get_task(claim.task).mode
 
-    def metrics(name: str) -> list[float]:
+    def metrics(name: str) -> dict[int, float]:
         return seed_metrics(experiment, claim.task, name, claim.split, claim.at_epoch)
 
-    return Judgement(claim, experiment, compare_seeds(metrics(claim.method), metrics(claim.baseline), mode))
+    method, baseline = metrics(claim.method), metrics(claim.baseline)
+    paired = list(method) == list(baseline)
+    comparison = compare_seeds(list(method.values()), list(baseline.values()), mode, paired=paired)
+    return Judgement(claim, experiment, comparison)
 
 
 # --- sensitivity and budget ----------------------------------------------------------------------------------
@@ -289,7 +309,7 @@ def _interval(values: tuple[float, float, float]) -> str:
 
 
 def _seeds(cmp: Comparison) -> str:
-    text = f"{cmp.n_method}/{cmp.n_baseline}"
+    text = f"{cmp.n_method}/{cmp.n_baseline}" + (" paired" if cmp.paired else "")
     if cmp.diverged_method or cmp.diverged_baseline:
         text += f" (diverged {cmp.diverged_method}/{cmp.diverged_baseline})"
     return text
@@ -330,9 +350,11 @@ def render(
         "Each claim is re-tested with `optarena compare` under the equal-budget protocol (docs/arena.md): the "
         "same tuning budget and sampler for method and baseline, then the best configuration rerun on fresh "
         "seeds. Numbers are the claim's metric (test accuracy, or nats per character for Shakespeare, unless the "
-        "claim says otherwise), mean [95% t interval] over seeds; the verdict reads the 95% Welch interval of the "
-        "difference (better side: confirmed; worse side: not confirmed; across zero: inconclusive). Every study "
-        "that was run is here, including those that contradict the papers.",
+        "claim says otherwise), mean [95% t interval] over seeds. Method and baseline rerun the same seeds (a seed "
+        "fixes the initial weights and the batch order), so their difference is paired by seed: the 95% t interval "
+        "of the per-seed differences (Welch's interval where seeds do not match). The verdict reads it: wholly on "
+        "the better side, confirmed; wholly on the worse side, not confirmed; across zero, inconclusive. Every "
+        "study that was run is here, including those that contradict the papers.",
         "",
     ]
     papers = list(dict.fromkeys(j.claim.paper for j in judgements))
