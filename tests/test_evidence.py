@@ -35,6 +35,8 @@ def test_paired_interval_is_the_t_interval_of_per_seed_differences():
     assert got.difference[1] == pytest.approx(want.low, rel=1e-12)
     assert got.difference[2] == pytest.approx(want.high, rel=1e-12)
     assert got.verdict == "confirmed" and got.paired
+    welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got.welch[1:] == pytest.approx((welch.low, welch.high), rel=1e-12)  # shown beside it for reference
     # the same numbers unpaired: the shared seed effect is not removed, and nothing is decided
     assert compare_seeds(a, b, "max").verdict == "inconclusive"
     with pytest.raises(ValueError, match="paired comparison: 4 method seeds against 3"):

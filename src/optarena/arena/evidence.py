@@ -123,6 +123,7 @@ class Comparison:
     diverged_method: int = 0
     diverged_baseline: int = 0
     paired: bool = False
+    welch: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # the unpaired interval, for reference
 
 
 def compare_seeds(
@@ -151,19 +152,16 @@ def compare_seeds(
     diff = sign * (a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
         return Comparison(*summary, (diff, -math.inf, math.inf), len(a), len(b), "inconclusive", paired=paired)
-    if paired:
-        _, low, high = mean_ci(sign * (a - b), confidence)
-    else:
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        se = math.sqrt(va + vb)
-        if se == 0:
-            low = high = diff
-        else:
-            df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch–Satterthwaite
-            half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-            low, high = diff - half, diff + half
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    welch = (diff, diff, diff)
+    if se > 0:
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch–Satterthwaite
+        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+        welch = (diff, diff - half, diff + half)
+    _, low, high = mean_ci(sign * (a - b), confidence) if paired else welch
     verdict = "confirmed" if low > 0 else "not confirmed" if high < 0 else "inconclusive"
-    return Comparison(*summary, (diff, low, high), len(a), len(b), verdict, paired=paired)
+    return Comparison(*summary, (diff, low, high), len(a), len(b), verdict, paired=paired, welch=welch)
 
 
 @dataclass(frozen=True)
@@ -363,8 +361,8 @@ def render(
             f"## {paper}",
             "",
             "| claim | paper's result (paper's setup) | our setup | method | baseline | difference (better > 0) "
-            "| seeds | verdict |",
-            "|---|---|---|---|---|---|---|---|",
+            "| unpaired (Welch), for reference | seeds | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for j in (j for j in judgements if j.claim.paper == paper):
             c, cmp = j.claim, j.comparison
@@ -372,7 +370,7 @@ def render(
             lines.append(
                 f"| {c.id}: {c.claim} | {paper_text} | {c.task}, {c.measure} ({c.experiment.name}) | "
                 f"{c.method} {_interval(cmp.method)} | {c.baseline} {_interval(cmp.baseline)} | "
-                f"{_interval(cmp.difference)} | {_seeds(cmp)} | **{cmp.verdict}** |"
+                f"{_interval(cmp.difference)} | {_interval(cmp.welch)} | {_seeds(cmp)} | **{cmp.verdict}** |"
             )
         lines.append("")
 
