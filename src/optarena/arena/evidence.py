@@ -319,11 +319,14 @@ def _slug(text: str) -> str:
 
 def _setup_line(e: Experiment, path: Path) -> str:
     task = get_task(e.tasks[0])
+    if task.kind == "language":
+        scored = "its fixed evaluation windows"
+    else:
+        scored = f"the first {e.eval_subset} examples" if e.eval_subset else "all examples"
     return (
         f"`{path.name}` ({e.name}): {', '.join(e.tasks)}; {e.epochs or task.epochs} epochs, training subset "
-        f"{e.subset or 'all'}, scored on {f'the first {e.eval_subset} examples' if e.eval_subset else 'all examples'}"
-        f" of each split; {e.trials} tuning trials (sampler {e.sampler}, pruning {'on' if e.prune else 'off'}) and "
-        f"{e.seeds} seeds per optimizer; {len(e.optimizers)} optimizers"
+        f"{e.subset or 'all'}, scored on {scored} of each split; {e.trials} tuning trials (sampler {e.sampler}, "
+        f"pruning {'on' if e.prune else 'off'}) and {e.seeds} seeds per optimizer; {len(e.optimizers)} optimizers"
     )
 
 
