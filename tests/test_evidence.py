@@ -17,6 +17,19 @@ from optarena.arena.evidence import compare_seeds, load_claims
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_evidence(cwd: Path, *args: str, timeout: int = 600, env: dict | None = None) -> None:
+    """`optarena evidence ARGS` in ``cwd`` as a user runs it; fails with the command's output."""
+    run = subprocess.run(
+        [sys.executable, "-m", "optarena", "evidence", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
 def test_difference_interval_is_welchs():
     a, b = [0.91, 0.93, 0.92, 0.95], [0.88, 0.90, 0.86]
     got = compare_seeds(a, b, "max")
@@ -79,14 +92,7 @@ def test_evidence_command_runs_the_experiment_and_writes_verdicts(tmp_path):
         'task = "digits"\nmethod = "adamw_agr"\nbaseline = "adamw"\n'
     )
     out = tmp_path / "results.md"
-    run = subprocess.run(
-        [sys.executable, "-m", "optarena", "evidence", "--claims", str(claims), "--run", "--smoke", "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    run_evidence(tmp_path, "--claims", str(claims), "--run", "--smoke", "--out", str(out))
     text = out.read_text()
     assert "smoke scale: not evidence" in text
     row = next(line for line in text.splitlines() if line.startswith("| agr-adamw"))
@@ -112,26 +118,7 @@ def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
     out = tmp_path / "results.md"
     env = {**os.environ, "OPTARENA_SHARED_DATA": str(shared_data_dir().resolve())}
     claims_path = REPO / "experiments" / "evidence" / "claims.toml"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "optarena",
-            "evidence",
-            "--claims",
-            str(claims_path),
-            "--run",
-            "--smoke",
-            "--out",
-            str(out),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_evidence(tmp_path, "--claims", str(claims_path), "--run", "--smoke", "--out", str(out), timeout=1800, env=env)
     text = out.read_text()
     claims = load_claims(claims_path)
     for claim in claims:
@@ -195,14 +182,7 @@ def test_claims_whose_runs_are_missing_are_listed_not_judged(tmp_path):
         'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n'
     )
     out = tmp_path / "results.md"
-    run = subprocess.run(
-        [sys.executable, "-m", "optarena", "evidence", "--claims", str(claims), "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    run_evidence(tmp_path, "--claims", str(claims), "--out", str(out))
     text = out.read_text()
     assert "## Not run yet" in text and "- x (P): adamw vs sgdm in `never.toml`" in text
     assert "| x: " not in text  # no verdict row without data
