@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +125,7 @@ def train(
     whole batch; every rank evaluates on the whole data and gets the same records.
     """
     writer = _tensorboard_writer(tensorboard_dir)
-    settings = settings or TaskSettings(seed=seed)
-    settings = TaskSettings(
-        seed=seed,
-        device=settings.device,
-        data_dir=settings.data_dir,
-        subset=settings.subset,
-        batch_size=settings.batch_size,
-        eval_subset=settings.eval_subset,
-    )
+    settings = replace(settings or TaskSettings(), seed=seed)  # every other setting as given
     epochs = task.epochs if epochs is None else epochs
     torch.manual_seed(seed)
     problem = task.build(settings)
