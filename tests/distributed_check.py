@@ -3,7 +3,8 @@
 * ``optimizers``: every registered optimizer on DTensor shards; rank 0 writes the gathered results;
 * ``fsdp``: FSDP2 training with a DCP checkpoint (``--phase save`` / ``load``, ``--checkpoint DIR``);
 * ``ddp``: every registered optimizer under DDP;
-* ``burst``: the burst trigger with a different metric on each rank.
+* ``burst``: the burst trigger with a different metric on each rank;
+* ``nonfinite``: a NaN in one rank's shard of a gradient: every rank skips (or raises) together.
 
 ``optimizers`` (``--world 3 --out results.pt``): each rank shards the same float64 parameters along
 dim 0 (``Shard(0)``, as FSDP2 does: a 7-row tensor splits 3/3/1 over three ranks), feeds the same
@@ -182,7 +183,39 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
             torch.save(results, out)
 
 
-CHECKS = {"optimizers": worker, "burst": burst_worker, "fsdp": fsdp_worker, "ddp": ddp_worker}
+def nonfinite_worker(rank: int, world: int, port: int, out: str) -> None:
+    """A NaN in the last row of a Shard(0) gradient (on the last rank only): the policy acts on every rank."""
+    import optarena
+
+    with process_group(rank, world, port):
+        mesh = init_device_mesh("cpu", (world,))
+        outcome: dict[str, object] = {}
+        for name in ("adamw", "adaburst", "lion"):
+            full = torch.arange(12.0, dtype=torch.float64).reshape(6, 2)
+            p = torch.nn.Parameter(distribute_tensor(full, mesh, [Shard(0)]))
+            skipping = optarena.create_optimizer([p], name, nonfinite="skip")
+            grad = torch.ones(6, 2, dtype=torch.float64)
+            grad[-1, -1] = float("nan")
+            p.grad = distribute_tensor(grad, mesh, [Shard(0)])
+            skipping.step()
+            unchanged = torch.equal(p.detach().full_tensor(), full)
+            raising = optarena.create_optimizer([p], name, nonfinite="raise")
+            try:
+                raising.step()
+                raised = False
+            except optarena.optim.NonFiniteGradientError:
+                raised = True
+            outcome[name] = {"skipped": skipping.skipped_steps, "unchanged": unchanged, "raised": raised}
+        torch.save(outcome, f"{out}.rank{rank}")
+
+
+CHECKS = {
+    "optimizers": worker,
+    "burst": burst_worker,
+    "fsdp": fsdp_worker,
+    "ddp": ddp_worker,
+    "nonfinite": nonfinite_worker,
+}
 
 
 def main() -> None:

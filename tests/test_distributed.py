@@ -115,6 +115,15 @@ def test_burst_trigger_acts_on_the_agreed_metric(tmp_path):
     assert ranks[0]["none"]["lrburst"] != ranks[1]["none"]["lrburst"]
 
 
+def test_a_nan_in_one_ranks_shard_is_seen_by_every_rank(tmp_path):
+    out = tmp_path / "nonfinite"
+    run_check("--world", "2", "--out", str(out), "--check", "nonfinite")
+    ranks = [torch.load(f"{out}.rank{r}", weights_only=False) for r in range(2)]
+    for name in ("adamw", "adaburst", "lion"):
+        for outcome in ranks:  # rank 0's shard is finite, yet it skips and raises with rank 1
+            assert outcome[name] == {"skipped": 1, "unchanged": True, "raised": True}, name
+
+
 def run_check(*args: str) -> None:
     run = subprocess.run(
         [sys.executable, str(REPO / "tests" / "distributed_check.py"), *args],

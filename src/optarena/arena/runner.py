@@ -21,7 +21,7 @@ from torch import nn
 
 from optarena.arena.tasks import Task, TaskSettings
 from optarena.arena.variants import OptimizerSpec, resolve
-from optarena.optim import create_optimizer, get_optimizer_info, sophiag_gnb_update
+from optarena.optim import NonFiniteGradientError, create_optimizer, get_optimizer_info, sophiag_gnb_update
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 HESSIAN_INTERVAL = 10
@@ -37,6 +37,7 @@ class RunResult:
     seed: int
     records: list[dict[str, float]] = field(default_factory=list)
     diverged: bool = False
+    diverged_reason: str = ""  # what made the run stop: a non-finite loss, gradient or metric, and when
     burst_events: list[int] = field(default_factory=list)  # steps after which a burst restarted
     trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
     update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
@@ -132,7 +133,9 @@ def train(
     model = problem.model
     rank, world = _wrap_parallel(problem, task, parallel)
     spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
-    kwargs = {**spec.options_for(problem.steps_per_epoch), **hyperparameters}
+    # A NaN or infinite gradient stops the run, marked diverged, instead of spreading silently
+    # (Lion's sign(NaN) = 0 would freeze a coordinate with the loss still finite).
+    kwargs = {"nonfinite": "raise", **spec.options_for(problem.steps_per_epoch), **hyperparameters}
     defaults = get_optimizer_info(spec.optimizer).hyperparameter_defaults()
     if "burst_mode" in defaults:
         kwargs.setdefault("burst_mode", task.mode)  # Adaburst's trigger watches the task's training metric
@@ -185,10 +188,14 @@ def train(
             if world > 1:  # weight by this rank's share, so the ranks' average is the whole batch's mean
                 loss = loss * (len(batch[0]) * world / len(whole[0]))
             if not torch.isfinite(loss):
-                result.diverged = True
+                result.diverged, result.diverged_reason = True, f"non-finite loss at step {step + 1}"
                 break
             loss.backward()
-            optimizer.step()
+            try:
+                optimizer.step()
+            except NonFiniteGradientError as error:
+                result.diverged, result.diverged_reason = True, f"step {step + 1}: {error}"
+                break
             if schedule is not None:
                 schedule.step()
             step += 1
@@ -207,7 +214,8 @@ def train(
             result.update_magnitudes[name].append(sums[name] / max(1, problem.steps_per_epoch))
         row = record(epoch, step, elapsed)
         if not all(math.isfinite(v) for v in row.values()):
-            result.diverged = True
+            bad = ", ".join(key for key, value in row.items() if not math.isfinite(value))
+            result.diverged, result.diverged_reason = True, f"non-finite {bad} after epoch {epoch}"
             break
         # Adaburst: the burst trigger watches the training metric
         if hasattr(optimizer, "epoch_end") and optimizer.epoch_end(row["train_metric"]):

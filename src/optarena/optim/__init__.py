@@ -11,6 +11,7 @@ from optarena.optim.adax import AdaX
 from optarena.optim.agr import AGR, agr_multi_tensor, agr_single_tensor
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
+from optarena.optim.guarded import NONFINITE_POLICIES, GuardedOptimizer, NonFiniteGradientError
 from optarena.optim.lion import Lion
 from optarena.optim.lookahead import Lookahead
 from optarena.optim.registry import (
@@ -26,6 +27,7 @@ from optarena.optim.swats import SWATS
 
 __all__ = [
     "AGR",
+    "NONFINITE_POLICIES",
     "SWATS",
     "ACProp",
     "AdaBelief",
@@ -35,8 +37,10 @@ __all__ = [
     "AdamNX",
     "AdamW",
     "Adan",
+    "GuardedOptimizer",
     "Lion",
     "Lookahead",
+    "NonFiniteGradientError",
     "OptarenaOptimizer",
     "OptimizerInfo",
     "SophiaG",

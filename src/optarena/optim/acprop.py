@@ -24,25 +24,26 @@ denominator, as :class:`~optarena.optim.adabelief.AdaBelief` does with the same 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from optarena.optim.adabelief import (
     FLAG_NAMES,
+    MAX_STATE,
     apply_weight_decay,
     apply_weight_decay_multi,
+    belief_hyperparameters,
     belief_kernel_hyperparameters,
     belief_residuals,
-    check_flags,
     gather_with_max_buffer,
     rectification,
     rectified_step_sizes,
     rectified_update_multi,
     scaled_quotient_step,
 )
-from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
+from optarena.optim.base import OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     foreach_add_scalar,
     foreach_add_scalar_,
@@ -53,6 +54,7 @@ from optarena.optim.functional import (
     sqrt,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import Constraint
 
 ACPROP_FLAG_NAMES: tuple[str, ...] = (*FLAG_NAMES, "momentum_update")
 
@@ -323,11 +325,14 @@ class ACProp(OptarenaOptimizer):
             (default True); False takes no step there.
         momentum_update: numerator m_t instead of g_t (default False, the paper's ACProp).
         eps_in_state: add ε into ``s`` in place every step, as the authors' code (default True).
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`. With ``agr='paper'`` the regularized
-            gradient feeds m and the numerator; the residual ``g − m`` uses the raw gradient.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
+            With ``agr='paper'`` the regularized gradient feeds m and the numerator; the residual ``g − m``
+            uses the raw gradient.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = belief_hyperparameters(ACPROP_FLAG_NAMES)
+    layout_buffers: ClassVar[dict[str, tuple[str, str]]] = {"amsgrad": ("exp_avg_var", MAX_STATE)}
     state_names = ("exp_avg", "exp_avg_var")  # + max_exp_avg_var in amsgrad groups
     single_tensor_kernel = staticmethod(acprop_single_tensor)
     multi_tensor_kernel = staticmethod(acprop_multi_tensor)
@@ -347,11 +352,7 @@ class ACProp(OptarenaOptimizer):
         momentum_update: bool = False,
         *,
         eps_in_state: bool = True,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -366,19 +367,7 @@ class ACProp(OptarenaOptimizer):
             momentum_update=momentum_update,
             eps_in_state=eps_in_state,
         )
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
-        check_flags(group, ACPROP_FLAG_NAMES)
+        super().__init__(params, defaults, **options)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return belief_kernel_hyperparameters(group, ACPROP_FLAG_NAMES)

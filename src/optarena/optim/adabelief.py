@@ -24,12 +24,12 @@ the weight-decay modes, the rectification term and the optional AMSGrad buffer.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import OptarenaOptimizer, ParamsT, check_adam_hyperparameters
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     Scalar,
     foreach_add_scalar,
@@ -44,6 +44,7 @@ from optarena.optim.functional import (
     sqrt,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import Constraint, Flag
 
 # --- pieces shared with ACProp ------------------------------------------------------------------
 
@@ -218,10 +219,9 @@ def apply_weight_decay_multi(
     return grads, grads if same else foreach_add_scaled(m_grads, params, weight_decay)
 
 
-def check_flags(group: dict[str, Any], names: tuple[str, ...]) -> None:
-    for name in names:
-        if not isinstance(group[name], bool):
-            raise ValueError(f"Invalid {name}: {group[name]!r}; expected a bool")
+def belief_hyperparameters(names: tuple[str, ...]) -> dict[str, Constraint]:
+    """The declared keywords of AdaBelief and ACProp: Adam's, and their flags."""
+    return {**ADAM_HYPERPARAMETERS, **{name: Flag() for name in names}}
 
 
 def belief_kernel_hyperparameters(group: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -406,11 +406,13 @@ class AdaBelief(OptarenaOptimizer):
             ``lr·m/(1 − β1^t)`` (default True); False takes no step there.
         eps_in_state: add ε into ``s`` in place every step, as the authors' code (default True).
             False keeps ``s`` the plain EMA of ``(g − m)²`` and uses ``s + ε`` only in the denominator.
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`. With ``agr='paper'`` the regularized
-            gradient feeds m; the residual ``g − m`` uses the raw gradient.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
+            With ``agr='paper'`` the regularized gradient feeds m; the residual ``g − m`` uses the raw gradient.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = belief_hyperparameters(FLAG_NAMES)
+    layout_buffers: ClassVar[dict[str, tuple[str, str]]] = {"amsgrad": ("exp_avg_var", MAX_STATE)}
     state_names = ("exp_avg", "exp_avg_var")  # + max_exp_avg_var in amsgrad groups
     single_tensor_kernel = staticmethod(adabelief_single_tensor)
     multi_tensor_kernel = staticmethod(adabelief_multi_tensor)
@@ -429,11 +431,7 @@ class AdaBelief(OptarenaOptimizer):
         degenerated_to_sgd: bool = True,
         *,
         eps_in_state: bool = True,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -447,19 +445,7 @@ class AdaBelief(OptarenaOptimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             eps_in_state=eps_in_state,
         )
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
-        check_flags(group, FLAG_NAMES)
+        super().__init__(params, defaults, **options)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return belief_kernel_hyperparameters(group, FLAG_NAMES)

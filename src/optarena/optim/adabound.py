@@ -16,19 +16,12 @@ updated, and the list is not saved). Every choice is listed in ``docs/algorithms
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    check_adam_hyperparameters,
-    check_bool,
-    check_choice,
-    check_range,
-)
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     Scalar,
     decay_factor,
@@ -41,6 +34,7 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, OneOf, Real, check_range
 
 WEIGHT_DECAY_MODES: tuple[str, ...] = ("l2", "unscaled", "decoupled")
 """``'l2'``: the authors' AdaBound; ``'unscaled'``: θ(1 − λ), the authors' AdaBoundW;
@@ -166,10 +160,20 @@ class AdaBound(OptarenaOptimizer):
             the authors' code has no such factor).
         base_lr: the lr that ``final_lr`` refers to (default None: each group's lr when it is
             added). Stored per group as ``group['base_lr']``.
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        **ADAM_HYPERPARAMETERS,
+        "final_lr": NON_NEGATIVE,
+        "gamma": Real(0.0, 1.0, low_open=True, high_open=True),
+        "amsbound": Flag(),
+        "weight_decay_mode": OneOf(WEIGHT_DECAY_MODES),
+        "paper_sqrt_t": Flag(),
+        "base_lr": Real(0.0, optional=True),
+    }
+    layout_buffers: ClassVar[dict[str, tuple[str, str]]] = {"amsbound": ("exp_avg_sq", "max_exp_avg_sq")}
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adabound_single_tensor)
     multi_tensor_kernel = staticmethod(adabound_multi_tensor)
@@ -188,11 +192,7 @@ class AdaBound(OptarenaOptimizer):
         weight_decay_mode: str = "l2",
         paper_sqrt_t: bool = False,
         base_lr: float | None = None,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -206,35 +206,22 @@ class AdaBound(OptarenaOptimizer):
             paper_sqrt_t=paper_sqrt_t,
             base_lr=base_lr,
         )
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
+        super().__init__(params, defaults, **options)
 
     # -- hyperparameters -----------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group, capturing its lr as ``base_lr`` (the reference of ``final_lr``) unless given."""
         if param_group.get("base_lr", self.defaults["base_lr"]) is None:
-            param_group["base_lr"] = scalar_value(param_group.get("lr", self.defaults["lr"]))
+            lr = param_group.get("lr", self.defaults["lr"])
+            self.hyperparameters["lr"].check("lr", lr)
+            param_group["base_lr"] = scalar_value(lr)
         super().add_param_group(param_group)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
-        check_range("final_lr", group["final_lr"], 0.0)
-        check_range("gamma", group["gamma"], 0.0, 1.0, low_open=True, high_open=True)
-        check_bool("amsbound", group["amsbound"])
-        check_choice("weight_decay_mode", group["weight_decay_mode"], WEIGHT_DECAY_MODES)
+        super()._validate_group(group)
         if group["weight_decay_mode"] == "unscaled":
             check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
-        check_bool("paper_sqrt_t", group["paper_sqrt_t"])
-        if group["base_lr"] is not None:
-            check_range("base_lr", group["base_lr"], 0.0)
 
     def _before_step(self) -> None:
         # A group created with lr 0 has no scale yet: its first nonzero lr becomes the reference

@@ -20,19 +20,12 @@ every open choice is listed in ``docs/algorithms/adaburst.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    check_adam_hyperparameters,
-    check_bool,
-    check_choice,
-    check_range,
-)
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     decay_factor,
     foreach_add_scalar_,
@@ -43,7 +36,8 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.info import OptimizerInfo
-from optarena.schedules.burst import CosineBurst, PlateauDetector
+from optarena.schedules.burst import METRIC_REDUCTIONS, CosineBurst, PlateauDetector
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, Integer, OneOf, check_declared, check_range
 
 VARIANTS = ("adaburst", "adamw_sgdm", "sgdm_burst", "adamw_burst")
 """``adaburst``: the full method. The paper's Table 6 ablations: ``adamw_sgdm`` (both updates,
@@ -143,10 +137,30 @@ class Adaburst(OptarenaOptimizer):
             at the peak); False waits at ``burst_min`` for the first trigger.
         relative_burst: lr2 = lr·φ (default, Algorithm 4 line 16); False makes lr2 = φ.
         variant: ``'adaburst'`` or a Table 6 ablation, see :data:`VARIANTS`.
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        **ADAM_HYPERPARAMETERS,
+        "weight_decay_mode": OneOf(("decoupled", "unscaled")),
+        "burst_max": NON_NEGATIVE,
+        "burst_min": NON_NEGATIVE,
+        "burst_lr": NON_NEGATIVE,
+        "relative_burst": Flag(),
+        "variant": OneOf(VARIANTS),
+        # The burst clock's (one per optimizer, checked in the constructor):
+        "burst_T_max": Integer(1),
+        "burst_unit": OneOf(("step", "epoch")),
+        "burst_patience": Integer(0),
+        "burst_mode": OneOf(("min", "max")),
+        "burst_threshold": NON_NEGATIVE,
+        "burst_threshold_mode": OneOf(("rel", "abs")),
+        "burst_cooldown": Integer(0),
+        "burst_metric_reduce": OneOf(METRIC_REDUCTIONS),
+        "burst_cyclic": Flag(),
+        "burst_start": Flag(),
+    }
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adaburst_single_tensor)
     multi_tensor_kernel = staticmethod(adaburst_multi_tensor)
@@ -174,13 +188,21 @@ class Adaburst(OptarenaOptimizer):
         burst_start: bool = True,
         relative_burst: bool = True,
         variant: str = "adaburst",
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
-        check_choice("burst_unit", burst_unit, ("step", "epoch"))
+        clock = dict(
+            burst_T_max=burst_T_max,
+            burst_unit=burst_unit,
+            burst_patience=burst_patience,
+            burst_mode=burst_mode,
+            burst_threshold=burst_threshold,
+            burst_threshold_mode=burst_threshold_mode,
+            burst_cooldown=burst_cooldown,
+            burst_metric_reduce=burst_metric_reduce,
+            burst_cyclic=burst_cyclic,
+            burst_start=burst_start,
+        )
+        check_declared(clock, self.hyperparameters)
         # The burst is one clock for the whole optimizer: the monitored metric is global.
         self.burst = CosineBurst(
             burst_T_max,
@@ -208,26 +230,13 @@ class Adaburst(OptarenaOptimizer):
             relative_burst=relative_burst,
             variant=variant,
         )
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
+        super().__init__(params, defaults, **options)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
-        check_choice("weight_decay_mode", group["weight_decay_mode"], ("decoupled", "unscaled"))
+        super()._validate_group(group)
         if group["weight_decay_mode"] == "unscaled":
             check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
-        check_range("burst_min", group["burst_min"], 0.0)
         check_range("burst_max", group["burst_max"], scalar_value(group["burst_min"]))
-        check_range("burst_lr", group["burst_lr"], 0.0)
-        check_bool("relative_burst", group["relative_burst"])
-        check_choice("variant", group["variant"], VARIANTS)
 
     # -- the burst -----------------------------------------------------------------------------
 
@@ -297,13 +306,15 @@ class Adaburst(OptarenaOptimizer):
         state["param_groups"] = [{**group, BURST_CLOCK: clock} for group in state["param_groups"]]
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any], *, convert: bool = False) -> None:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
+            raise ValueError("Invalid state_dict: expected a dict with 'state' and 'param_groups'")
         state_dict = dict(state_dict)
         groups = [dict(group) for group in state_dict["param_groups"]]
         clocks = [group.pop(BURST_CLOCK, None) for group in groups]
         state_dict["param_groups"] = groups
         clock = state_dict.pop("burst", None) or next((c for c in clocks if c is not None), None)  # or an older file's
-        super().load_state_dict(state_dict)
+        super().load_state_dict(state_dict, convert=convert)
         if clock is not None:
             self.burst.load_state_dict(clock)
 

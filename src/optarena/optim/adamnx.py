@@ -27,18 +27,12 @@ method's own constant (research notes, algorithms.md §2.4)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    adam_kernel_hyperparameters,
-    check_adam_hyperparameters,
-    check_choice,
-)
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, adam_kernel_hyperparameters
 from optarena.optim.functional import (
     Scalar,
     expm1_log1p,
@@ -51,6 +45,7 @@ from optarena.optim.functional import (
     per_tensor,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import Constraint, OneOf
 
 
 def adamnx_beta1(beta1: Scalar, step: Scalar) -> Scalar:
@@ -148,10 +143,17 @@ class AdamNX(OptarenaOptimizer):
         beta2_decay: the second-moment decay: ``'adamnx'`` (Eq. 11, default), or ``'adam'``,
             ``'adax'``, ``'adafactor'`` for the paper's ablation; ``betas[1]`` is then that
             method's constant (see the module docstring).
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        **ADAM_HYPERPARAMETERS,
+        "beta2_decay": OneOf(tuple(BETA2_DECAYS)),
+    }
+    backfilled_keys: ClassVar[frozenset[str]] = frozenset(
+        {"beta2_decay"}
+    )  # state_dicts saved before the option existed
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adamnx_single_tensor)
     multi_tensor_kernel = staticmethod(adamnx_multi_tensor)
@@ -165,27 +167,14 @@ class AdamNX(OptarenaOptimizer):
         weight_decay: float = 0.01,
         *,
         beta2_decay: str = "adamnx",
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, beta2_decay=beta2_decay)
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
+        super().__init__(params, defaults, **options)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
         group.setdefault("beta2_decay", "adamnx")  # state dicts saved before the option existed
-        check_choice("beta2_decay", group["beta2_decay"], tuple(BETA2_DECAYS))
+        super()._validate_group(group)
         if group["beta2_decay"] in ("adax", "adafactor") and group["betas"][1] <= 0:
             raise ValueError(
                 f"Invalid betas[1]: {group['betas'][1]!r}; with beta2_decay={group['beta2_decay']!r} it is "

@@ -11,19 +11,15 @@ checked against ``torch.optim.AdamW`` in the tests. Per step::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    adam_kernel_hyperparameters,
-    check_adam_hyperparameters,
-)
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, adam_kernel_hyperparameters
 from optarena.optim.functional import foreach_add_scalar_, foreach_addcdiv_, foreach_addcmul_, per_tensor
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import Constraint
 
 
 def adamw_single_tensor(
@@ -84,10 +80,12 @@ class AdamW(OptarenaOptimizer):
         betas: (β1, β2) (default (0.9, 0.999)).
         eps: added to the bias-corrected √v (default 1e-8).
         weight_decay: decoupled, lr-scaled decay λ (default 1e-2).
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = ADAM_HYPERPARAMETERS
+    state_format = "adam"  # m and v as torch's Adam keeps them: convert=True loads its state
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adamw_single_tensor)
     multi_tensor_kernel = staticmethod(adamw_multi_tensor)
@@ -99,26 +97,9 @@ class AdamW(OptarenaOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), **options)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return adam_kernel_hyperparameters(group)

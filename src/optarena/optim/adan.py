@@ -23,12 +23,12 @@ see the regularized gradient. In ``agr='paper'`` mode only m sees it; v, n and g
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import OptarenaOptimizer, ParamsT, check_betas, check_range
+from optarena.optim.base import OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     Scalar,
     foreach_add_scalar_,
@@ -42,6 +42,7 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas
 
 
 def _is_one(x: Scalar) -> bool:
@@ -158,8 +159,9 @@ class Adan(OptarenaOptimizer):
             The ε of the clip is the last param group's, as in the authors' code.
         no_prox: False (default, the authors' code and the paper): proximal decay
             ``θ ← (θ − u)/(1 + lr·λ)``; True: AdamW-like ``θ ← θ(1 − lr·λ) − u``.
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`. With ``agr='paper'`` only m sees the
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
+            With ``agr='paper'`` only m sees the
             regularized gradient.
 
     The step counter is per parameter (the authors' code keeps one per group); they agree
@@ -167,6 +169,14 @@ class Adan(OptarenaOptimizer):
     authors' ``restart_opt``.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        "lr": NON_NEGATIVE,
+        "betas": betas(3),
+        "eps": NON_NEGATIVE,
+        "weight_decay": NON_NEGATIVE,
+        "max_grad_norm": NON_NEGATIVE,
+        "no_prox": Flag(),
+    }
     state_names = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
     single_tensor_kernel = staticmethod(adan_single_tensor)
     multi_tensor_kernel = staticmethod(adan_multi_tensor)
@@ -180,42 +190,23 @@ class Adan(OptarenaOptimizer):
         weight_decay: float = 0.0,
         max_grad_norm: float = 0.0,
         no_prox: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
-        check_range("max_grad_norm", max_grad_norm, 0.0)
+        NON_NEGATIVE.check("max_grad_norm", max_grad_norm)
         # The clip factor of the current step; recomputed by _before_step, 1 means no clipping.
         self._clip_factor: float = 1.0
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm, no_prox=no_prox
         )
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
+        super().__init__(params, defaults, **options)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        check_range("lr", group["lr"], 0.0)
-        check_betas(group["betas"], count=3)
-        check_range("eps", group["eps"], 0.0)
-        check_range("weight_decay", group["weight_decay"], 0.0)
-        check_range("max_grad_norm", group["max_grad_norm"], 0.0)
+        super()._validate_group(group)
         if group["max_grad_norm"] != self.defaults["max_grad_norm"]:
             raise ValueError(
                 f"Invalid max_grad_norm: {group['max_grad_norm']!r}; the clip is optimizer-wide, so a param group "
                 f"must keep the constructor's value {self.defaults['max_grad_norm']!r}"
             )
-        if not isinstance(group["no_prox"], bool):
-            raise ValueError(f"Invalid no_prox: {group['no_prox']!r}; expected a bool")
 
     # -- the global clip ---------------------------------------------------------------------
 

@@ -15,18 +15,12 @@ sense in which AdamNX generalises AdaX.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    adam_kernel_hyperparameters,
-    check_adam_hyperparameters,
-    check_bool,
-)
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, adam_kernel_hyperparameters
 from optarena.optim.functional import (
     Scalar,
     expm1_log1p,
@@ -38,6 +32,7 @@ from optarena.optim.functional import (
     is_zero,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import Constraint, Flag
 
 
 def adax_step_size(lr: Scalar, beta2: Scalar, step: Scalar) -> Scalar:
@@ -116,10 +111,11 @@ class AdaX(OptarenaOptimizer):
         eps: added to the *unnormalised* √v (default 1e-12).
         weight_decay: λ (default 5e-4, L2; the authors' AdaXW uses 5e-2, decoupled).
         decoupled: AdaXW's decoupled decay θ ← θ − lr·λ·θ instead of L2 (default False).
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`.
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {**ADAM_HYPERPARAMETERS, "decoupled": Flag()}
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adax_single_tensor)
     multi_tensor_kernel = staticmethod(adax_multi_tensor)
@@ -133,26 +129,10 @@ class AdaX(OptarenaOptimizer):
         weight_decay: float = 5e-4,
         *,
         decoupled: bool = False,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_adam_hyperparameters(group)
-        check_bool("decoupled", group["decoupled"])
+        super().__init__(params, defaults, **options)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return dict(adam_kernel_hyperparameters(group), decoupled=group["decoupled"])

@@ -28,6 +28,7 @@ from torch.optim import Optimizer
 
 from optarena.optim.functional import per_tensor_l1
 from optarena.optim.wrapper import OptimizerWrapper
+from optarena.validation import Constraint, Flag, Integer, OneOf, check_declared
 
 AGRMode = Literal["code", "paper"]
 AGR_MODES: tuple[str, ...] = ("code", "paper")
@@ -69,16 +70,12 @@ def agr_multi_tensor(grads: list[Tensor], *, official_edge_cases: bool = False) 
     return out
 
 
-def validate_agr_options(group: dict[str, Any]) -> None:
-    """Check the AGR keys of a param group (shared by every optimizer)."""
-    mode = group.get("agr")
-    if mode is not None and mode not in AGR_MODES:
-        raise ValueError(f"Invalid agr: {mode!r}; expected None, 'code' or 'paper'")
-    stop = group.get("agr_stop_step")
-    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 0):
-        raise ValueError(f"Invalid agr_stop_step: {stop!r}; expected None or an integer >= 0")
-    if not isinstance(group.get("agr_official_edge_cases", False), bool):
-        raise ValueError("Invalid agr_official_edge_cases: expected a bool")
+AGR_OPTIONS: dict[str, Constraint] = {
+    "agr": OneOf(AGR_MODES, optional=True),
+    "agr_stop_step": Integer(0, optional=True),
+    "agr_official_edge_cases": Flag(),
+}
+"""The AGR keywords every optimizer on the engine takes, and the AGR wrapper's."""
 
 
 class AGR(OptimizerWrapper):
@@ -96,7 +93,8 @@ class AGR(OptimizerWrapper):
             of 1-element tensors.
     """
 
-    state_key = "agr"
+    state_key = "agr_wrapper"  # not "agr": that is the engine's AGR mode in every param group
+    legacy_state_key = "agr"  # where files of optarena 0.1 keep it (a dict, never a mode string)
 
     def __init__(
         self,
@@ -105,9 +103,7 @@ class AGR(OptimizerWrapper):
         stop_step: int | None = None,
         official_edge_cases: bool = False,
     ) -> None:
-        validate_agr_options(
-            {"agr": "code", "agr_stop_step": stop_step, "agr_official_edge_cases": official_edge_cases}
-        )
+        check_declared({"agr_stop_step": stop_step, "agr_official_edge_cases": official_edge_cases}, AGR_OPTIONS)
         super().__init__(optimizer)
         self.stop_step = stop_step
         self.official_edge_cases = official_edge_cases
@@ -122,12 +118,18 @@ class AGR(OptimizerWrapper):
     def _load_wrapper_state(self, state: dict[str, Any]) -> None:
         self.steps_taken = int(state["steps_taken"])
 
+    def _reset_wrapper_state(self) -> None:
+        self.steps_taken = 0
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        guard = getattr(self.optimizer, "gradients_admitted", None)
+        if guard is not None and not guard():  # the nonfinite policy, on the raw gradients
+            return loss
         self.steps_taken += 1
         if self.stop_step is not None and self.steps_taken > self.stop_step:
             self.optimizer.step()

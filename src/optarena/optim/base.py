@@ -18,92 +18,31 @@ sparse-gradient refusal, AGR, the closure, and choosing the path (``foreach``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 if TYPE_CHECKING:
     from optarena.optim.compiled import CompiledStep
 
-from optarena.optim.agr import agr_multi_tensor, agr_single_tensor, validate_agr_options
+from optarena.optim.agr import AGR_OPTIONS, agr_multi_tensor, agr_single_tensor
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
+from optarena.optim.guarded import GuardedOptimizer
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
-# --- validation helpers: one message format for every hyperparameter ------------------------
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a real number")
-    if math.isnan(value):
-        raise ValueError(f"Invalid {name}: nan")
-    return float(value)
-
-
-def check_range(
-    name: str,
-    value: Any,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Raise ``ValueError`` naming ``name`` and the allowed range unless ``value`` lies in it."""
-    v = _number(name, value)
-    ok_low = v > low if low_open else v >= low
-    ok_high = v < high if high_open else v <= high
-    if not (ok_low and ok_high):
-        lo = f"{'(' if low_open else '['}{low:g}"
-        hi = f"{high:g}{')' if high_open else ']'}"
-        raise ValueError(f"Invalid {name}: {v!r}; expected a value in {lo}, {hi}")
-    return v
-
-
-def check_betas(betas: Any, count: int = 2, name: str = "betas") -> None:
-    """Every beta in [0, 1)."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != count:
-        raise ValueError(f"Invalid {name}: {betas!r}; expected a tuple of {count} numbers in [0, 1)")
-    for i, b in enumerate(betas):
-        check_range(f"{name}[{i}]", b, 0.0, 1.0, high_open=True)
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"Invalid {name}: {value!r}; expected one of {', '.join(map(repr, choices))}")
-
-
-def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"Invalid {name}: {value!r}; expected True or False")
-
-
-def check_int(name: str, value: Any, low: int = 0, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        none = "None or " if allow_none else ""
-        raise ValueError(f"Invalid {name}: {value!r}; expected {none}an integer >= {low}")
-
-
-def check_adam_hyperparameters(group: dict[str, Any]) -> None:
-    """lr >= 0, betas in [0, 1), eps >= 0, weight_decay >= 0: the Adam family's common ranges."""
-    check_range("lr", group["lr"], 0.0)
-    check_betas(group["betas"])
-    check_range("eps", group["eps"], 0.0)
-    check_range("weight_decay", group["weight_decay"], 0.0)
+# Keywords and ranges of the Adam family, declared once (see optarena.validation).
+ADAM_HYPERPARAMETERS: dict[str, Constraint] = {
+    "lr": NON_NEGATIVE,
+    "betas": betas(2),
+    "eps": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+}
 
 
 def adam_kernel_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
@@ -121,10 +60,10 @@ def adam_kernel_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
 # --- the base class ---------------------------------------------------------------------------
 
 
-class OptarenaOptimizer(Optimizer):
+class OptarenaOptimizer(GuardedOptimizer):
     """Shared machinery; see the module docstring for what a subclass provides.
 
-    Keyword arguments every optimizer accepts:
+    Keyword options every optimizer accepts (a subclass passes them on as ``**options``):
         foreach: ``True`` for the multi-tensor path, ``False`` for the reference loop, ``None``
             (default) for the fast path where it is supported.
         maximize: maximize the objective instead of minimizing it.
@@ -133,8 +72,16 @@ class OptarenaOptimizer(Optimizer):
         agr_stop_step: apply AGR only for steps ``t <= agr_stop_step`` (the paper's ablation).
         agr_official_edge_cases: reproduce the authors' NaN on all-zero gradients and freezing
             of 1-element tensors (default: leave those gradients unchanged).
+        nonfinite: what a NaN or infinite gradient does — ``'propagate'`` (default), ``'skip'`` the
+            step (counted in ``skipped_steps``) or ``'raise'``; see :mod:`optarena.optim.guarded`.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        "foreach": Flag(optional=True),
+        "maximize": Flag(),
+        **AGR_OPTIONS,
+    }
+    identity_keys: ClassVar[tuple[str, ...]] = ("agr",)
     state_names: ClassVar[tuple[str, ...]] = ()
     #: Why :func:`~optarena.optim.compiled.compile_step` refuses this optimizer (None: it compiles).
     not_compilable: ClassVar[str | None] = None
@@ -153,11 +100,9 @@ class OptarenaOptimizer(Optimizer):
         agr: str | None = None,
         agr_stop_step: int | None = None,
         agr_official_edge_cases: bool = False,
+        nonfinite: str = "propagate",
     ) -> None:
-        if foreach is not None and not isinstance(foreach, bool):
-            raise ValueError(f"Invalid foreach: {foreach!r}; expected None, True or False")
-        if not isinstance(maximize, bool):
-            raise ValueError(f"Invalid maximize: {maximize!r}; expected a bool")
+        self._set_nonfinite_policy(nonfinite)
         defaults = dict(
             defaults,
             foreach=foreach,
@@ -168,19 +113,13 @@ class OptarenaOptimizer(Optimizer):
         )
         super().__init__(params, defaults)
 
-    # -- hyperparameters ---------------------------------------------------------------------
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Validate a group's hyperparameters (defaults filled in) before adding it."""
-        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
-        validate_agr_options(merged)
-        self._validate_group(merged)
-        super().add_param_group(param_group)
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The stamp of the class's state_dicts; set before the base registers it.
+        if "state_owner" not in vars(cls):
+            cls.state_owner = f"optarena.{cls.__name__}"
         super().__init_subclass__(**kwargs)
         # A concrete optimizer must name its kernels and say how to read its groups.
-        required = ("single_tensor_kernel", "multi_tensor_kernel", "_validate_group", "_kernel_hyperparameters")
+        required = ("single_tensor_kernel", "multi_tensor_kernel", "_kernel_hyperparameters")
         missing = [name for name in required if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
@@ -251,13 +190,8 @@ class OptarenaOptimizer(Optimizer):
             return grads, m_grads
         return m_grads, m_grads
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """Perform one optimization step; returns the closure's loss when one is given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _apply_step(self, **kwargs: Any) -> None:
+        """The update of every group, after the closure and the ``nonfinite`` policy (see ``step``)."""
         self._before_step()
         compiled: list[GroupWork] = []
         for group in self.param_groups:
@@ -271,7 +205,6 @@ class OptarenaOptimizer(Optimizer):
         if compiled:
             self._compiled_step(compiled)  # type: ignore[misc]
         self._after_step()
-        return loss
 
     def _prepare(self, group: dict[str, Any]) -> GroupWork | None:
         """Gather a group's tensors and advance their step counters; None if nothing has a gradient."""

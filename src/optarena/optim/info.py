@@ -40,12 +40,20 @@ class OptimizerInfo:
     search_space: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def hyperparameter_defaults(self) -> dict[str, Any]:
-        """Every constructor default, with the registry's overrides applied."""
-        sig = inspect.signature(self.cls.__init__)
-        out = {
-            name: p.default
-            for name, p in sig.parameters.items()
-            if name not in ("self", "params") and p.default is not inspect.Parameter.empty
-        }
+        """Every constructor keyword's default, with the registry's overrides applied.
+
+        A constructor that passes ``**options`` on to its base contributes its own keywords and then
+        the base's, down to the first constructor that takes no ``**``.
+        """
+        out: dict[str, Any] = {}
+        for klass in self.cls.__mro__:
+            if "__init__" not in vars(klass) or klass is Optimizer:
+                continue
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            for p in parameters:
+                if p.name not in ("self", "params") and p.default is not inspect.Parameter.empty:
+                    out.setdefault(p.name, p.default)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+                break
         out.update(self.defaults)
         return out

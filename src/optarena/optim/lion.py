@@ -14,14 +14,15 @@ See ``docs/algorithms/lion.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import OptarenaOptimizer, ParamsT, check_betas, check_range
+from optarena.optim.base import OptarenaOptimizer, ParamsT
 from optarena.optim.functional import Scalar, foreach_add_scaled_, is_zero, scalar_value
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import NON_NEGATIVE, Constraint, betas
 
 
 def lion_single_tensor(
@@ -83,11 +84,17 @@ class Lion(OptarenaOptimizer):
             the authors' code and paper).
         weight_decay: decoupled, lr-scaled decay λ (default 0.0, the authors' code; the paper
             advises 3–10× AdamW's, since the sign update has a larger norm).
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`. ``agr='paper'`` equals ``'code'``
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
+            ``agr='paper'`` equals ``'code'``
             (both c and m are first moments; there is no second moment).
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        "lr": NON_NEGATIVE,
+        "betas": betas(2),
+        "weight_decay": NON_NEGATIVE,
+    }
     state_names = ("exp_avg",)
     single_tensor_kernel = staticmethod(lion_single_tensor)
     multi_tensor_kernel = staticmethod(lion_multi_tensor)
@@ -98,28 +105,10 @@ class Lion(OptarenaOptimizer):
         lr: float | Tensor = 1e-4,
         betas: tuple[float, float] = (0.9, 0.99),
         weight_decay: float = 0.0,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_range("lr", group["lr"], 0.0)
-        check_betas(group["betas"])
-        check_range("weight_decay", group["weight_decay"], 0.0)
+        super().__init__(params, defaults, **options)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         beta1, beta2 = group["betas"]

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from optarena.optim.adaburst import Adaburst
-from optarena.optim.base import check_choice, check_int, check_range
+from optarena.optim.baselines import SGD, AdamW
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.wrapper import OptimizerWrapper
+from optarena.validation import UNIT_INTERVAL, Constraint, Integer, OneOf, check_declared
 
 PULLBACK_MODES = ("none", "reset", "pullback")
 # The inner optimizer's momentum buffer, by the name its state uses (SGD's, then the Adam family's).
@@ -50,11 +51,14 @@ class Lookahead(OptimizerWrapper):
     """
 
     state_key = "lookahead"
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        "k": Integer(1),
+        "alpha": UNIT_INTERVAL,
+        "pullback": OneOf(PULLBACK_MODES),
+    }
 
     def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5, pullback: str = "none") -> None:
-        check_int("k", k, 1)
-        check_range("alpha", alpha, 0.0, 1.0)
-        check_choice("pullback", pullback, PULLBACK_MODES)
+        check_declared({"k": k, "alpha": alpha, "pullback": pullback}, self.hyperparameters)
         super().__init__(optimizer)
         self.k = k
         self.alpha = float(alpha)
@@ -83,7 +87,10 @@ class Lookahead(OptimizerWrapper):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        skipped = getattr(self.optimizer, "skipped_steps", 0)
         loss = self.optimizer.step(closure)
+        if getattr(self.optimizer, "skipped_steps", 0) != skipped:
+            return loss  # the inner optimizer skipped a non-finite step: so does the clock
         self.steps_taken += 1
         if self.steps_taken % self.k == 0:
             self.sync()
@@ -141,6 +148,11 @@ class Lookahead(OptimizerWrapper):
                 per_param[i]["slow_momentum"] = self.slow_momentum[p].clone()
         return {"steps_taken": self.steps_taken, "per_param": per_param}
 
+    def _reset_wrapper_state(self) -> None:
+        """Slow weights from the current parameters and the clock at 0, as at construction."""
+        self.steps_taken = 0
+        self._init_slow(self._params())
+
     def _load_wrapper_state(self, state: dict[str, Any]) -> None:
         params = self._params()
         per_param = state.get("per_param", {})
@@ -166,7 +178,7 @@ _LOOKAHEAD_CODE = "github.com/michaelrzhang/lookahead (pullback fixed, slow weig
 REGISTRY_ENTRIES = [
     OptimizerInfo(
         "lookahead_adamw",
-        torch.optim.AdamW,
+        AdamW,
         "Lookahead (k=5, alpha=0.5) around torch.optim.AdamW",
         defaults={"lookahead": True},
         paper=_LOOKAHEAD_PAPER,
@@ -175,7 +187,7 @@ REGISTRY_ENTRIES = [
     ),
     OptimizerInfo(
         "lookahead_sgdm",
-        torch.optim.SGD,
+        SGD,
         "Lookahead (k=5, alpha=0.5) around SGD with momentum 0.9",
         defaults={"lookahead": True, "momentum": 0.9},
         supports_sparse=True,

@@ -21,6 +21,7 @@ from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.lookahead import Lookahead
+from optarena.validation import Constraint, check_bool
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
 
@@ -46,6 +47,16 @@ def get_optimizer_info(name: str) -> OptimizerInfo:
     if key not in _REGISTRY:
         raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(list_optimizers())}")
     return _REGISTRY[key]
+
+
+def declared_hyperparameters(name: str) -> dict[str, Constraint]:
+    """Every keyword ``create_optimizer(model, name, ...)`` takes and checks, with its constraint."""
+    info = get_optimizer_info(name)
+    keywords = info.hyperparameter_defaults()
+    declared = {k: c for k, c in info.cls.declared_hyperparameters().items() if k in keywords}
+    if info.defaults.get("lookahead"):
+        declared.update({f"lookahead_{key}": c for key, c in Lookahead.hyperparameters.items()})
+    return declared
 
 
 def param_groups_for(model: nn.Module, *, decay_1d: bool = False) -> list[dict[str, Any]]:
@@ -93,8 +104,12 @@ def create_optimizer(
         key: kwargs.pop(f"lookahead_{key}") for key in ("k", "alpha", "pullback") if f"lookahead_{key}" in kwargs
     }
     use_lookahead = kwargs.pop("lookahead", False)
+    for flag, value in (("lookahead", use_lookahead), ("compile", compile), ("decay_1d", decay_1d)):
+        check_bool(flag, value)
     if lookahead and not use_lookahead:
         raise ValueError(f"Invalid {', '.join('lookahead_' + k for k in lookahead)}: set lookahead=True to use them")
+    for key, value in lookahead.items():  # named as the caller wrote them
+        Lookahead.hyperparameters[key].check(f"lookahead_{key}", value)
     wrap_agr = None
     if not issubclass(info.cls, OptarenaOptimizer) and kwargs.get("agr") is not None:
         agr_keys = ("agr", "agr_stop_step", "agr_official_edge_cases")

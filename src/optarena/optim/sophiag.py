@@ -16,18 +16,13 @@ correction. Every choice is listed in ``docs/algorithms/sophiag.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    check_betas,
-    check_range,
-)
+from optarena.optim.base import OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     foreach_add_scalar_,
     foreach_add_scaled_,
@@ -37,6 +32,7 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import NON_NEGATIVE, POSITIVE, Constraint, betas
 
 
 def sophiag_single_tensor(
@@ -123,11 +119,20 @@ class SophiaG(OptarenaOptimizer):
             GPT-2 runs pass 480·1024). A group hyperparameter here, since ``step()`` takes only a
             closure.
         eps: added to ρ·bs·h (default 1e-15, the constant in the authors' code).
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`. AGR acts on m only; the curvature
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
+            AGR acts on m only; the curvature
             estimate always reads the raw ĝ.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        "lr": NON_NEGATIVE,
+        "betas": betas(2),
+        "rho": NON_NEGATIVE,
+        "weight_decay": NON_NEGATIVE,
+        "bs": POSITIVE,
+        "eps": NON_NEGATIVE,
+    }
     state_names = ("exp_avg", "hessian")
     single_tensor_kernel = staticmethod(sophiag_single_tensor)
     multi_tensor_kernel = staticmethod(sophiag_multi_tensor)
@@ -142,30 +147,10 @@ class SophiaG(OptarenaOptimizer):
         *,
         bs: float = 5120,
         eps: float = 1e-15,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, bs=bs, eps=eps)
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_range("lr", group["lr"], 0.0)
-        check_betas(group["betas"])
-        check_range("rho", group["rho"], 0.0)
-        check_range("weight_decay", group["weight_decay"], 0.0)
-        check_range("bs", group["bs"], 0.0, low_open=True)
-        check_range("eps", group["eps"], 0.0)
+        super().__init__(params, defaults, **options)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         beta1, _ = group["betas"]
@@ -183,8 +168,12 @@ class SophiaG(OptarenaOptimizer):
         """h ← β2·h + (1 − β2)·ĝ⊙ĝ from the gradients now in ``p.grad`` (read, never written).
 
         Call it after a backward pass of the loss on labels sampled from the model's own
-        predictions (see :func:`sophiag_gnb_update`). It does not count as a step.
+        predictions (see :func:`sophiag_gnb_update`). It does not count as a step. The ``nonfinite``
+        policy applies to these gradients too: under ``'skip'`` a non-finite estimate leaves h as it
+        was (and counts in ``skipped_steps``), under ``'raise'`` it raises.
         """
+        if not self.gradients_admitted():
+            return
         for group in self.param_groups:
             hessians: list[Tensor] = []
             grads: list[Tensor] = []

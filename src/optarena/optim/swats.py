@@ -25,18 +25,12 @@ needed), so SWATS keeps Adam's memory. Every choice is listed in ``docs/algorith
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optarena.optim.base import (
-    OptarenaOptimizer,
-    ParamsT,
-    check_betas,
-    check_choice,
-    check_range,
-)
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     foreach_add_scalar_,
     foreach_add_scaled,
@@ -51,6 +45,7 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.info import OptimizerInfo
+from optarena.validation import NON_NEGATIVE, Constraint, OneOf
 
 GRANULARITIES: tuple[str, ...] = ("global", "group", "tensor")
 """Over what the projection test runs: all parameters (paper), each param group, or each tensor."""
@@ -211,8 +206,9 @@ class SWATS(OptarenaOptimizer):
         switch_rtol: tolerance relative to |γ_k|, added to ``switch_tol`` (default 0: the paper's
             absolute test). ``switch_tol=1e-8, switch_rtol=1e-6`` is ``pytorch-swats``'s
             ``allclose`` test; ``switch_rtol=eps`` is kozistr's.
-        foreach, maximize, agr, agr_stop_step, agr_official_edge_cases: see
-            :class:`~optarena.optim.base.OptarenaOptimizer`. With AGR, ``grad`` (every moment) is the
+        options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
+            ``agr_official_edge_cases``, ``nonfinite``), see :class:`~optarena.optim.base.OptarenaOptimizer`.
+            With AGR, ``grad`` (every moment) is the
             g of the projection and ``m_grad`` feeds m and the SGD buffer v.
 
     The switch is exposed per group (and saved by ``state_dict()``): ``group['swats_phase']``
@@ -223,6 +219,14 @@ class SWATS(OptarenaOptimizer):
     ``Λ · lr / lr_at_switch``, so an lr schedule keeps acting on the SGD phase.
     """
 
+    hyperparameters: ClassVar[dict[str, Constraint]] = {
+        **ADAM_HYPERPARAMETERS,
+        "weight_decay_mode": OneOf(("l2", "decoupled")),
+        "granularity": OneOf(GRANULARITIES),
+        "switch_tol": NON_NEGATIVE,
+        "switch_rtol": NON_NEGATIVE,
+        "swats_phase": OneOf(PHASES),
+    }
     state_names = ("exp_avg", "exp_avg_sq")
     not_compilable = (
         "its switch test reads two dot products per tensor on the host after every Adam step, and each tensor "
@@ -245,11 +249,7 @@ class SWATS(OptarenaOptimizer):
         granularity: str = "global",
         switch_tol: float = 1e-9,
         switch_rtol: float = 0.0,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        agr: str | None = None,
-        agr_stop_step: int | None = None,
-        agr_official_edge_cases: bool = False,
+        **options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -261,15 +261,7 @@ class SWATS(OptarenaOptimizer):
             switch_tol=switch_tol,
             switch_rtol=switch_rtol,
         )
-        super().__init__(
-            params,
-            defaults,
-            foreach=foreach,
-            maximize=maximize,
-            agr=agr,
-            agr_stop_step=agr_stop_step,
-            agr_official_edge_cases=agr_official_edge_cases,
-        )
+        super().__init__(params, defaults, **options)
 
     # -- hyperparameters -----------------------------------------------------------------------
 
@@ -280,17 +272,6 @@ class SWATS(OptarenaOptimizer):
         for key, value in _UNIT_DEFAULTS.items():
             param_group.setdefault(key, value)
         super().add_param_group(param_group)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_range("lr", group["lr"], 0.0)
-        check_betas(group["betas"])
-        check_range("eps", group["eps"], 0.0)
-        check_range("weight_decay", group["weight_decay"], 0.0)
-        check_choice("weight_decay_mode", group["weight_decay_mode"], ("l2", "decoupled"))
-        check_choice("granularity", group["granularity"], GRANULARITIES)
-        check_range("switch_tol", group["switch_tol"], 0.0)
-        check_range("switch_rtol", group["switch_rtol"], 0.0)
-        check_choice("swats_phase", group.get("swats_phase", "adam"), PHASES)
 
     def _kernel_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
@@ -376,13 +357,8 @@ class SWATS(OptarenaOptimizer):
 
     # -- the step --------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """One SWATS step over every group; returns the closure's loss when one is given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _apply_step(self, **kwargs: Any) -> None:
+        """One SWATS step over every group: the updates in each unit's phase, then the switch tests."""
         self._before_step()
         self._sync_global()
         records: list[tuple[Any, ...]] = []
@@ -401,7 +377,6 @@ class SWATS(OptarenaOptimizer):
         self._sync_global()
         self._summarise_tensor_groups()
         self._after_step()
-        return loss
 
     def _units(self, group: dict[str, Any], live: list[Tensor]) -> list[dict[str, Any]]:
         """The dict holding each live tensor's phase: its state ('tensor' mode) or its group."""

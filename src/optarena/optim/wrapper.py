@@ -10,16 +10,26 @@ its own state in ``_wrapper_state()`` / ``_load_wrapper_state()``, saved under i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
+
+#: Every wrapper's ``state_key``: a param group holding one was saved through that wrapper.
+WRAPPER_STATE_KEYS: set[str] = set()
 
 
 class OptimizerWrapper(Optimizer):
     """Base of optimizers that drive another optimizer (see the module docstring)."""
 
     state_key: str = "wrapper"
+    #: An older name of ``state_key`` still read from param groups (a dict there, never a string).
+    legacy_state_key: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        WRAPPER_STATE_KEYS.add(cls.state_key)
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -97,7 +107,14 @@ class OptimizerWrapper(Optimizer):
         state["param_groups"] = [{**group, self.state_key: own} for group in state["param_groups"]]
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any], *, convert: bool = False) -> None:
+        """Load a state this wrapper saved; ``convert=True`` also takes the bare optimizer's, starting afresh.
+
+        A state saved without this wrapper is refused (``ValueError``) unless ``convert=True``, which
+        loads it into the wrapped optimizer and restarts the wrapper's own state (:meth:`_reset_wrapper_state`).
+        """
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
+            raise ValueError("Invalid state_dict: expected a dict with 'state' and 'param_groups'")
         state_dict = dict(state_dict)
         prefix = f"{self.state_key}."
         per_param: dict[int, dict[str, Any]] = {}
@@ -116,11 +133,34 @@ class OptimizerWrapper(Optimizer):
         per_param = {positions[key]: tensors for key, tensors in per_param.items()}
         groups = [dict(group) for group in state_dict["param_groups"]]
         owns = [group.pop(self.state_key, None) for group in groups]
+        if self.legacy_state_key is not None:
+            legacy = [group.pop(self.legacy_state_key) if isinstance(group.get(self.legacy_state_key), dict) else None
+                      for group in groups]  # fmt: skip
+            owns = [own if own is not None else old for own, old in zip(owns, legacy)]
         state_dict["param_groups"] = groups
         own = state_dict.pop(self.state_key, None) or next((o for o in owns if o is not None), None)
-        self.optimizer.load_state_dict(state_dict)
+        if own is None and not convert:
+            raise ValueError(
+                f"Invalid state_dict for {type(self).__name__}: it holds no {self.state_key} state (it was saved "
+                f"without the {type(self).__name__} wrapper); pass convert=True to load it and start "
+                f"{type(self).__name__}'s own state afresh"
+            )
+        if convert and _takes_convert(self.optimizer):
+            self.optimizer.load_state_dict(state_dict, convert=True)
+        else:
+            self.optimizer.load_state_dict(state_dict)
         if own is not None:
             self._load_wrapper_state({**own, "per_param": per_param})
+        else:
+            self._reset_wrapper_state()
+
+    def _reset_wrapper_state(self) -> None:
+        """Start the wrapper's own state afresh (after loading a bare optimizer's state with ``convert=True``)."""
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         return self.optimizer.step(closure)
+
+
+def _takes_convert(optimizer: Optimizer) -> bool:
+    """True for optarena's optimizers and wrappers, whose ``load_state_dict`` takes ``convert``."""
+    return "convert" in inspect.signature(optimizer.load_state_dict).parameters

@@ -17,6 +17,8 @@ from __future__ import annotations
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from optarena.validation import check_int, check_range
+
 
 def adamnx_lr_ratio(
     step: int,
@@ -65,19 +67,15 @@ class AdamNXLR(LambdaLR):
         warmup_start_ratio: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"Invalid total_steps: {total_steps!r}; expected an integer >= 1")
-        if not 0.0 < decay_fraction <= 1.0:
-            raise ValueError(f"Invalid decay_fraction: {decay_fraction!r}; expected a value in (0, 1]")
-        if not 0.0 <= min_ratio <= 1.0:
-            raise ValueError(f"Invalid min_ratio: {min_ratio!r}; expected a value in [0, 1]")
+        check_int("total_steps", total_steps, 1)
+        check_range("decay_fraction", decay_fraction, 0.0, 1.0, low_open=True)
+        check_range("min_ratio", min_ratio, 0.0, 1.0)
         t1 = int(decay_fraction * total_steps)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or not 0 <= warmup_steps <= t1:
             raise ValueError(
                 f"Invalid warmup_steps: {warmup_steps!r}; expected an integer in [0, {t1}] (the end of the decay)"
             )
-        if not 0.0 <= warmup_start_ratio <= 1.0:
-            raise ValueError(f"Invalid warmup_start_ratio: {warmup_start_ratio!r}; expected a value in [0, 1]")
+        check_range("warmup_start_ratio", warmup_start_ratio, 0.0, 1.0)
         self.total_steps = total_steps
         self.decay_fraction = decay_fraction
         self.min_ratio = min_ratio

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from optarena.validation import check_choice, check_int, check_range
+
 PlateauMode = Literal["min", "max"]
 ThresholdMode = Literal["rel", "abs"]
 MetricReduce = Literal["mean", "max", "min", "none"]
@@ -38,11 +40,6 @@ def agreed_metric(value: float, reduce: MetricReduce = "mean") -> float:
     return t.item()
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Invalid {name}: {value!r}; expected an integer >= {low}")
-
-
 class PlateauDetector:
     """Decides when a metric has stopped improving, with ``ReduceLROnPlateau``'s semantics.
 
@@ -61,16 +58,12 @@ class PlateauDetector:
         cooldown: int = 0,
         reduce: MetricReduce = "mean",
     ) -> None:
-        if reduce not in METRIC_REDUCTIONS:
-            raise ValueError(f"Invalid reduce: {reduce!r}; expected one of {', '.join(map(repr, METRIC_REDUCTIONS))}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"Invalid mode: {mode!r}; expected 'min' or 'max'")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"Invalid threshold_mode: {threshold_mode!r}; expected 'rel' or 'abs'")
-        _check_int("patience", patience, 0)
-        _check_int("cooldown", cooldown, 0)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
-            raise ValueError(f"Invalid threshold: {threshold!r}; expected a number >= 0")
+        check_choice("reduce", reduce, METRIC_REDUCTIONS)
+        check_choice("mode", mode, ("min", "max"))
+        check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        check_int("patience", patience, 0)
+        check_int("cooldown", cooldown, 0)
+        check_range("threshold", threshold, 0.0)
         self.mode = mode
         self.patience = patience
         self.threshold = float(threshold)
@@ -144,7 +137,7 @@ class CosineBurst:
         start_in_burst: bool = True,
         plateau: PlateauDetector | None = None,
     ) -> None:
-        _check_int("T_max", T_max, 1)
+        check_int("T_max", T_max, 1)
         self.T_max = T_max
         self.cyclic = bool(cyclic)
         self.plateau = plateau if plateau is not None else PlateauDetector()

@@ -18,7 +18,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from optarena.optim.base import check_range
+from optarena.validation import check_range
 
 
 def sgdr_position(t: float, T_0: float, T_mult: float) -> tuple[int, float, float]:
