@@ -6,10 +6,13 @@ rule is checked on small synthetic stores whose confidence intervals do or do no
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -190,21 +193,29 @@ def test_unknown_experiment_names_the_known_ones(experiment: Experiment, tmp_pat
 # --- the winner rule on synthetic stores ----------------------------------------------------------------------
 
 
-def _synthetic_store(tmp_path: Path, finals: dict[str, list[float]], burst_events: bool = False) -> str:
+def _synthetic_store(
+    tmp_path: Path,
+    finals: dict[str, list[float]],
+    burst_events: bool = False,
+    name: str = "syn",
+    diverged: dict[tuple[str, int], str] | None = None,
+) -> str:
     """A store with one 'digits'-like task whose reruns end at the given test accuracies."""
     url = store.default_storage_url(tmp_path)
     storage = store.open_storage(url)
-    config = {"name": "syn", "tasks": ["digits"], "optimizers": list(finals), "trials": 2, "seeds": 3, "epochs": 2}
+    config = {"name": name, "tasks": ["digits"], "optimizers": list(finals), "trials": 2, "seeds": 3, "epochs": 2}
     config |= {"sampler_seed": 0, "prune": False, "subset": None, "device": "cpu", "threads": None}
     distribution = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
     for optimizer, values in finals.items():
-        tune = optuna.create_study(storage=storage, study_name=f"syn/digits/{optimizer}/tune", direction="maximize")
+        tune = optuna.create_study(storage=storage, study_name=f"{name}/digits/{optimizer}/tune", direction="maximize")
         attrs = {"config": config, "versions": {"torch": "x"}, "target": 0.8, "mode": "max", "metric": "accuracy"}
         for key, value in (attrs | {"kind": "classification"}).items():
             tune.set_user_attr(key, value)
         for lr, value in ((1e-3, 0.5), (1e-2, 0.7)):
             tune.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=distribution, value=value))
-        final = optuna.create_study(storage=storage, study_name=f"syn/digits/{optimizer}/final", direction="maximize")
+        final = optuna.create_study(
+            storage=storage, study_name=f"{name}/digits/{optimizer}/final", direction="maximize"
+        )
         for seed, value in enumerate(values, start=1):
             records = [
                 {"epoch": float(e), "step": 10.0 * e, "wall_time": 0.1 * e, "train_loss": 2.0 / (e + 1)}
@@ -215,6 +226,8 @@ def _synthetic_store(tmp_path: Path, finals: dict[str, list[float]], burst_event
             user_attrs |= {"load_average": [0.5, 0.5, 0.5], "device": "cpu"}
             if burst_events and optimizer == "adaburst":
                 user_attrs["burst_events"] = [10]
+            if diverged and (optimizer, seed) in diverged:
+                user_attrs |= {"diverged": True, "diverged_reason": diverged[optimizer, seed]}
             final.add_trial(optuna.trial.create_trial(value=value, user_attrs=user_attrs))
     return url
 
@@ -240,6 +253,19 @@ def test_overlapping_intervals_mark_nobody(tmp_path: Path) -> None:
     assert "burst restarts" not in md
 
 
+def test_diverged_reruns_say_why_they_stopped(tmp_path: Path) -> None:
+    reason = "step 7: Lion: non-finite gradient: 1 NaN/inf value(s) in 1 of 4 gradient(s)"
+    url = _synthetic_store(
+        tmp_path, {"lion": [0.9, 0.8, 0.85], "sgdm": [0.6, 0.8, 0.7]}, diverged={("lion", 2): reason}
+    )
+    md = build_report(url, "syn", tmp_path / "out").read_text(encoding="utf-8")
+    assert "Diverged reruns, and why they stopped:" in md
+    assert f"- `lion` seed 2: {reason}" in md
+    assert "| lion |" in md and "| 1/3 |" in md
+    url = _synthetic_store(tmp_path / "clean", {"lion": [0.9, 0.8, 0.85], "sgdm": [0.6, 0.8, 0.7]})
+    assert "why they stopped" not in build_report(url, "syn", tmp_path / "out2").read_text(encoding="utf-8")
+
+
 def test_beta2_complements_match_the_optimizers_formulas() -> None:
     t = np.array([1.0, 2.0, 10.0, 1000.0, 1e5])
     curves = beta2_complements(t)
@@ -251,6 +277,116 @@ def test_beta2_complements_match_the_optimizers_formulas() -> None:
     np.testing.assert_allclose(curves["AdaX, β = 1e-4"], [1e-4 / ((1 + 1e-4) ** s - 1) for s in t], rtol=1e-9)
     np.testing.assert_allclose(curves["Adafactor, 1 − t^−0.8"], t**-0.8)
     assert all(math.isclose(v[0], 1.0) for v in curves.values()), "every method starts with β̂ = 0"
+
+
+# --- hostile names: no way out of a code span, a table cell or into raw HTML -----------------------------------
+
+# Names a user may choose (anything but '/'): backtick runs, raw HTML, table pipes, a backslash before a pipe,
+# a line break, link syntax, leading and trailing backticks and spaces.
+HOSTILE = [
+    "a`b``c",
+    "`<script>alert(1)</script>`",
+    "x | y",
+    "p\\|q",
+    "two\nlines",
+    "[click](javascript:alert(1))",
+    " ``` ",
+    "<img src=x onerror=alert(1)>&amp;",
+]
+
+
+def _parse_markdown(md: str) -> list[Any]:
+    from markdown_it import MarkdownIt  # CommonMark with GitHub's tables; markdown-it-py comes with rich
+
+    return MarkdownIt("commonmark").enable("table").parse(md)
+
+
+def _inline(tokens: list[Any], kind: str) -> list[str]:
+    return [c.content for t in tokens for c in (t.children or []) if c.type == kind]
+
+
+def _assert_safe_markdown(md: str, names: Sequence[str]) -> list[Any]:
+    """No raw HTML or link anywhere, every table row has its header's width, and each name is one code span."""
+    tokens = _parse_markdown(md)
+    raw = [t.content for t in tokens if t.type == "html_block"] + _inline(tokens, "html_inline")
+    assert raw == [], f"raw HTML in the Markdown: {raw}"
+    assert not any(c.type == "link_open" for t in tokens for c in (t.children or [])), "a name became a link"
+    width = None
+    for token in tokens:
+        if token.type == "thead_open":
+            width = 0
+        elif token.type == "th_open":
+            width += 1
+        elif token.type == "tr_open":
+            cells = 0
+        elif token.type == "td_open":
+            cells += 1
+        elif token.type == "tr_close" and cells:
+            assert cells == width, "a name split a table row"
+    code = _inline(tokens, "code_inline")
+    for name in names:
+        assert name.replace("\n", " ") in code, f"{name!r} is not one code span: {code}"
+    return tokens
+
+
+def test_code_spans_and_text_survive_hostile_names() -> None:
+    for name in HOSTILE:
+        blocks = [
+            Heading(1, f"report: {name}"),
+            Paragraph([Span("Experiment: "), Span(name, code=True), Span(f" and {name}")]),
+            Table(["Optimizer", "Fixed"], [[[Span(name, code=True)], [Span(name)]], [[Span(name)], [Span("—")]]]),
+        ]
+        md = render_markdown(blocks)
+        tokens = _assert_safe_markdown(md, [name])
+        # As plain text (a heading, a paragraph, table cells) the name reads exactly as given.
+        texts = " ".join(_inline(tokens, "text"))  # (a table cell's outer spaces are trimmed, as always)
+        assert texts.count(name.replace("\n", " ").strip()) >= 4, (name, texts)
+        page = render_html(blocks, name)
+        assert "<script" not in page and "<img" not in page
+        assert f"<code>{html.escape(name)}</code>" in page
+
+
+def test_report_of_an_experiment_with_hostile_names_is_safe(tmp_path: Path) -> None:
+    optimizers = ["ok", *(n for n in HOSTILE if "/" not in n and "\n" not in n)]  # study names split at '/'
+    experiment = "exp`<script>alert(1)` | <img src=x onerror=alert(1)>"
+    url = _synthetic_store(tmp_path, {o: [0.9, 0.8, 0.85] for o in optimizers}, name=experiment)
+    md = build_report(url, experiment, tmp_path / "out").read_text(encoding="utf-8")
+    _assert_safe_markdown(md, [experiment, *optimizers])
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page and "<img src=x" not in page  # (the figures are <img src="figures/...">)
+    for name in [experiment, *optimizers]:
+        assert f"<code>{html.escape(name)}</code>" in page
+
+
+def test_evidence_page_with_hostile_claims_is_safe(tmp_path: Path) -> None:
+    from optarena.arena.evidence import Claim, Judgement, compare_seeds, render
+
+    names = {
+        "experiment": "e`x|p <b>.toml",
+        "id": "c`1 | <i>",
+        "paper": "P <script>alert(1)</script>",
+        "claim": "beats | `x` *y*",
+        "paper_result": "r & <b>bold</b>",
+        "method": "m`|<s>",
+    }
+    experiment = Experiment(name="ev`|<script>", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
+    claim = Claim(
+        id=names["id"], paper=names["paper"], claim=names["claim"], paper_result=names["paper_result"],
+        experiment=tmp_path / names["experiment"], task="digits", method=names["method"], baseline="sgdm",
+        paper_setup="setup | <u>",
+    )  # fmt: skip
+    judgement = Judgement(claim, experiment, compare_seeds([0.90, 0.92], [0.80, 0.81], "max", paired=True))
+    md = render([judgement], title="T`<script>", missing=[claim])
+    _assert_safe_markdown(md, [names["experiment"]])
+    rows = [line for line in md.splitlines() if line.startswith("| c\\`1")]
+    assert len(rows) == 1 and rows[0].endswith("| **confirmed** |")
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert not re.search(r"<(script|b|i|u|s)>", rendered), "a claim's text became HTML"
+    texts = " ".join(_inline(_parse_markdown(md), "text"))
+    for key in ("id", "paper", "paper_result"):
+        assert names[key] in texts, key
 
 
 # --- the browser check ---------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import os
 import pickle
+import re
+import struct
 import tarfile
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 import torch
 from torch import nn
 
-from optarena.arena.tasks import TaskSettings, cifar, get_task, list_tasks, mnist1d, shakespeare
+from optarena.arena.tasks import TaskSettings, cifar, get_task, idx, list_tasks, mnist1d, shakespeare
 from optarena.arena.tasks.base import MissingDataError
 from optarena.arena.tasks.fashion_mnist import DEBIAN_FASHION_MNIST, load_mnist_format_splits
 from optarena.arena.tasks.idx import (
@@ -366,6 +369,164 @@ def test_cifar100_pickles_use_fine_labels(tmp_path: Path) -> None:
         tar.add(tmp_path / "cifar-100-python", arcname="cifar-100-python")
     for data_dir in (archive.parent, archive):
         assert np.array_equal(cifar.load_cifar100(data_dir)[1], y_train)
+
+
+def _string(value: bytes) -> bytes:  # Python 2 str: SHORT_BINSTRING or BINSTRING
+    return b"U" + bytes([len(value)]) + value if len(value) < 256 else b"T" + struct.pack("<i", len(value)) + value
+
+
+def _int(value: int) -> bytes:  # BININT1, BININT2 or BININT
+    if 0 <= value < 256:
+        return b"K" + bytes([value])
+    return b"M" + struct.pack("<H", value) if 0 <= value < 65536 else b"J" + struct.pack("<i", value)
+
+
+def python2_cifar_pickle(batch: dict) -> bytes:
+    """``batch`` pickled as the CIFAR site's files are: Python 2's cPickle, protocol 2.
+
+    Byte strings are Python 2 ``str`` opcodes, and each array is ``numpy.core.multiarray._reconstruct``,
+    ``numpy.ndarray`` and ``numpy.dtype`` with numpy 1's states — the opcodes ``pickletools.dis`` shows in
+    the official ``data_batch_1`` (less its memo entries).
+    """
+    out = bytearray(b"\x80\x02}(")  # PROTO 2, EMPTY_DICT, MARK
+    for key, value in batch.items():
+        out += _string(key)
+        if isinstance(value, np.ndarray):
+            out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _int(0) + b"\x85" + _string(b"b")
+            out += b"\x87R(" + _int(1) + b"".join(_int(d) for d in value.shape) + b"\x86"
+            out += b"cnumpy\ndtype\n" + _string(b"u1") + _int(0) + _int(1) + b"\x87R"
+            out += b"(" + _int(3) + _string(b"|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + _int(0) + b"tb"
+            out += b"\x89" + _string(value.tobytes()) + b"tb"
+        elif isinstance(value, list):
+            out += b"](" + b"".join(_int(v) if isinstance(v, int) else _string(v) for v in value) + b"e"
+        else:
+            out += _string(value)
+    return bytes(out + b"u.")  # SETITEMS, STOP
+
+
+def test_python2_cifar_pickles_as_distributed_load(tmp_path: Path, no_shared_data: Path) -> None:
+    rng = np.random.default_rng(3)
+    batches = {name: cifar_batch(8, rng, "labels", 10) for name in cifar.CIFAR10_PICKLES}
+    for name, batch in batches.items():
+        (tmp_path / name).write_bytes(python2_cifar_pickle(batch))
+    raw = (tmp_path / "data_batch_1").read_bytes()
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"_codecs" not in raw  # the official files' form
+    x_train, y_train, x_test, y_test = cifar.load_cifar10(tmp_path)
+    x, y = _expected_cifar10(batches)
+    assert np.array_equal(x_train, x) and np.array_equal(y_train, y)
+    assert np.array_equal(x_test, batches["test_batch"][b"data"].reshape(-1, 3, 32, 32))
+    assert y_test.tolist() == batches["test_batch"][b"labels"]
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_pickles_written_by_python3_load_under_every_protocol(protocol: int) -> None:
+    batch = cifar_batch(5, np.random.default_rng(protocol), "fine_labels", 100)
+    x, y = cifar.read_cifar_pickle(pickle.dumps(batch, protocol=protocol), "train", "fine_labels")
+    assert np.array_equal(x, batch[b"data"].reshape(-1, 3, 32, 32)) and y.tolist() == batch[b"fine_labels"]
+
+
+class _System:
+    """Unpickling this runs a shell command (os.system) that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Exec:
+    """Unpickling this runs Python code (builtins.exec) that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("attack", [_System, _Exec])
+def test_a_crafted_cifar_pickle_runs_nothing_and_names_the_file(
+    tmp_path: Path, no_shared_data: Path, attack: type, protocol: int
+) -> None:
+    write_cifar10_pickles(tmp_path)
+    marker = tmp_path / "it-ran"
+    crafted = pickle.dumps({b"data": attack(marker), b"labels": [0]}, protocol=protocol)
+    (tmp_path / "data_batch_1").write_bytes(crafted)
+    with pytest.raises(ValueError) as error:  # DataFileError is a ValueError
+        get_task("cifar10_resnet20").build(TaskSettings(data_dir=tmp_path))
+    assert not marker.exists(), "the crafted pickle ran its payload"
+    assert isinstance(error.value, DataFileError)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path}/data_batch_1: not a CIFAR python-version pickle")
+    assert ("system" if attack is _System else "exec") in message and "a CIFAR batch never holds" in message
+    # The control: plain pickle.loads runs the very same bytes.
+    pickle.loads(crafted)
+    assert marker.exists()
+
+
+def test_a_crafted_pickle_in_the_official_tarball_runs_nothing(tmp_path: Path, no_shared_data: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10_pickles(folder)
+    marker = tmp_path / "it-ran"
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": _System(marker), b"labels": [0]}, protocol=2))
+    archive = tmp_path / "archive" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(archive))}/data_batch_1: not a CIFAR"):
+        cifar.load_cifar10(archive.parent)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "value,refused",
+    [
+        (np.array([1, 2], dtype=object), "dtype object"),  # object arrays hold arbitrary pickled objects
+        (np.array([("a", 1)], dtype=[("s", "U1"), ("i", "i4")]), "dtype"),  # structured, not plain numeric
+        (np.ma.masked_array([1, 2]), "numpy.ma"),  # another class than numpy.ndarray
+        (np.int64(3), "scalar"),  # numpy scalars are not part of a batch either
+    ],
+)
+def test_only_plain_numeric_arrays_are_rebuilt(value: object, refused: str) -> None:
+    data = pickle.dumps({b"data": value, b"labels": [0]}, protocol=2)
+    with pytest.raises(DataFileError, match=rf"test_batch: not a CIFAR python-version pickle .*{refused}"):
+        cifar.read_cifar_pickle(data, "test_batch", "labels")
+
+
+def test_data_tasks_check_their_data_without_reading_it(
+    tmp_path: Path, no_shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Task.check_data`` raises what ``build`` would for missing data, and reads nothing when the data are there."""
+    for name in DATA_TASKS:
+        assert get_task(name).check is not None, name
+    settings = TaskSettings(data_dir=tmp_path)
+    for name, error in (
+        ("cifar10_resnet20", "CIFAR-10 not found"),
+        ("cifar100_resnet20", "CIFAR-100 not found"),
+        ("mnist_cnn", "mnist needs the MNIST-format files"),
+        ("shakespeare_char", "Tiny Shakespeare not found"),
+    ):
+        with pytest.raises(MissingDataError, match=error):
+            get_task(name).check_data(settings)
+        with pytest.raises(MissingDataError, match=error):
+            get_task(name).build(settings)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("check_data read a data file")
+
+    write_cifar10_pickles(tmp_path / "cifar-10-batches-py")
+    write_cifar100_pickles(tmp_path / "cifar-100-python")
+    write_mnist_dir(tmp_path / "mnist")
+    write_text(tmp_path / shakespeare.FILENAME)
+    for module, function in ((cifar, "read_cifar_pickle"), (shakespeare, "load_corpus"), (idx, "read_idx")):
+        monkeypatch.setattr(module, function, no_reading)
+    for name in ("cifar10_resnet20", "cifar100_resnet20", "mnist_cnn", "shakespeare_char", "digits"):
+        get_task(name).check_data(settings)
+    (tmp_path / "cifar-100-python" / "test").unlink()  # half a dataset is an error naming what is missing
+    with pytest.raises(DataFileError, match="incomplete CIFAR pickles, missing test"):
+        get_task("cifar100_resnet20").check_data(settings)
 
 
 def test_missing_cifar_names_the_paths_tried_and_how_to_get_it(tmp_path: Path, no_shared_data: Path) -> None:

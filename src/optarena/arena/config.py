@@ -15,6 +15,7 @@ key or a value of the wrong type is reported with the file, the line and the key
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 from pathlib import Path
@@ -63,9 +64,19 @@ def _line_of(text: str, key: str) -> int | None:
 def load_experiment_file(path: str | Path, **overrides: Any) -> Experiment:
     """Read an experiment from a TOML file; ``overrides`` (e.g. from the command line) win."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such experiment file")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (an experiment file is a TOML file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the experiment file ({error.strerror or error})") from error
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -82,6 +93,8 @@ def load_experiment_file(path: str | Path, **overrides: Any) -> Experiment:
             raise ConfigError(f"{where}: key {key!r} must be of type {names}, got {value!r}")
         if key in ("tasks", "optimizers") and not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: key {key!r} must be a list of names, got {value!r}")
+        if key == "target" and not math.isfinite(value):
+            raise ConfigError(f"{where}: key 'target' must be a finite number, got {value!r}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Experiment(**data)

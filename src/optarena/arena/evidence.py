@@ -34,6 +34,8 @@ from scipy import stats
 
 from optarena.arena import store
 from optarena.arena.config import ConfigError, load_experiment_file
+from optarena.arena.markdown import code_span, link_target
+from optarena.arena.markdown import text as md
 from optarena.arena.protocol import Experiment
 from optarena.arena.stats import mean_ci
 from optarena.arena.tasks import get_task
@@ -73,19 +75,32 @@ class ClaimsFile:
 
 
 def load_claims_file(path: str | Path) -> ClaimsFile:
-    """Read a claims file; a missing or unknown key is named with its claim."""
+    """Read a claims file; a missing or unknown key, or a value of the wrong type, is named with its claim."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"{path}: no such claims file") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the claims file ({error.strerror or error})") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: malformed TOML: {error}") from error
     unknown_top = sorted(set(data) - set(FILE_KEYS))
     if unknown_top:
         raise ConfigError(f"{path}: unknown key {unknown_top[0]!r}; valid keys: {', '.join(FILE_KEYS)}")
+    for key in ("title", "notes"):
+        if not isinstance(data.get(key, ""), str):
+            raise ConfigError(f"{path}: key {key!r} must be a string, got {data[key]!r}")
+    entries = data.get("claim", [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{path}: 'claim' must be a list of tables ([[claim]] entries), got {entries!r}")
     claims = []
-    for i, entry in enumerate(data.get("claim", [])):
+    for i, entry in enumerate(entries):
         label = f"{path}: claim {entry.get('id', i + 1)!r}"
         unknown = sorted(set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
         missing = [k for k in REQUIRED_KEYS if k not in entry]
@@ -94,6 +109,9 @@ def load_claims_file(path: str | Path) -> ClaimsFile:
             raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
         if missing:
             raise ConfigError(f"{label}: missing key {missing[0]!r}")
+        for key in (*REQUIRED_KEYS, "paper_setup", "split"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"{label}: key {key!r} must be a string, got {entry[key]!r}")
         if entry.get("split", "test") not in SPLITS:
             raise ConfigError(f"{label}: split {entry['split']!r}; expected one of {', '.join(SPLITS)}")
         at_epoch = entry.get("at_epoch")
@@ -324,9 +342,10 @@ def _setup_line(e: Experiment, path: Path) -> str:
     else:
         scored = f"the first {e.eval_subset} examples" if e.eval_subset else "all examples"
     return (
-        f"`{path.name}` ({e.name}): {', '.join(e.tasks)}; {e.epochs or task.epochs} epochs, training subset "
-        f"{e.subset or 'all'}, scored on {scored} of each split; {e.trials} tuning trials (sampler {e.sampler}, "
-        f"pruning {'on' if e.prune else 'off'}) and {e.seeds} seeds per optimizer; {len(e.optimizers)} optimizers"
+        f"{code_span(path.name)} ({md(e.name)}): {md(', '.join(e.tasks))}; {e.epochs or task.epochs} epochs, "
+        f"training subset {e.subset or 'all'}, scored on {scored} of each split; {e.trials} tuning trials "
+        f"(sampler {e.sampler}, pruning {'on' if e.prune else 'off'}) and {e.seeds} seeds per optimizer; "
+        f"{len(e.optimizers)} optimizers"
     )
 
 
@@ -346,7 +365,7 @@ def render(
     relative to ``page`` (where the markdown will be written).
     """
     lines = [
-        f"# {title}",
+        f"# {md(title)}",
         "",
         "Each claim is re-tested with `optarena compare` under the equal-budget protocol (docs/arena.md): the "
         "same tuning budget and sampler for method and baseline, then the best configuration rerun on fresh "
@@ -361,7 +380,7 @@ def render(
     papers = list(dict.fromkeys(j.claim.paper for j in judgements))
     for paper in papers:
         lines += [
-            f"## {paper}",
+            f"## {md(paper)}",
             "",
             "| claim | paper's result (paper's setup) | our setup | method | baseline | difference (better > 0) "
             "| unpaired (Welch), for reference | seeds | verdict |",
@@ -370,11 +389,17 @@ def render(
         for j in (j for j in judgements if j.claim.paper == paper):
             c, cmp = j.claim, j.comparison
             paper_text = c.paper_result + (f" ({c.paper_setup})" if c.paper_setup else "")
-            lines.append(
-                f"| {c.id}: {c.claim} | {paper_text} | {c.task}, {c.measure} ({c.experiment.name}) | "
-                f"{c.method} {_interval(cmp.method)} | {c.baseline} {_interval(cmp.baseline)} | "
-                f"{_interval(cmp.difference)} | {_interval(cmp.welch)} | {_seeds(cmp)} | **{cmp.verdict}** |"
+            cells = (
+                f"{c.id}: {c.claim}",
+                paper_text,
+                f"{c.task}, {c.measure} ({c.experiment.name})",
+                f"{c.method} {_interval(cmp.method)}",
+                f"{c.baseline} {_interval(cmp.baseline)}",
+                _interval(cmp.difference),
+                _interval(cmp.welch),
+                _seeds(cmp),
             )
+            lines.append("| " + " | ".join(md(cell, in_table=True) for cell in cells) + f" | **{cmp.verdict}** |")
         lines.append("")
 
     if missing:
@@ -384,14 +409,17 @@ def render(
             "The stores hold no reruns yet for these claims (finish them with `--run`):",
             "",
         ]
-        lines += [f"- {c.id} ({c.paper}): {c.method} vs {c.baseline} in `{c.experiment.name}`" for c in missing]
+        lines += [
+            f"- {md(c.id)} ({md(c.paper)}): {md(c.method)} vs {md(c.baseline)} in {code_span(c.experiment.name)}"
+            for c in missing
+        ]
         lines.append("")
     lines += ["## What we learned", "", "### Verdicts", ""]
     for paper in papers:
         mine = [j for j in judgements if j.claim.paper == paper]
         tally = {v: [j.claim.id for j in mine if j.comparison.verdict == v] for v in VERDICTS}
-        parts = [f"{v} {len(ids)} ({', '.join(ids)})" for v, ids in tally.items() if ids]
-        lines.append(f"- **{paper}**: " + "; ".join(parts) + ".")
+        parts = [f"{v} {len(ids)} ({md(', '.join(ids))})" for v, ids in tally.items() if ids]
+        lines.append(f"- **{md(paper)}**: " + "; ".join(parts) + ".")
     lines += [""]
     if notes.strip():
         lines += [notes.strip(), ""]
@@ -411,7 +439,7 @@ def render(
         for task in dict.fromkeys(j.claim.task for j in group):
             metric = get_task(task).metric
             lines += [
-                f"**{task}** ({path.name}; validation {metric} of the tuning trials)",
+                f"**{md(task)}** ({md(path.name)}; validation {md(metric)} of the tuning trials)",
                 "",
                 "| optimizer | trials | best | median | worst | diverged | best lr |",
                 "|---|---|---|---|---|---|---|",
@@ -425,7 +453,8 @@ def render(
                 except MissingRuns:
                     continue
                 lines.append(
-                    f"| {name} | {s.trials} | {s.best:.4g} | {s.median:.4g} | {s.worst:.4g} | {s.diverged} | "
+                    f"| {md(name, in_table=True)} | {s.trials} | {s.best:.4g} | {s.median:.4g} | {s.worst:.4g} | "
+                    f"{s.diverged} | "
                     f"{s.best_lr:.3g} |"
                 )
             lines.append("")
@@ -438,7 +467,8 @@ def render(
                     figure = figures / f"sensitivity-{_slug(experiment.name)}-{_slug(paper)}.png"
                     sensitivity_figure(experiment, task, chosen, figure)
                     link = figure.relative_to(page.parent) if page is not None else figure
-                    lines += [f"![{paper} on {task}: lr sensitivity]({link.as_posix()})", ""]
+                    alt = md(f"{paper} on {task}: lr sensitivity".replace("[", "(").replace("]", ")"))
+                    lines += [f"![{alt}]({link_target(link.as_posix())})", ""]
 
     lines += [
         "### Budget",
@@ -448,11 +478,10 @@ def render(
     ]
     for path, (experiment, _) in experiments.items():
         b = budget(experiment)
-        lines.append(
-            f"| {path.name} | {b.runs} | {b.seconds / 3600:.2f} h | {', '.join(b.devices)} | {', '.join(b.threads)} |"
-        )
+        cells = (path.name, str(b.runs), f"{b.seconds / 3600:.2f} h", ", ".join(b.devices), ", ".join(b.threads))
+        lines.append("| " + " | ".join(md(cell, in_table=True) for cell in cells) + " |")
     lines += ["", "## Setups", ""]
     for path, (experiment, _) in experiments.items():
         where = experiment.storage or f"{experiment.out.as_posix()}/optarena.db (SQLite)"
-        lines.append(f"- {_setup_line(experiment, path)}; store `{where}`.")
+        lines.append(f"- {_setup_line(experiment, path)}; store {code_span(where)}.")
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ from matplotlib.ticker import PercentFormatter
 from matplotlib.transforms import blended_transform_factory
 from optuna.trial import FrozenTrial, TrialState
 
-from optarena.arena import stats
+from optarena.arena import markdown, stats
 from optarena.arena.store import StudyRecord, list_experiments, load_experiment
 
 FIGURES = "figures"
@@ -100,22 +100,15 @@ Block = Heading | Paragraph | Bullets | Table | Image
 
 
 def _md_escape(text: str, in_table: bool = False) -> str:
-    # Characters that would start emphasis, code or raw HTML; '_' is left alone because GFM does not
-    # treat intraword underscores (optimizer names such as lookahead_adamw) as emphasis.
-    out = text.replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`")
-    out = out.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return out.replace("|", "\\|") if in_table else out
+    # Characters that would start emphasis, code, a link or raw HTML (optarena.arena.markdown.text).
+    return markdown.text(text, in_table=in_table)
 
 
 def _md_inline(parts: Inline, in_table: bool = False) -> str:
     out = []
     for span in parts:
-        if span.code:
-            # Code spans need no escaping except '|' inside a table cell.
-            text = span.text.replace("|", "\\|") if in_table else span.text
-            text = f"`{text}`"
-        else:
-            text = _md_escape(span.text, in_table)
+        # A name may hold backticks, '<' or '|': code goes in one safe code span (optarena.arena.markdown).
+        text = markdown.code_span(span.text, in_table=in_table) if span.code else _md_escape(span.text, in_table)
         out.append(f"**{text}**" if span.bold else text)
     return "".join(out)
 
@@ -149,7 +142,7 @@ def render_markdown(blocks: Sequence[Block]) -> str:
             chunks.append("\n".join(lines))
         elif isinstance(block, Image):
             alt = block.alt.replace("[", "(").replace("]", ")")
-            chunks.append(f"![{_md_escape(alt)}]({block.path})\n\n*{_md_escape(block.caption)}*")
+            chunks.append(f"![{_md_escape(alt)}]({markdown.link_target(block.path)})\n\n*{_md_escape(block.caption)}*")
     return "\n\n".join(chunks) + "\n"
 
 
@@ -735,6 +728,14 @@ def _task_section(task: TaskView, colors: dict[str, Any], figures: Path) -> list
     winner, sentence = _winner(task)
     blocks.append(_summary_table(task, winner))
     blocks.append(Paragraph(_spans(Span(sentence, bold=winner is not None))))
+    reasons = [
+        _spans(Span(runs.name, code=True), f" seed {_seed(t)}: {t.user_attrs['diverged_reason']}")
+        for runs in task.runs
+        for t in runs.finals
+        if t.user_attrs.get("diverged_reason")
+    ]
+    if reasons:  # why each diverged rerun stopped (a non-finite loss, gradient or metric, and when)
+        blocks += [Paragraph(_spans("Diverged reruns, and why they stopped:")), Bullets(reasons)]
     blocks.append(
         Paragraph(
             _spans(

@@ -67,6 +67,14 @@ class Task:
     kind: Literal["function", "classification", "language"] = "classification"
     needs: str = ""  # what must be installed or downloaded, said when it is missing
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Finds the task's data without loading it or building a model: raises MissingDataError (or a
+    # DataFileError naming the file) when ``build`` would; None for tasks that need nothing.
+    check: Callable[[TaskSettings], None] | None = None
+
+    def check_data(self, settings: TaskSettings) -> None:
+        """Raise the error ``build(settings)`` would raise for missing data, cheaply (no model, no decoding)."""
+        if self.check is not None:
+            self.check(settings)
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b

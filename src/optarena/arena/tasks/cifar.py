@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import pickle
+import pickle  # only through _CifarUnpickler, which refuses every global a CIFAR batch does not hold
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,11 +74,83 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_tra
 # The "python version" pickles.
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that can build what a CIFAR batch holds, and nothing else.
+
+    The official files are Python 2 pickles (protocol 2) of a dict of byte strings, lists of ints and
+    byte strings, and uint8 numpy arrays. Rebuilding an array takes three globals, and a Python 3
+    protocol-2 re-pickle of the same dict adds ``_codecs.encode`` for its byte strings (protocol 5
+    adds ``_frombuffer``): each is admitted through a wrapper that accepts only what such a file
+    passes it (numeric dtypes, latin-1 strings). Any other global — ``os.system``, ``builtins.eval``,
+    any class — is refused before it is looked up, so a crafted file cannot run anything.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        admitted = _ADMITTED.get((module, name))
+        if admitted is None:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never holds")
+        return admitted
+
+
+def _numeric_dtype(spec: Any) -> np.dtype:
+    if isinstance(spec, bytes):  # a Python 2 str, read with encoding='bytes'
+        spec = spec.decode("ascii", "replace")
+    if not isinstance(spec, (str, np.dtype)):
+        raise pickle.UnpicklingError(f"it holds a dtype given as {type(spec).__name__}, not a type code")
+    dtype = np.dtype(spec)
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"it holds an array of dtype {dtype}, not a plain numeric one")
+    return dtype
+
+
+def _dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype`` as a pickle calls it, for plain numeric type codes only."""
+    return np.dtype(_numeric_dtype(spec), bool(align), bool(copy))
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct``: the empty array a pickle then fills (``__setstate__``)."""
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"it rebuilds an array as {subtype!r}, not numpy.ndarray")
+    return np.ndarray(shape, _numeric_dtype(dtype))
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """``numpy._core.numeric._frombuffer`` (protocol 5): an array from its raw bytes."""
+    if not isinstance(buffer, (bytes, bytearray)):
+        raise pickle.UnpicklingError(f"it rebuilds an array from a {type(buffer).__name__}, not bytes")
+    if order not in ("C", "F"):
+        raise pickle.UnpicklingError(f"it gives the array order {order!r}, not 'C' or 'F'")
+    array = np.frombuffer(buffer, _numeric_dtype(dtype))
+    return array.reshape(shape, order=order).copy(order="K")
+
+
+def _latin1(text: Any, encoding: Any = "utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes under protocol 2: ``encode(str, 'latin1')``."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"it encodes {type(text).__name__} with {encoding!r}, not a str with latin1")
+    return text.encode("latin-1")
+
+
+_ADMITTED: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # the official (numpy 1) files
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # re-pickled under numpy 2
+    ("numpy", "ndarray"): np.ndarray,  # only ever passed to _reconstruct, which checks it
+    ("numpy", "dtype"): _dtype,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _latin1,
+}
+
+
 def read_cifar_pickle(data: bytes, name: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(n, 3, 32, 32)`` uint8 and int64 labels from one CIFAR pickle's bytes; ``name`` is used in errors."""
+    """Images ``(n, 3, 32, 32)`` uint8 and int64 labels from one CIFAR pickle's bytes; ``name`` is used in errors.
+
+    The bytes are read by :class:`_CifarUnpickler`: a file that refers to anything a CIFAR batch does
+    not hold is refused with a :class:`DataFileError` naming it, and nothing in it runs.
+    """
     try:
-        # The CIFAR pickles hold only a dict of bytes, lists and arrays; they are the user's own download.
-        batch = pickle.loads(data, encoding="bytes")
+        batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as error:
         raise DataFileError(f"{name}: not a CIFAR python-version pickle ({type(error).__name__}: {error})") from error
     if not isinstance(batch, dict):
@@ -86,11 +158,14 @@ def read_cifar_pickle(data: bytes, name: str, label_key: str) -> tuple[np.ndarra
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
         raise DataFileError(f"{name}: expected the keys 'data' and {label_key!r}, found {sorted(map(str, batch))}")
-    x = np.asarray(batch["data"])
-    y = np.asarray(batch[label_key], dtype=np.int64)
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+    try:
+        x = np.asarray(batch["data"])
+        y = np.asarray(batch[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise DataFileError(f"{name}: 'data' or {label_key!r} is not an array of numbers ({error})") from error
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.ndim != 1 or len(x) != len(y):
         raise DataFileError(
-            f"{name}: 'data' is {x.dtype} {x.shape} with {len(y)} labels, expected uint8 (n, 3072) with n labels"
+            f"{name}: 'data' is {x.dtype} {x.shape} with {y.size} labels, expected uint8 (n, 3072) with n labels"
         )
     return x.reshape(-1, 3, 32, 32), y
 
@@ -205,19 +280,22 @@ def load_jpeg_folder(folder: Path) -> Arrays:
 # Finding the data.
 
 
-def load_cifar10(data_dir: str | Path | None) -> Arrays:
-    """CIFAR-10 as uint8 ``(n, 3, 32, 32)`` images and int64 labels, from the first source found (module docstring)."""
+def find_cifar10(data_dir: str | Path | None) -> Callable[[], Arrays]:
+    """The loader of the first CIFAR-10 source found (module docstring); :class:`MissingDataError` if none is.
+
+    Finding reads no image: it is the cheap check ``optarena compare`` makes before any run starts.
+    """
     tried: list[str] = []
     data_dir = as_path(data_dir)
     if data_dir is not None:
         if data_dir.is_file():  # the archive itself: the official pickles' or the JPEG one
             if data_dir.name.startswith("cifar-10-python"):
-                return _tar_pickles(data_dir, CIFAR10_PICKLES, "labels", 10)
-            return load_jpeg_tarball(data_dir)
+                return lambda: _tar_pickles(data_dir, CIFAR10_PICKLES, "labels", 10)
+            return lambda: load_jpeg_tarball(data_dir)
         for folder in (data_dir, data_dir / "cifar-10-batches-py"):
             readers = _pickle_source(folder, CIFAR10_PICKLES)
             if readers is not None:
-                return _load_pickles(readers, str(folder), "labels", 10)
+                return lambda readers=readers, folder=folder: _load_pickles(readers, str(folder), "labels", 10)
             tried.append(f"{folder}/{{data_batch_1..5,test_batch}}")
         for name, loader in (
             ("cifar-10-python.tar.gz", lambda p: _tar_pickles(p, CIFAR10_PICKLES, "labels", 10)),
@@ -225,15 +303,15 @@ def load_cifar10(data_dir: str | Path | None) -> Arrays:
         ):
             tried.append(str(data_dir / name))
             if (data_dir / name).is_file():
-                return loader(data_dir / name)
+                return lambda loader=loader, name=name: loader(data_dir / name)
         for folder in (data_dir / "cifar10", data_dir):
             tried.append(f"{folder}/{{train,test}}/<class>/*.jpg")
             if (folder / "train").is_dir() and (folder / "test").is_dir():
-                return load_jpeg_folder(folder)
+                return lambda folder=folder: load_jpeg_folder(folder)
     shared = shared_data_dir() / JPEG_TARBALL
     tried.append(str(shared))
     if shared.is_file():
-        return load_jpeg_tarball(shared)
+        return lambda: load_jpeg_tarball(shared)
     raise MissingDataError(
         "CIFAR-10 not found; looked for: " + "; ".join(tried) + f". To get it: download the python version "
         f"(cifar-10-python.tar.gz) from {CIFAR_URL}, extract it and pass its folder as data_dir "
@@ -241,22 +319,27 @@ def load_cifar10(data_dir: str | Path | None) -> Arrays:
     )
 
 
-def load_cifar100(data_dir: str | Path | None) -> Arrays:
-    """CIFAR-100 (fine labels) from the user's python-version pickles."""
+def load_cifar10(data_dir: str | Path | None) -> Arrays:
+    """CIFAR-10 as uint8 ``(n, 3, 32, 32)`` images and int64 labels, from the first source found (module docstring)."""
+    return find_cifar10(data_dir)()
+
+
+def find_cifar100(data_dir: str | Path | None) -> Callable[[], Arrays]:
+    """The loader of the user's CIFAR-100 pickles; :class:`MissingDataError` if there are none (reads nothing)."""
     tried: list[str] = []
     data_dir = as_path(data_dir)
     if data_dir is not None:
         if data_dir.is_file():  # the official archive itself
-            return _tar_pickles(data_dir, CIFAR100_PICKLES, "fine_labels", 100)
+            return lambda: _tar_pickles(data_dir, CIFAR100_PICKLES, "fine_labels", 100)
         for folder in (data_dir, data_dir / "cifar-100-python"):
             readers = _pickle_source(folder, CIFAR100_PICKLES)
             if readers is not None:
-                return _load_pickles(readers, str(folder), "fine_labels", 100)
+                return lambda readers=readers, folder=folder: _load_pickles(readers, str(folder), "fine_labels", 100)
             tried.append(f"{folder}/{{train,test}}")
         tarball = data_dir / "cifar-100-python.tar.gz"
         tried.append(str(tarball))
         if tarball.is_file():
-            return _tar_pickles(tarball, CIFAR100_PICKLES, "fine_labels", 100)
+            return lambda: _tar_pickles(tarball, CIFAR100_PICKLES, "fine_labels", 100)
     raise MissingDataError(
         "CIFAR-100 not found (it is not shipped offline); looked for: "
         + ("; ".join(tried) or "nothing: no data_dir given")
@@ -264,6 +347,11 @@ def load_cifar100(data_dir: str | Path | None) -> Arrays:
         "extracted folder (with the files train, test, meta) in a folder and pass that folder as data_dir "
         "(TaskSettings.data_dir)."
     )
+
+
+def load_cifar100(data_dir: str | Path | None) -> Arrays:
+    """CIFAR-100 (fine labels) from the user's python-version pickles."""
+    return find_cifar100(data_dir)()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,6 +449,13 @@ def _build(dataset: str, make_model: Callable[[int], nn.Module]) -> Callable[[Ta
     return build
 
 
+def _check(dataset: str) -> Callable[[TaskSettings], None]:
+    def check(settings: TaskSettings) -> None:
+        (find_cifar10 if dataset == "cifar10" else find_cifar100)(settings.data_dir)
+
+    return check
+
+
 _CIFAR10_NEEDS = (
     f"CIFAR-10: the python-version pickles from {CIFAR_URL} in data_dir, or {JPEG_TARBALL} in ../shared/data"
 )
@@ -376,6 +471,7 @@ TASKS = [
         target=0.85,
         epochs=30,
         needs=_CIFAR10_NEEDS,
+        check=_check("cifar10"),
         tags=("image", "resnet"),
     ),
     Task(
@@ -387,6 +483,7 @@ TASKS = [
         target=0.90,
         epochs=30,
         needs=_CIFAR10_NEEDS,
+        check=_check("cifar10"),
         tags=("image", "resnet", "gpu"),
     ),
     Task(
@@ -398,6 +495,7 @@ TASKS = [
         target=0.70,
         epochs=30,
         needs=_CIFAR10_NEEDS,
+        check=_check("cifar10"),
         tags=("image", "transformer", "gpu"),
     ),
     Task(
@@ -409,6 +507,7 @@ TASKS = [
         target=0.55,
         epochs=30,
         needs=_CIFAR100_NEEDS,
+        check=_check("cifar100"),
         tags=("image", "resnet"),
     ),
 ]

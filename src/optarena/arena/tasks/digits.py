@@ -27,6 +27,14 @@ def load_digits_splits(subset: int | None = None) -> dict[str, tuple[torch.Tenso
     }
 
 
+def check(settings: TaskSettings) -> None:
+    """scikit-learn, which ships the data, is importable."""
+    try:
+        import sklearn.datasets  # noqa: F401
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise MissingDataError("The digits task needs scikit-learn: pip install scikit-learn") from error
+
+
 def _build(model_name: str):
     def build(settings: TaskSettings) -> InMemoryClassification:
         splits = load_digits_splits(settings.subset)
@@ -54,6 +62,7 @@ TASKS = [
         target=0.95,
         epochs=10,
         needs="scikit-learn (pip install scikit-learn)",
+        check=check,
     ),
     Task(
         "digits_cnn",
@@ -64,5 +73,6 @@ TASKS = [
         target=0.95,
         epochs=10,
         needs="scikit-learn (pip install scikit-learn)",
+        check=check,
     ),
 ]

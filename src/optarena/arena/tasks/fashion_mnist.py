@@ -123,6 +123,13 @@ def _build(dataset: str, kind: str):
     return build
 
 
+def _check(dataset: str):
+    def check(settings: TaskSettings) -> None:
+        locate_mnist_format(dataset, settings.data_dir)  # finds the four files; reads none
+
+    return check
+
+
 _FASHION_NEEDS = "Fashion-MNIST IDX files: apt install dataset-fashion-mnist, or <data_dir>/fashion-mnist/"
 
 TASKS = [
@@ -135,6 +142,7 @@ TASKS = [
         target=0.88,  # Adam (lr 1e-3) has 0.857 after one epoch, 0.88 after five: 0.85 would not separate optimizers
         epochs=10,
         needs=_FASHION_NEEDS,
+        check=_check("fashion_mnist"),
         tags=("image",),
     ),
     Task(
@@ -146,6 +154,7 @@ TASKS = [
         target=0.90,
         epochs=10,
         needs=_FASHION_NEEDS,
+        check=_check("fashion_mnist"),
         tags=("image",),
     ),
     Task(
@@ -157,6 +166,7 @@ TASKS = [
         target=0.99,
         epochs=10,
         needs=f"MNIST IDX files ({_file_list()}, optionally .gz) in <data_dir>/mnist/",
+        check=_check("mnist"),
         tags=("image",),
     ),
 ]

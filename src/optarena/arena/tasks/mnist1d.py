@@ -85,6 +85,11 @@ def mnist1d_splits(subset: int | None = None) -> dict[str, tuple[Tensor, Tensor]
     return {"train": take_subset(*train, subset), "val": val, "test": (data["x_test"], data["y_test"])}
 
 
+def check(settings: TaskSettings) -> None:
+    """The mnist1d package is importable (the data are generated from it)."""
+    _default_args()
+
+
 def _build(kind: str):
     def build(settings: TaskSettings) -> InMemoryClassification:
         splits = mnist1d_splits(settings.subset)
@@ -112,6 +117,7 @@ TASKS = [
         target=0.60,
         epochs=30,
         needs=NEEDS,
+        check=check,
         tags=("1d",),
     ),
     Task(
@@ -123,6 +129,7 @@ TASKS = [
         target=0.80,
         epochs=50,
         needs=NEEDS,
+        check=check,
         tags=("1d",),
     ),
 ]

@@ -168,6 +168,11 @@ def build(settings: TaskSettings) -> CharLanguageModel:
     )
 
 
+def check(settings: TaskSettings) -> None:
+    """Find the corpus (reads nothing): the error ``build`` would raise if it is missing."""
+    find_corpus(settings.data_dir)
+
+
 TASKS = [
     Task(
         "shakespeare_char",
@@ -181,5 +186,6 @@ TASKS = [
         kind="language",
         needs=f"{FILENAME} in data_dir or ../shared/data (karpathy/char-rnn's tinyshakespeare/input.txt)",
         tags=("text", "transformer"),
+        check=check,
     ),
 ]
