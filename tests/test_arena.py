@@ -248,22 +248,35 @@ def test_cli_bad_input_is_a_clear_error(argv, message, tmp_path):
 
 
 def test_a_missing_dataset_is_a_clear_error_and_keeps_what_was_computed(tmp_path):
+    """The data of every task are looked for before any trial: the error comes first, and the store is untouched."""
     empty = tmp_path / "no-data-here"
     empty.mkdir()
     (empty / "readme.txt").write_text("not a dataset")
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "optarena", "compare", "--task", "rosenbrock", "mnist_cnn",
-         "--optimizers", "adamw", "--trials", "2", "--seeds", "1", "--epochs", "1",
-         "--data-dir", str(empty), "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+
+    def compare_cli(*tasks: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "optarena", "compare", "--task", *tasks, "--optimizers", "adamw",
+             "--trials", "2", "--seeds", "1", "--epochs", "1", "--data-dir", str(empty), "--out", str(out)],
+            capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+
+    def trials() -> dict[str, list[str]]:  # every trial of every study, failed ones included
+        storage = optuna.storages.RDBStorage(store.default_storage_url(out))
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        return {n: [t.state.name for t in optuna.load_study(study_name=n, storage=storage).trials] for n in names}
+
+    assert compare_cli("rosenbrock").returncode == 0
+    before = trials()
+    assert {n: states.count("COMPLETE") for n, states in before.items()} == {
+        "default/rosenbrock/adamw/tune": 2,
+        "default/rosenbrock/adamw/final": 1,
+    }
+    result = compare_cli("rosenbrock", "mnist_cnn")
     assert result.returncode == 2
-    message = result.stdout.replace("\n", " ")
-    assert "error:" in message and str(empty.name) in message
-    records = store.load_experiment(store.default_storage_url(out), "default")
-    done = records[("rosenbrock", "adamw")]
-    assert len(done.tune) == 2 and len(done.final) == 1  # the first task's results survive the failure
+    assert result.stdout.startswith("error: mnist needs the MNIST-format files"), result.stdout + result.stderr
+    assert str(empty.name) in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert trials() == before  # what was computed is kept, and no failed trial was added
 
 
 def test_qmc_compare_is_reproducible_and_queues_nothing_twice(tmp_path):

@@ -63,6 +63,8 @@ class Real:
     optional: bool = False
 
     def describe(self) -> str:
+        if math.isinf(self.low) and math.isinf(self.high):
+            return "a finite number"
         left = "(" if self.low_open or math.isinf(self.low) else "["
         right = ")" if self.high_open or math.isinf(self.high) else "]"
         return f"a finite value in {left}{self.low:g}, {self.high:g}{right}"

@@ -9,8 +9,10 @@ For each task and optimizer:
 2. **Rerun** — the best configuration on seeds 1..``seeds`` (never the tuning seed), recording
    full curves and diagnostics; these, scored on the *test* split, are what the report compares.
 
-Everything lands in the store as it finishes: an interrupted comparison rerun with the same
-arguments continues where it stopped, losing no completed trial and running none twice.
+The budget is queued in the store and worked off trial by trial (:mod:`optarena.arena.workers`),
+and everything lands in the store as it finishes: an interrupted comparison rerun with the same
+arguments continues where it stopped, losing no completed trial and running none twice, and
+several ``compare`` or ``optarena worker`` processes on one store share its budget.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
@@ -30,6 +33,7 @@ from optarena.arena.runner import RunResult, train
 from optarena.arena.tasks import Task, TaskSettings, get_task
 from optarena.arena.variants import OptimizerSpec, parse_variants, resolve
 from optarena.optim import get_optimizer_info, list_optimizers
+from optarena.validation import Real
 
 DEFAULT_OPTIMIZERS = ("adamw", "sgdm", "adaburst", "adamnx", "adamw_agr", "adax", "adan", "lion", "lookahead_adamw")
 ProgressCallback = Callable[[str], None]
@@ -78,6 +82,8 @@ class Experiment:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1 (or unset)")
+        if self.target is not None:
+            Real().check("target", self.target)  # a finite number: nan or inf would never be reached
         if self.sampler not in SAMPLERS:
             raise ValueError(f"Invalid sampler: {self.sampler!r}; expected one of {', '.join(map(repr, SAMPLERS))}")
         if not self.tasks:
@@ -148,19 +154,31 @@ def suggest(trial: optuna.Trial, optimizer: str | OptimizerSpec) -> dict[str, An
     return params
 
 
-def make_sampler(experiment: Experiment, trials: int) -> optuna.samplers.BaseSampler:
-    # The same sampler, seed and settings for every optimizer.
+def trial_seed(sampler_seed: int, trial_number: int) -> int:
+    """The TPE seed of one trial: its random draws depend on the trial, not on which process runs it."""
+    return int(np.random.SeedSequence([sampler_seed, trial_number]).generate_state(1)[0])
+
+
+def make_sampler(experiment: Experiment, trials: int, trial_number: int | None = None) -> optuna.samplers.BaseSampler:
+    """The same sampler, seed and settings for every optimizer.
+
+    TPE is seeded per trial when ``trial_number`` is given (:func:`trial_seed`): one sampler seeded
+    once would draw the same start-up configuration in every process, or in every trial of a
+    process that builds its sampler afresh. QMC configurations are drawn up front, in order.
+    """
     if experiment.sampler == "qmc":
         with warnings.catch_warnings():  # "experimental" since optuna 3.0; its behaviour is what we test
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=experiment.sampler_seed)
-    return optuna.samplers.TPESampler(seed=experiment.sampler_seed, n_startup_trials=max(1, min(5, trials // 2)))
+    seed = experiment.sampler_seed if trial_number is None else trial_seed(experiment.sampler_seed, trial_number)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(5, trials // 2)))
 
 
 def repr_sampler(experiment: Experiment) -> str:
     if experiment.sampler == "qmc":
         return f"QMCSampler(qmc_type='sobol', scramble=True, seed={experiment.sampler_seed})"
-    return f"TPESampler(seed={experiment.sampler_seed}, n_startup_trials={max(1, min(5, experiment.trials // 2))})"
+    startup = max(1, min(5, experiment.trials // 2))
+    return f"TPESampler(seed=trial_seed({experiment.sampler_seed}, trial number), n_startup_trials={startup})"
 
 
 def repr_pruner(experiment: Experiment, epochs: int) -> str:
@@ -181,6 +199,8 @@ def make_pruner(experiment: Experiment, epochs: int) -> optuna.pruners.BasePrune
 def _store_result(trial: optuna.Trial, result: RunResult) -> None:
     trial.set_user_attr("records", result.records)
     trial.set_user_attr("diverged", result.diverged)
+    if result.diverged_reason:
+        trial.set_user_attr("diverged_reason", result.diverged_reason)
     trial.set_user_attr("threads", result.threads)
     trial.set_user_attr("load_average", result.load_average)
     trial.set_user_attr("device", result.device)
@@ -192,7 +212,10 @@ def _store_result(trial: optuna.Trial, result: RunResult) -> None:
         trial.set_user_attr("update_magnitudes", result.update_magnitudes)
 
 
-def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, storage: Any = None) -> optuna.Study:
+def _study(
+    experiment: Experiment, task: Task, optimizer: str, phase: str, storage: Any = None, describe: bool = True
+) -> optuna.Study:
+    """The study of (task, optimizer, phase), created if missing; ``describe`` records the experiment in it."""
     epochs = experiment.epochs_for(task)
     study = optuna.create_study(
         study_name=store.study_name(experiment.name, task.name, optimizer, phase),
@@ -202,7 +225,7 @@ def _study(experiment: Experiment, task: Task, optimizer: str, phase: str, stora
         direction="maximize" if task.mode == "max" else "minimize",
         load_if_exists=True,
     )
-    if phase == "tune" and "config" not in study.user_attrs:
+    if describe and phase == "tune" and "config" not in study.user_attrs:
         study.set_user_attr("config", experiment.to_dict())
         study.set_user_attr("versions", store.versions())
         study.set_user_attr("target", experiment.target_for(task))
@@ -267,42 +290,11 @@ def final_objective(
     return objective
 
 
-def tune(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> optuna.Study:
-    """Run the tuning trials still missing from the store for (task, optimizer)."""
-    study = _study(experiment, task, optimizer, "tune")
-    store.fail_interrupted(study)
-    objective = tune_objective(experiment, task, optimizer)
-    while len(store.finished(study)) < experiment.trials:
-        study.optimize(objective, n_trials=1, catch=())
-        if progress is not None:
-            progress(f"{task.name}/{optimizer}: trial {len(store.finished(study))}/{experiment.trials}")
-    return study
-
-
 def best_params(study: optuna.Study) -> dict[str, Any]:
     completed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(f"Study {study.study_name} has no completed trial to take a best configuration from")
     return dict(study.best_trial.params)
-
-
-def rerun(experiment: Experiment, task: Task, optimizer: str, progress: ProgressCallback | None = None) -> None:
-    """Train the tuned configuration on each seed not yet in the store."""
-    tune_study = _study(experiment, task, optimizer, "tune")
-    best_params(tune_study)  # fails early, naming the study, if tuning completed nothing
-    study = _study(experiment, task, optimizer, "final")
-    store.fail_interrupted(study)
-    for seed in range(1, experiment.seeds + 1):
-        done = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get("seed") == seed
-        ]
-        if done:
-            continue
-        study.optimize(final_objective(experiment, task, optimizer, tune_study, seed), n_trials=1, catch=())
-        if progress is not None:
-            progress(f"{task.name}/{optimizer}: seed {seed}/{experiment.seeds}")
 
 
 def planned_runs(experiment: Experiment) -> int:
@@ -326,34 +318,36 @@ def compare(
     prepare_only: bool = False,
     heartbeat_seconds: int = 10,
     grace_seconds: int = 60,
+    poll_seconds: float = 2.0,
 ) -> None:
     """Tune and rerun every (task, optimizer) pair; results go to the store as they finish.
 
-    On a shared database (any storage but SQLite), or with ``sampler='qmc'``, the budget is first
-    queued (:func:`optarena.arena.workers.prepare`) and then worked off like any ``optarena worker``
-    does; ``prepare_only`` stops after queueing, for workers to run. Workers record a heartbeat every
-    ``heartbeat_seconds``; a trial silent for ``grace_seconds`` is failed and queued again.
+    The budget is first queued (:func:`optarena.arena.workers.prepare`) and then worked off like
+    any ``optarena worker`` does (:func:`optarena.arena.workers.work`), so another ``compare`` or
+    worker on the same store shares it; ``prepare_only`` stops after queueing, for workers to run.
+    While a trial trains, a heartbeat is recorded every ``heartbeat_seconds``; another machine may
+    give up a trial silent for ``grace_seconds`` (on this machine, only a trial whose process is
+    gone). Raises ``ValueError`` if the store holds this experiment's name with settings that
+    change its stored runs' meaning.
     """
+    from optarena.arena import workers
+
+    if heartbeat_seconds < 1 or grace_seconds <= heartbeat_seconds:
+        raise ValueError(
+            f"Invalid heartbeat/grace: {heartbeat_seconds}/{grace_seconds}; expected 1 <= heartbeat < grace"
+        )
     experiment.out.mkdir(parents=True, exist_ok=True)
     if experiment.threads:
         torch.set_num_threads(experiment.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    shared = not experiment.storage_url.startswith("sqlite:")
-    if shared or experiment.sampler == "qmc" or prepare_only:
-        from optarena.arena import workers
-
-        beats = dict(heartbeat_interval=heartbeat_seconds, grace_period=grace_seconds) if shared else {}
-        storage = store.open_storage(experiment.storage_url, **beats)
-        if not shared:  # one process owns a SQLite store: a RUNNING trial there was left by a killed run
-            for study in optuna.get_all_study_summaries(storage, include_best_trial=False):
-                if study.study_name.startswith(f"{experiment.name}/"):
-                    store.fail_interrupted(optuna.load_study(study_name=study.study_name, storage=storage))
-        workers.prepare(experiment, storage)
-        if not prepare_only:
-            workers.work(experiment, storage, progress)
-        return
-    for task_name in experiment.tasks:
-        task = get_task(task_name)
-        for optimizer in experiment.optimizers:
-            tune(experiment, task, optimizer, progress)
-            rerun(experiment, task, optimizer, progress)
+    storage = store.open_storage(experiment.storage_url)
+    workers.prepare(experiment, storage)
+    if not prepare_only:
+        workers.work(
+            experiment,
+            storage,
+            progress,
+            poll_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            grace_seconds=grace_seconds,
+        )
