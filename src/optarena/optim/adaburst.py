@@ -20,10 +20,12 @@ every open choice is listed in ``docs/algorithms/adaburst.md``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
@@ -35,6 +37,7 @@ from optarena.optim.functional import (
     per_tensor,
     scalar_value,
 )
+from optarena.optim.hooks import LoopContext, LoopHooks
 from optarena.optim.info import OptimizerInfo
 from optarena.schedules.burst import METRIC_REDUCTIONS, CosineBurst, PlateauDetector
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, Integer, OneOf, check_declared, check_range
@@ -320,6 +323,20 @@ class Adaburst(OptarenaOptimizer):
 
 
 BURST_CLOCK = "burst_clock"
+
+
+class AdaburstHooks(LoopHooks):
+    """The burst trigger watches the training metric (the paper: training accuracy) once per epoch, in the
+    direction the loop says it improves; a restart is the event ``'burst'``."""
+
+    def options(self, context: LoopContext) -> dict[str, Any]:
+        return {"burst_mode": context.metric_mode}
+
+    def after_epoch(self, optimizer: Optimizer, metrics: Mapping[str, float], context: LoopContext) -> list[str]:
+        return ["burst"] if optimizer.epoch_end(metrics["train_metric"]) else []  # type: ignore[attr-defined]
+
+
+Adaburst.loop_hooks = AdaburstHooks()
 
 REGISTRY_ENTRIES = [
     OptimizerInfo(

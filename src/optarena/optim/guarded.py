@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
+from optarena.optim.hooks import NO_HOOKS, LoopHooks
 from optarena.optim.wrapper import WRAPPER_STATE_KEYS
 from optarena.validation import Constraint, OneOf, check_declared
 
@@ -88,6 +89,8 @@ class GuardedOptimizer(Optimizer):
     identity_keys: ClassVar[tuple[str, ...]] = ()
     #: Group keys a state_dict may lack because the class fills them when it loads (torch's ``__setstate__``).
     backfilled_keys: ClassVar[frozenset[str]] = frozenset()
+    #: What a training loop must do for this optimizer besides zero_grad/backward/step (see optarena.optim.hooks).
+    loop_hooks: ClassVar[LoopHooks] = NO_HOOKS
     nonfinite: str = "propagate"
     skipped_steps: int = 0
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from torch.optim import Optimizer
 
+from optarena.optim.hooks import NO_HOOKS, LoopHooks
+
 
 @dataclass(frozen=True)
 class OptimizerInfo:
@@ -38,6 +40,11 @@ class OptimizerInfo:
     zero_grad_moves: str = ""
     lr_range: tuple[float, float] = (1e-4, 1e-1)
     search_space: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def hooks(self) -> LoopHooks:
+        """What a training loop must call for this optimizer (see :mod:`optarena.optim.hooks`)."""
+        return getattr(self.cls, "loop_hooks", NO_HOOKS)
 
     def hyperparameter_defaults(self) -> dict[str, Any]:
         """Every constructor keyword's default, with the registry's overrides applied.

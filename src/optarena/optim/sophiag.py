@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from optarena.optim.base import OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
@@ -31,6 +32,7 @@ from optarena.optim.functional import (
     group_by_device_and_dtype,
     scalar_value,
 )
+from optarena.optim.hooks import LoopContext, LoopHooks
 from optarena.optim.info import OptimizerInfo
 from optarena.validation import NON_NEGATIVE, POSITIVE, Constraint, betas
 
@@ -261,6 +263,25 @@ def sophiag_gnb_update(
             p.grad = g
     return loss.detach()
 
+
+class SophiaGHooks(LoopHooks):
+    """The authors' training loop: ``bs`` is the loss's batch size, and every ``interval`` steps, on a
+    classifier, the Gauss-Newton-Bartlett estimate is taken from the step's batch (:func:`sophiag_gnb_update`;
+    the authors' k = 10). Without sampled labels (a regression task) h stays 0: clipped sign momentum."""
+
+    interval = 10
+
+    def options(self, context: LoopContext) -> dict[str, Any]:
+        return {"bs": context.batch_size} if context.batch_size else {}
+
+    def after_step(
+        self, optimizer: Optimizer, model: nn.Module, inputs: Tensor, step: int, context: LoopContext
+    ) -> None:
+        if context.classification and step % self.interval == 0:
+            sophiag_gnb_update(model, inputs, optimizer)  # type: ignore[arg-type]
+
+
+SophiaG.loop_hooks = SophiaGHooks()
 
 REGISTRY_ENTRIES = [
     OptimizerInfo(
