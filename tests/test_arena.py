@@ -53,8 +53,52 @@ def test_digits_run_records_curves_and_diagnostics():
 def test_adaburst_bursts_are_recorded_and_follow_the_task_mode():
     # A function task is minimised: the trigger must watch the value falling, not rising.
     result = train(get_task("rastrigin"), "adaburst", {"lr": 1e-3, "burst_patience": 0}, seed=0, epochs=6)
-    assert result.burst_events  # the value stalls in a local minimum: bursts restart
-    assert all(e % 50 == 0 for e in result.burst_events)
+    assert list(result.events) == ["burst"]  # the value stalls in a local minimum: bursts restart
+    assert result.events["burst"] and all(e % 50 == 0 for e in result.events["burst"])
+
+
+def test_the_runner_calls_what_the_registry_entry_declares(monkeypatch):
+    """The loop recognises no optimizer: it calls the hooks its registry entry declares, and records their events."""
+    from types import SimpleNamespace
+
+    from optarena.arena import runner
+    from optarena.arena.tasks import TaskSettings
+    from optarena.optim.hooks import LoopHooks
+
+    seen: dict[str, list] = {"contexts": [], "steps": [], "metrics": [], "kwargs": []}
+
+    class Spy(LoopHooks):
+        def options(self, context):
+            seen["contexts"].append(context)
+            return {"weight_decay": 0.5, "betas": (0.5, 0.5)}
+
+        def after_step(self, optimizer, model, inputs, step, context):
+            seen["steps"].append((step, len(inputs)))
+
+        def after_epoch(self, optimizer, metrics, context):
+            seen["metrics"].append(metrics["train_metric"])
+            return ["spied"] if len(seen["metrics"]) == 2 else []
+
+    create = runner.create_optimizer
+
+    def spy_create(model, name, **kwargs):
+        seen["kwargs"].append(kwargs)
+        return create(model, name, **kwargs)
+
+    monkeypatch.setattr(runner, "get_optimizer_info", lambda name: SimpleNamespace(hooks=Spy()))
+    monkeypatch.setattr(runner, "create_optimizer", spy_create)
+    hyper = {"lr": 1e-3, "betas": (0.9, 0.99)}
+    result = train(get_task("digits"), "adamw", hyper, seed=0, epochs=2, settings=TaskSettings(subset=256))
+    (context,) = seen["contexts"]
+    per_epoch = int(result.records[1]["step"])
+    assert (context.metric_mode, context.classification, context.steps_per_epoch) == ("max", True, per_epoch)
+    assert context.total_steps == 2 * per_epoch and context.batch_size
+    # the hooks' options go in, but the tuned hyperparameters win; the arena's nonfinite policy stays
+    assert seen["kwargs"] == [{"nonfinite": "raise", "weight_decay": 0.5, "betas": (0.9, 0.99), "lr": 1e-3}]
+    assert seen["steps"] == [(step, context.batch_size) for step in range(1, 2 * per_epoch + 1)]
+    assert seen["metrics"] == [row["train_metric"] for row in result.records[1:]]
+    assert result.events == {"spied": [2 * per_epoch]}  # at the step after which the epoch ended
+    assert result.to_dict()["spied_events"] == [2 * per_epoch] and result.to_dict()["burst_events"] == []
 
 
 def test_a_diverging_run_is_marked_and_stops():

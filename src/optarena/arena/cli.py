@@ -550,7 +550,7 @@ def _plot_run(result: Any, metric: str, path: Path) -> Path:
     right.plot(steps, [r["train_metric"] for r in result.records], label="train")
     right.set(xlabel="step", ylabel=metric)
     right.legend()
-    for event in result.burst_events:
+    for event in (step for steps in result.events.values() for step in steps):  # Adaburst's bursts
         for axis in (left, right):
             axis.axvline(event, color="grey", linestyle=":", linewidth=1)
     fig.suptitle(f"{result.optimizer} on {result.task}")

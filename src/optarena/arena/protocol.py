@@ -204,8 +204,8 @@ def _store_result(trial: optuna.Trial, result: RunResult) -> None:
     trial.set_user_attr("threads", result.threads)
     trial.set_user_attr("load_average", result.load_average)
     trial.set_user_attr("device", result.device)
-    if result.burst_events:
-        trial.set_user_attr("burst_events", result.burst_events)
+    for event, steps in result.events.items():
+        trial.set_user_attr(f"{event}_events", steps)  # Adaburst's 'burst': burst_events
     if result.trajectory:
         trial.set_user_attr("trajectory", result.trajectory)
     if result.update_magnitudes:

@@ -1,9 +1,13 @@
 """One training run: one optimizer, one task, one seed, a fixed number of epochs.
 
 The runner records per-epoch curves (step, wall time, train loss/metric, validation and test
-metric), and on request the diagnostics the report draws: the 2-D trajectory of a function task,
-Adaburst's burst events, and the per-layer update magnitude per epoch (the Adaburst paper's
-Fig. 1). A run whose loss turns non-finite stops and is marked diverged.
+metric), and on request the diagnostics the report draws: the 2-D trajectory of a function task
+and the per-layer update magnitude per epoch (the Adaburst paper's Fig. 1). A run whose loss
+turns non-finite stops and is marked diverged.
+
+What an optimizer needs from the loop besides ``step`` (Adaburst's trigger, SophiaG's Hessian
+refresh) is what its registry entry declares (:mod:`optarena.optim.hooks`): the runner calls those
+hooks for every optimizer and records the events they name (Adaburst's ``'burst'``) at their step.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from torch import nn
 
 from optarena.arena.tasks import Task, TaskSettings
 from optarena.arena.variants import OptimizerSpec, resolve
-from optarena.optim import NonFiniteGradientError, create_optimizer, get_optimizer_info, sophiag_gnb_update
+from optarena.optim import NonFiniteGradientError, create_optimizer, get_optimizer_info
+from optarena.optim.hooks import LoopContext
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-HESSIAN_INTERVAL = 10
 
 
 @dataclass
@@ -38,7 +42,7 @@ class RunResult:
     records: list[dict[str, float]] = field(default_factory=list)
     diverged: bool = False
     diverged_reason: str = ""  # what made the run stop: a non-finite loss, gradient or metric, and when
-    burst_events: list[int] = field(default_factory=list)  # steps after which a burst restarted
+    events: dict[str, list[int]] = field(default_factory=dict)  # event name -> the steps it happened after
     trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
     update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
     threads: int = 1
@@ -49,7 +53,15 @@ class RunResult:
         return self.records[-1][key]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The run as ``optarena run`` writes it (JSON): each event's steps as ``<name>_events``, and
+        ``burst_events`` always there, as in the files written before events were named."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key == "events":
+                out.update({"burst_events": [], **{f"{name}_events": steps for name, steps in value.items()}})
+            else:
+                out[key] = value
+        return out
 
 
 PARALLEL_MODES = ("ddp", "fsdp")
@@ -133,15 +145,19 @@ def train(
     model = problem.model
     rank, world = _wrap_parallel(problem, task, parallel)
     spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
+    hooks = get_optimizer_info(spec.optimizer).hooks
+    context = LoopContext(
+        metric_mode=task.mode,  # the training metric the hooks watch improves in the task's direction
+        batch_size=getattr(problem, "batch_size", None),  # a function task has no batches
+        classification=task.kind == "classification",
+        steps_per_epoch=problem.steps_per_epoch,
+        total_steps=epochs * problem.steps_per_epoch,
+    )
+    # The hooks' options first: the variant's fixed options and the tuned hyperparameters win.
+    options = {**hooks.options(context), **spec.options_for(problem.steps_per_epoch), **hyperparameters}
     # A NaN or infinite gradient stops the run, marked diverged, instead of spreading silently
     # (Lion's sign(NaN) = 0 would freeze a coordinate with the loss still finite).
-    kwargs = {"nonfinite": "raise", **spec.options_for(problem.steps_per_epoch), **hyperparameters}
-    defaults = get_optimizer_info(spec.optimizer).hyperparameter_defaults()
-    if "burst_mode" in defaults:
-        kwargs.setdefault("burst_mode", task.mode)  # Adaburst's trigger watches the task's training metric
-    if "bs" in defaults and hasattr(problem, "batch_size"):
-        kwargs.setdefault("bs", problem.batch_size)  # SophiaG: the number of terms the loss averages
-    optimizer = create_optimizer(model, spec.optimizer, **kwargs)
+    optimizer = create_optimizer(model, spec.optimizer, **{"nonfinite": "raise", **options})
     schedule = spec.build_schedule(optimizer, epochs * problem.steps_per_epoch, problem.steps_per_epoch)
     result = RunResult(
         task.name,
@@ -152,9 +168,6 @@ def train(
         load_average=_load_average(),
         device=settings.device,
     )
-    # SophiaG's Gauss-Newton-Bartlett Hessian estimate needs sampled labels: classifiers only, every k steps
-    # (the authors' k = 10); elsewhere it runs on its zero-initialised h, i.e. as clipped sign momentum.
-    hessian_every = HESSIAN_INTERVAL if hasattr(optimizer, "update_hessian") and task.kind == "classification" else 0
     layers = _tracked_layers(model) if diagnostics else {}
     for name in layers:
         result.update_magnitudes[name] = []
@@ -199,8 +212,7 @@ def train(
             if schedule is not None:
                 schedule.step()
             step += 1
-            if hessian_every and step % hessian_every == 0:
-                sophiag_gnb_update(problem.model, batch[0], optimizer)
+            hooks.after_step(optimizer, problem.model, batch[0] if batch is not None else None, step, context)
             if layers:
                 with torch.no_grad():
                     for (name, p), b in zip(layers.items(), before):
@@ -217,7 +229,6 @@ def train(
             bad = ", ".join(key for key, value in row.items() if not math.isfinite(value))
             result.diverged, result.diverged_reason = True, f"non-finite {bad} after epoch {epoch}"
             break
-        # Adaburst: the burst trigger watches the training metric
-        if hasattr(optimizer, "epoch_end") and optimizer.epoch_end(row["train_metric"]):
-            result.burst_events.append(step)
+        for event in hooks.after_epoch(optimizer, row, context):
+            result.events.setdefault(event, []).append(step)
     return result
