@@ -8,19 +8,14 @@ import torch
 
 import optarena
 from optarena.optim.wrapper import OptimizerWrapper
+from tests.helpers import registry_configs
 
 STEPS = 6
 # Rows chosen so that 2 and 3 ranks split them unevenly (7 → 4/3 and 3/3/1; 5 → 3/2 and 2/2/1).
 SHAPES = [(7, 5), (7,), (5, 7), (5,), (1,)]
 
-# Every registered optimizer, plus the variants whose whole-tensor reductions differ.
-CASES: list[tuple[str, str, dict]] = [(name, name, {}) for name in optarena.list_optimizers()] + [
-    ("adamw_agr-paper", "adamw_agr", {"agr": "paper"}),
-    ("adan-max_grad_norm", "adan", {"max_grad_norm": 0.5}),
-    ("swats-global", "swats", {"granularity": "global"}),
-    ("swats-group", "swats", {"granularity": "group"}),
-    ("sgdm-agr", "sgdm", {"agr": "code"}),
-]
+# Every registered optimizer, plus the variants whose whole-tensor reductions differ (OptimizerInput.sharded).
+CASES: list[tuple[str, str, dict]] = registry_configs("sharded")
 
 
 def full_parameters(dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
@@ -50,11 +45,9 @@ def run_steps(
 
 
 # FSDP2 end to end: every case above (torch's Adafactor aside: see TORCH_LIMITS in the test), plus the
-# variants whose non-elementwise state matters across a checkpoint.
+# variants whose non-elementwise state matters across a checkpoint (OptimizerInput.checkpointed).
 FSDP_CASES: list[tuple[str, str, dict]] = [c for c in CASES if c[1] != "adafactor"] + [
-    ("adaburst-step_clock", "adaburst", {"burst_unit": "step", "burst_T_max": 4}),
-    ("adan_agr-clip", "adan_agr", {"max_grad_norm": 0.5}),
-    ("adabelief-amsgrad", "adabelief", {"amsgrad": True}),
+    c for c in registry_configs("checkpointed") if c[0] != c[1]
 ]
 
 

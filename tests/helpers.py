@@ -5,6 +5,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+import optarena
+from optarena.optim.registry import get_optimizer_info
+
+
+def registry_configs(flag: str | None = None) -> list[tuple[str, str, dict]]:
+    """``(test id, registry name, kwargs)`` for every registry entry's defaults, then for the constructor
+    variants its entry declares (``OptimizerInfo.test_inputs``; with ``flag``, those whose flag is set)."""
+    names = optarena.list_optimizers()
+    configs = [(name, name, {}) for name in names]
+    for name in names:
+        for variant in get_optimizer_info(name).test_inputs:
+            if flag is None or getattr(variant, flag):
+                configs.append((f"{name}-{variant.label}", name, dict(variant.kwargs)))
+    return configs
+
 
 def seeded_mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     """A 4-8-3 tanh MLP with seeded weights."""

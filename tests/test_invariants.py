@@ -1,7 +1,8 @@
 """The invariant suite: torch.optim's checklist, run over every registered optimizer.
 
-A new optimizer is covered by registering it. ``CONFIGS`` adds the variants whose code paths
-differ (Adaburst's ablations, AGR's modes, AdaXW, AGR wrapped around a torch optimizer).
+A new optimizer is covered by registering it: ``CONFIGS`` is every registry entry's defaults plus
+the constructor variants its entry declares (``OptimizerInfo.test_inputs``: Adaburst's ablations,
+AGR's modes, AdaXW, AGR wrapped around a torch optimizer, ...).
 """
 
 from __future__ import annotations
@@ -16,82 +17,23 @@ from torch import Tensor
 import optarena
 from optarena.optim.registry import get_optimizer_info
 
-from .helpers import backward, max_diff, seeded_mlp
+from .helpers import backward, max_diff, registry_configs, seeded_mlp
 
-CONFIGS: list[tuple[str, str, dict]] = [(name, name, {}) for name in optarena.list_optimizers()] + [
-    ("adaburst-adamw_sgdm", "adaburst", {"variant": "adamw_sgdm"}),
-    ("adaburst-sgdm_burst", "adaburst", {"variant": "sgdm_burst", "burst_T_max": 4}),
-    ("adaburst-adamw_burst", "adaburst", {"variant": "adamw_burst", "burst_T_max": 4, "burst_cyclic": True}),
-    ("adaburst-unscaled-absolute", "adaburst", {"weight_decay_mode": "unscaled", "relative_burst": False}),
-    ("adaburst-agr_paper", "adaburst", {"agr": "paper"}),
-    ("adamw_agr-paper", "adamw_agr", {"agr": "paper"}),
-    ("adamw_agr-stop", "adamw_agr", {"agr_stop_step": 3}),
-    ("adamnx-agr_code", "adamnx", {"agr": "code"}),
-    ("adax-decoupled", "adax", {"decoupled": True, "weight_decay": 5e-2}),
-    ("adax-agr_paper", "adax", {"agr": "paper"}),
-    ("sgdm-agr_wrapper", "sgdm", {"agr": "code"}),
-    ("adan-no_prox", "adan", {"no_prox": True, "weight_decay": 0.02}),
-    ("adan-prox_decay", "adan", {"weight_decay": 0.02}),
-    ("adan-max_grad_norm", "adan", {"max_grad_norm": 0.1}),
-    ("adan_agr-paper", "adan_agr", {"agr": "paper"}),
-    ("adan_agr-clip", "adan_agr", {"max_grad_norm": 0.1, "weight_decay": 0.02}),
-    ("lion-decay", "lion", {"weight_decay": 0.1}),
-    ("lion-agr_paper", "lion", {"agr": "paper"}),
-    ("lookahead-adamw_agr-pullback", "adamw_agr", {"lookahead": True, "lookahead_pullback": "pullback"}),
-    ("lookahead-sgdm-reset", "sgdm", {"lookahead": True, "lookahead_pullback": "reset", "lookahead_k": 2}),
-    ("swats-group", "swats", {"granularity": "group"}),
-    ("swats-tensor", "swats", {"granularity": "tensor"}),
-    ("swats-global-switch", "swats", {"switch_tol": 1e3}),
-    ("swats-group-switch-l2", "swats", {"granularity": "group", "switch_tol": 1e3, "weight_decay": 1e-2}),
-    ("swats-tensor-switch-rtol", "swats", {"granularity": "tensor", "switch_tol": 0.0, "switch_rtol": 0.5}),
-    ("swats-decoupled-switch", "swats", {"weight_decay": 1e-2, "weight_decay_mode": "decoupled", "switch_tol": 1e3}),
-    ("swats-agr_paper-switch", "swats", {"agr": "paper", "switch_tol": 1e3}),
-    ("adabound-paper_sqrt_t", "adabound", {"paper_sqrt_t": True}),
-    ("adabound-l2", "adabound", {"weight_decay": 5e-4}),
-    ("adabound-unscaled", "adabound", {"weight_decay": 1e-3, "weight_decay_mode": "unscaled"}),
-    ("adabound-decoupled", "adabound", {"weight_decay": 1e-2, "weight_decay_mode": "decoupled"}),
-    ("amsbound-agr_paper", "amsbound", {"agr": "paper", "weight_decay": 5e-4}),
-    ("sophiag-agr_code", "sophiag", {"agr": "code"}),
-    ("sophiag-bs", "sophiag", {"bs": 1, "rho": 1.0, "weight_decay": 0.0}),
-]
-# AdaBelief and ACProp: every flag combination whose code path differs.
-BELIEF_VARIANTS: list[tuple[str, str, dict]] = [
-    ("adabelief-rectify_off", "adabelief", {"rectify": False}),
-    ("adabelief-amsgrad", "adabelief", {"amsgrad": True}),
-    ("adabelief-amsgrad-rectify_off", "adabelief", {"amsgrad": True, "rectify": False}),
-    ("adabelief-l2", "adabelief", {"weight_decouple": False, "weight_decay": 1e-2}),
-    ("adabelief-fixed_decay", "adabelief", {"fixed_decay": True, "weight_decay": 1e-3}),
-    ("adabelief-no_sgd_fallback", "adabelief", {"degenerated_to_sgd": False}),
-    ("adabelief-eps_not_in_state", "adabelief", {"eps_in_state": False}),
-    ("adabelief-eps_not_in_state-amsgrad", "adabelief", {"eps_in_state": False, "amsgrad": True, "rectify": False}),
-    ("adabelief-agr_paper", "adabelief", {"agr": "paper"}),
-    ("adabelief-agr_code", "adabelief", {"agr": "code", "rectify": False}),
-    ("acprop-rectify_off", "acprop", {"rectify": False}),
-    ("acprop-experiments", "acprop", {"rectify": False, "weight_decouple": False, "eps": 1e-8, "weight_decay": 5e-4}),
-    ("acprop-amsgrad", "acprop", {"amsgrad": True}),
-    ("acprop-amsgrad-rectify_off", "acprop", {"amsgrad": True, "rectify": False}),
-    ("acprop-fixed_decay", "acprop", {"fixed_decay": True, "weight_decay": 1e-3}),
-    ("acprop-momentum_update", "acprop", {"momentum_update": True, "rectify": False}),
-    ("acprop-no_sgd_fallback", "acprop", {"degenerated_to_sgd": False}),
-    ("acprop-eps_not_in_state", "acprop", {"eps_in_state": False, "amsgrad": True}),
-    ("acprop-agr_paper", "acprop", {"agr": "paper", "rectify": False}),
-]
-CONFIGS += BELIEF_VARIANTS
+CONFIGS = registry_configs()
 IDS = [c[0] for c in CONFIGS]
 
-# Optimizers that cannot take a 0-size parameter, with the reason; the suite leaves it out for them.
+# Optimizers that cannot take a 0-size parameter, with the reason (OptimizerInfo.no_empty_params).
 NO_EMPTY_PARAMS: dict[str, str] = {
-    "adafactor": "torch.optim.Adafactor (2.13) divides by numel() and raises ZeroDivisionError on a 0-size tensor",
+    name: get_optimizer_info(name).no_empty_params
+    for name in optarena.list_optimizers()
+    if get_optimizer_info(name).no_empty_params
 }
-
-
-# What stops a param group dead, where lr = 0 alone does not: with relative_burst=False the SGD
-# rate is burst_lr itself, and unscaled weight decay does not scale with lr.
+# What stops a param group dead, where lr = 0 alone does not (OptimizerInput.still).
 STILL_GROUP: dict[str, dict] = {
-    "adaburst-unscaled-absolute": {"lr": 0.0, "burst_max": 0.0, "burst_lr": 0.0, "weight_decay": 0.0},
-    "adabelief-fixed_decay": {"lr": 0.0, "weight_decay": 0.0},
-    "acprop-fixed_decay": {"lr": 0.0, "weight_decay": 0.0},
-    "adabound-unscaled": {"lr": 0.0, "weight_decay": 0.0},
+    f"{name}-{variant.label}": variant.still
+    for name in optarena.list_optimizers()
+    for variant in get_optimizer_info(name).test_inputs
+    if variant.still is not None
 }
 
 

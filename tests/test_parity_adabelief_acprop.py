@@ -25,8 +25,10 @@ import optarena
 from optarena.optim.acprop import ACProp
 from optarena.optim.adabelief import AdaBelief
 
-from .helpers import backward, max_diff, seeded_mlp
-from .test_invariants import BELIEF_VARIANTS
+from .helpers import backward, max_diff, registry_configs, seeded_mlp
+
+# AdaBelief's and ACProp's defaults and every variant their registry entries declare.
+BELIEF_CONFIGS = [c for c in registry_configs() if c[1] in ("adabelief", "acprop")]
 
 STEPS = 25
 TOL = 1e-10
@@ -524,8 +526,8 @@ def test_flags_must_be_bools(cls):
 
 @pytest.mark.parametrize(
     "cid,name,kwargs",
-    [("adabelief", "adabelief", {}), ("acprop", "acprop", {}), *BELIEF_VARIANTS],
-    ids=["adabelief", "acprop", *[v[0] for v in BELIEF_VARIANTS]],
+    BELIEF_CONFIGS,
+    ids=[c[0] for c in BELIEF_CONFIGS],
 )
 def test_multi_tensor_kernel_takes_tensor_hyperparameters_on_variants(cid, name, kwargs):
     # As tests/test_kernels.py, with the amsgrad buffer and a first step (ACProp's SGD step) included.

@@ -1,5 +1,8 @@
 """The learning-rate burst, written once: a plateau trigger and a restartable cosine clock.
 
+A neutral module: the optimizers (``optarena.optim``) and the schedules (``optarena.schedules``) both
+use it, and it imports neither.
+
 Adaburst (seed 000, Algorithm 3 "Lrburst") anneals a rate along a cosine and *restarts* the
 annealing when a monitored metric — training accuracy in the paper — stops improving. Both
 :class:`~optarena.schedules.lr_burst.LRBurst` (a scheduler for any optimizer) and

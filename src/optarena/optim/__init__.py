@@ -8,7 +8,8 @@ from optarena.optim.adamnx import AdamNX
 from optarena.optim.adamw import AdamW
 from optarena.optim.adan import Adan
 from optarena.optim.adax import AdaX
-from optarena.optim.agr import AGR, agr_multi_tensor, agr_single_tensor
+from optarena.optim.agr import agr_multi_tensor, agr_single_tensor
+from optarena.optim.agr_wrapper import AGR
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
 from optarena.optim.guarded import NONFINITE_POLICIES, GuardedOptimizer, NonFiniteGradientError

@@ -32,11 +32,10 @@ from torch import Tensor
 from optarena.optim.adabelief import (
     FLAG_NAMES,
     MAX_STATE,
-    apply_weight_decay,
-    apply_weight_decay_multi,
     belief_hyperparameters,
     belief_kernel_hyperparameters,
     belief_residuals,
+    decay_mode,
     gather_with_max_buffer,
     rectification,
     rectified_step_sizes,
@@ -53,7 +52,8 @@ from optarena.optim.functional import (
     per_tensor,
     sqrt,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import weight_decay_, weight_decay_multi_
 from optarena.validation import Constraint
 
 ACPROP_FLAG_NAMES: tuple[str, ...] = (*FLAG_NAMES, "momentum_update")
@@ -85,9 +85,8 @@ def acprop_single_tensor(
 
     ``m_grad`` feeds m and the numerator; ``grad`` feeds the residual ``g − m`` of the second moment.
     """
-    grad, m_grad = apply_weight_decay(
-        param, grad, m_grad, lr=lr, weight_decay=weight_decay, weight_decouple=weight_decouple, fixed_decay=fixed_decay
-    )
+    mode = decay_mode(weight_decouple, fixed_decay)
+    grad, m_grad = weight_decay_(param, grad, m_grad, lr=lr, weight_decay=weight_decay, mode=mode)
     bias_correction1 = 1 - beta1**step
     exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)
 
@@ -143,15 +142,8 @@ def acprop_multi_tensor(
 ) -> None:
     """foreach ACProp; equals :func:`acprop_single_tensor` tensor by tensor."""
     raw_grads = grads
-    grads, m_grads = apply_weight_decay_multi(
-        params,
-        grads,
-        m_grads,
-        lr=lr,
-        weight_decay=weight_decay,
-        weight_decouple=weight_decouple,
-        fixed_decay=fixed_decay,
-    )
+    mode = decay_mode(weight_decouple, fixed_decay)
+    grads, m_grads = weight_decay_multi_(params, grads, m_grads, lr=lr, weight_decay=weight_decay, mode=mode)
     torch._foreach_mul_(exp_avgs, beta1)
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     step_params = _parameter_step_branch_free if any(isinstance(t, Tensor) for t in steps) else _parameter_step
@@ -387,6 +379,21 @@ REGISTRY_ENTRIES = [
         notes=(
             "defaults are the authors' class: eps 1e-16 accumulated into s, decoupled decay, rectify on; "
             "their experiments use rectify=False, weight_decouple=False, eps=1e-8, weight_decay=5e-4"
+        ),
+        test_inputs=(
+            OptimizerInput("rectify_off", {"rectify": False}),
+            OptimizerInput(
+                "experiments", {"rectify": False, "weight_decouple": False, "eps": 1e-8, "weight_decay": 5e-4}
+            ),
+            OptimizerInput("amsgrad", {"amsgrad": True}),
+            OptimizerInput("amsgrad-rectify_off", {"amsgrad": True, "rectify": False}),
+            OptimizerInput(
+                "fixed_decay", {"fixed_decay": True, "weight_decay": 1e-3}, still={"lr": 0.0, "weight_decay": 0.0}
+            ),
+            OptimizerInput("momentum_update", {"momentum_update": True, "rectify": False}),
+            OptimizerInput("no_sgd_fallback", {"degenerated_to_sgd": False}),
+            OptimizerInput("eps_not_in_state", {"eps_in_state": False, "amsgrad": True}),
+            OptimizerInput("agr_paper", {"agr": "paper", "rectify": False}),
         ),
     )
 ]

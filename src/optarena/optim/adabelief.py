@@ -34,16 +34,15 @@ from optarena.optim.functional import (
     Scalar,
     foreach_add_scalar,
     foreach_add_scalar_,
-    foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcdiv_,
     foreach_addcmul_,
-    is_zero,
     per_tensor,
     scalar_value,
     sqrt,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import weight_decay_, weight_decay_multi_
 from optarena.validation import Constraint, Flag
 
 # --- pieces shared with ACProp ------------------------------------------------------------------
@@ -173,50 +172,13 @@ def rectified_update_multi(
         )
 
 
-def apply_weight_decay(
-    param: Tensor,
-    grad: Tensor,
-    m_grad: Tensor,
-    *,
-    lr: float,
-    weight_decay: float,
-    weight_decouple: bool,
-    fixed_decay: bool,
-) -> tuple[Tensor, Tensor]:
-    """The authors' three weight-decay modes, before the moments; returns (grad, m_grad).
-
-    Decoupled: ``θ ← θ(1 − lr·λ)``, or ``θ ← θ(1 − λ)`` with ``fixed_decay``. Otherwise L2:
-    ``g + λθ`` on *copies* of the gradients (the authors add it into ``p.grad`` in place).
-    """
-    if is_zero(weight_decay):
-        return grad, m_grad
-    if weight_decouple:
-        param.mul_(1.0 - (weight_decay if fixed_decay else lr * weight_decay))
-        return grad, m_grad
-    same = m_grad is grad
-    grad = grad.add(param, alpha=weight_decay)
-    return grad, grad if same else m_grad.add(param, alpha=weight_decay)
-
-
-def apply_weight_decay_multi(
-    params: list[Tensor],
-    grads: list[Tensor],
-    m_grads: list[Tensor],
-    *,
-    lr: float,
-    weight_decay: float,
-    weight_decouple: bool,
-    fixed_decay: bool,
-) -> tuple[list[Tensor], list[Tensor]]:
-    """foreach :func:`apply_weight_decay`."""
-    if is_zero(weight_decay):
-        return grads, m_grads
-    if weight_decouple:
-        torch._foreach_mul_(params, 1.0 - (weight_decay if fixed_decay else lr * weight_decay))
-        return grads, m_grads
-    same = m_grads is grads
-    grads = foreach_add_scaled(grads, params, weight_decay)
-    return grads, grads if same else foreach_add_scaled(m_grads, params, weight_decay)
+def decay_mode(weight_decouple: bool, fixed_decay: bool) -> str:
+    """The authors' three weight-decay modes as :mod:`optarena.optim.weight_decay` names them: decoupled
+    ``θ(1 − lr·λ)``, with ``fixed_decay`` ``θ(1 − λ)``, otherwise L2 (on copies; the authors add it into
+    ``p.grad`` in place)."""
+    if not weight_decouple:
+        return "l2"
+    return "unscaled" if fixed_decay else "decoupled"
 
 
 def belief_hyperparameters(names: tuple[str, ...]) -> dict[str, Constraint]:
@@ -287,9 +249,8 @@ def adabelief_single_tensor(
     eps_in_state: bool,
 ) -> None:
     """Reference AdaBelief update of one tensor (``m_grad`` feeds m; ``grad`` feeds the residual)."""
-    grad, m_grad = apply_weight_decay(
-        param, grad, m_grad, lr=lr, weight_decay=weight_decay, weight_decouple=weight_decouple, fixed_decay=fixed_decay
-    )
+    mode = decay_mode(weight_decouple, fixed_decay)
+    grad, m_grad = weight_decay_(param, grad, m_grad, lr=lr, weight_decay=weight_decay, mode=mode)
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
 
@@ -338,15 +299,8 @@ def adabelief_multi_tensor(
 ) -> None:
     """foreach AdaBelief; equals :func:`adabelief_single_tensor` tensor by tensor."""
     raw_grads = grads
-    grads, m_grads = apply_weight_decay_multi(
-        params,
-        grads,
-        m_grads,
-        lr=lr,
-        weight_decay=weight_decay,
-        weight_decouple=weight_decouple,
-        fixed_decay=fixed_decay,
-    )
+    mode = decay_mode(weight_decouple, fixed_decay)
+    grads, m_grads = weight_decay_multi_(params, grads, m_grads, lr=lr, weight_decay=weight_decay, mode=mode)
     torch._foreach_mul_(exp_avgs, beta1)
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     del m_grads
@@ -467,6 +421,20 @@ REGISTRY_ENTRIES = [
         notes=(
             "defaults are adabelief-pytorch 0.2.1's: eps 1e-16 accumulated into s, decoupled decay, rectify on; "
             "eps_in_state=False gives the non-accumulating form"
+        ),
+        test_inputs=(
+            OptimizerInput("rectify_off", {"rectify": False}),
+            OptimizerInput("amsgrad", {"amsgrad": True}, checkpointed=True),
+            OptimizerInput("amsgrad-rectify_off", {"amsgrad": True, "rectify": False}),
+            OptimizerInput("l2", {"weight_decouple": False, "weight_decay": 1e-2}),
+            OptimizerInput(
+                "fixed_decay", {"fixed_decay": True, "weight_decay": 1e-3}, still={"lr": 0.0, "weight_decay": 0.0}
+            ),
+            OptimizerInput("no_sgd_fallback", {"degenerated_to_sgd": False}),
+            OptimizerInput("eps_not_in_state", {"eps_in_state": False}),
+            OptimizerInput("eps_not_in_state-amsgrad", {"eps_in_state": False, "amsgrad": True, "rectify": False}),
+            OptimizerInput("agr_paper", {"agr": "paper"}),
+            OptimizerInput("agr_code", {"agr": "code", "rectify": False}),
         ),
     )
 ]

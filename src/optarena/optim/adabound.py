@@ -24,19 +24,16 @@ from torch import Tensor
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     Scalar,
-    decay_factor,
     foreach_add_scalar_,
-    foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcmul_,
-    is_zero,
     per_tensor,
     scalar_value,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import WEIGHT_DECAY_MODES, add_l2, add_l2_multi, decay_, decay_factor, decay_multi_
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, OneOf, Real, check_range
 
-WEIGHT_DECAY_MODES: tuple[str, ...] = ("l2", "unscaled", "decoupled")
 """``'l2'``: the authors' AdaBound; ``'unscaled'``: θ(1 − λ), the authors' AdaBoundW;
 ``'decoupled'``: θ(1 − lr·λ), AdamW's form (kozistr's default)."""
 
@@ -70,11 +67,8 @@ def adabound_single_tensor(
     ``final_lr`` is already scaled by lr / base_lr; ``l2`` is the L2 coefficient (0 unless
     ``weight_decay_mode='l2'``) and ``decay`` the factor of a decoupled decay (or None).
     """
-    if decay is not None:
-        param.mul_(decay)
-    if not is_zero(l2):  # L2 on copies: p.grad is never written
-        grad = grad.add(param, alpha=l2)
-        m_grad = m_grad.add(param, alpha=l2)
+    decay_(param, decay)  # θ ← θ·(1 − lr·λ) or θ·(1 − λ)
+    grad, m_grad = add_l2(grad, m_grad, param, l2)  # L2 on copies: p.grad is never written
     exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     if max_exp_avg_sq is not None:  # AMSBound
@@ -111,12 +105,8 @@ def adabound_multi_tensor(
     paper_sqrt_t: bool,
 ) -> None:
     """foreach AdaBound / AMSBound; equals :func:`adabound_single_tensor` tensor by tensor."""
-    if decay is not None:
-        torch._foreach_mul_(params, decay)
-    if not is_zero(l2):
-        same = m_grads is grads
-        grads = foreach_add_scaled(grads, params, l2)
-        m_grads = grads if same else foreach_add_scaled(m_grads, params, l2)
+    decay_multi_(params, decay)
+    grads, m_grads = add_l2_multi(grads, m_grads, params, l2)
     torch._foreach_mul_(exp_avgs, beta1)
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -280,6 +270,16 @@ REGISTRY_ENTRIES = [
         "AdaBound: Adam with per-coordinate rates clipped to bounds that converge to an SGD rate",
         notes="authors' code: no 1/sqrt(t) (paper_sqrt_t=True adds it); L2 weight decay; base_lr kept per group",
         **_INFO,
+        test_inputs=(
+            OptimizerInput("paper_sqrt_t", {"paper_sqrt_t": True}),
+            OptimizerInput("l2", {"weight_decay": 5e-4}),
+            OptimizerInput(
+                "unscaled",
+                {"weight_decay": 1e-3, "weight_decay_mode": "unscaled"},
+                still={"lr": 0.0, "weight_decay": 0.0},  # the decay is not scaled by lr
+            ),
+            OptimizerInput("decoupled", {"weight_decay": 1e-2, "weight_decay_mode": "decoupled"}),
+        ),
     ),
     OptimizerInfo(
         "amsbound",
@@ -288,5 +288,6 @@ REGISTRY_ENTRIES = [
         defaults={"amsbound": True},
         notes="AdaBound(amsbound=True); the max is kept only for AMSBound groups",
         **_INFO,
+        test_inputs=(OptimizerInput("agr_paper", {"agr": "paper", "weight_decay": 5e-4}),),
     ),
 ]

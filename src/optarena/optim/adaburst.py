@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from optarena.burst import METRIC_REDUCTIONS, CosineBurst, PlateauDetector
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
-    decay_factor,
     foreach_add_scalar_,
     foreach_add_scaled_,
     foreach_addcdiv_,
@@ -38,8 +38,9 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.hooks import LoopContext, LoopHooks
-from optarena.optim.info import OptimizerInfo
-from optarena.schedules.burst import METRIC_REDUCTIONS, CosineBurst, PlateauDetector
+from optarena.optim.info import OptimizerErrorInput, OptimizerInfo, OptimizerInput
+from optarena.optim.lookahead import LOOKAHEAD_CODE, LOOKAHEAD_PAPER
+from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, Integer, OneOf, check_declared, check_range
 
 VARIANTS = ("adaburst", "adamw_sgdm", "sgdm_burst", "adamw_burst")
@@ -65,8 +66,7 @@ def adaburst_single_tensor(
     decay: float | None,
 ) -> None:
     """Reference Adaburst update of one tensor, line by line as Algorithm 4."""
-    if decay is not None:
-        param.mul_(decay)  # θ ← θ(1 − lr·λ)
+    decay_(param, decay)  # θ ← θ(1 − lr·λ)
     exp_avg.mul_(beta1).add_(m_grad)  # m ← β1·m + g
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad)  # v ← β2·v + g²
     if not is_zero(lr1):  # θ ← θ − lr1·A,  A = m̂ / (√v̂ + ε)
@@ -94,8 +94,7 @@ def adaburst_multi_tensor(
     decay: float | None,
 ) -> None:
     """foreach Adaburst; equals :func:`adaburst_single_tensor` tensor by tensor."""
-    if decay is not None:
-        torch._foreach_mul_(params, decay)
+    decay_multi_(params, decay)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, m_grads)
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -348,5 +347,38 @@ REGISTRY_ENTRIES = [
         code="none published",
         notes="lr2 = lr*phi; call epoch_end(train_accuracy) once per epoch for the plateau trigger",
         search_space={"burst_max": ("log", 0.1, 10.0), "burst_patience": ("int", 0, 5)},
-    )
+        test_inputs=(
+            OptimizerInput("adamw_sgdm", {"variant": "adamw_sgdm"}),
+            OptimizerInput("sgdm_burst", {"variant": "sgdm_burst", "burst_T_max": 4}),
+            OptimizerInput("adamw_burst", {"variant": "adamw_burst", "burst_T_max": 4, "burst_cyclic": True}),
+            OptimizerInput(
+                "unscaled-absolute",
+                {"weight_decay_mode": "unscaled", "relative_burst": False},
+                # the SGD rate is burst_lr itself and the decay is not scaled by lr: lr = 0 alone does not stop it
+                still={"lr": 0.0, "burst_max": 0.0, "burst_lr": 0.0, "weight_decay": 0.0},
+            ),
+            OptimizerInput("agr_paper", {"agr": "paper"}),
+            OptimizerInput("step_clock", {"burst_unit": "step", "burst_T_max": 4}, checkpointed=True),
+        ),
+        error_inputs=(
+            OptimizerErrorInput(
+                {"burst_min": 0.5, "burst_max": 0.1}, r"Invalid burst_max: 0\.1; expected a finite value in \[0\.5"
+            ),
+            OptimizerErrorInput(
+                {"weight_decay_mode": "unscaled", "weight_decay": 1.5},
+                r"Invalid weight_decay: 1\.5; expected a finite value in \[0, 1\]",
+            ),
+        ),
+    ),
+    OptimizerInfo(
+        "lookahead_adaburst",
+        Adaburst,
+        "Lookahead around Adaburst (a Ranger-style combination)",
+        defaults={"lookahead": True},
+        supports_agr=True,
+        paper=LOOKAHEAD_PAPER,
+        code=LOOKAHEAD_CODE,
+        notes="epoch_end(metric) reaches the inner Adaburst through the wrapper",
+        search_space={"lookahead_alpha": ("float", 0.3, 0.9), "burst_max": ("log", 0.1, 10.0)},
+    ),
 ]

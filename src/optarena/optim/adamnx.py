@@ -40,11 +40,11 @@ from optarena.optim.functional import (
     foreach_addcdiv_,
     foreach_addcmul_,
     foreach_lerp_,
-    is_zero,
     one_minus_pow,
     per_tensor,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerErrorInput, OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
 from optarena.validation import Constraint, OneOf
 
 
@@ -93,8 +93,7 @@ def adamnx_single_tensor(
     beta2_decay: str = "adamnx",
 ) -> None:
     """Reference AdamNX update of one tensor."""
-    if not is_zero(weight_decay):
-        param.mul_(1 - lr * weight_decay)
+    decay_(param, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))  # θ ← θ(1 − lr·λ)
     beta1_t = adamnx_beta1(beta1, step)
     exp_avg.lerp_(m_grad, 1 - beta1_t)
     beta2_t = BETA2_DECAYS[beta2_decay](beta2, step)
@@ -118,8 +117,7 @@ def adamnx_multi_tensor(
     beta2_decay: str = "adamnx",
 ) -> None:
     """foreach AdamNX; equals :func:`adamnx_single_tensor` tensor by tensor."""
-    if not is_zero(weight_decay):
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
     beta1_ts = [adamnx_beta1(beta1, t) for t in steps]
     foreach_lerp_(exp_avgs, m_grads, [1 - b for b in beta1_ts])
     beta2_ts = [BETA2_DECAYS[beta2_decay](beta2, t) for t in steps]
@@ -194,5 +192,11 @@ REGISTRY_ENTRIES = [
         paper="Zhu, Xiao, Min, AdamNX, arXiv:2511.13465",
         code="github.com/mengzhu0308/AdamNX",
         notes="defaults are the authors' code: betas (0.9, 0.99), eps 1e-8, weight_decay 0.01",
+        test_inputs=(OptimizerInput("agr_code", {"agr": "code"}),),
+        error_inputs=(
+            OptimizerErrorInput(
+                {"beta2_decay": "adax", "betas": (0.9, 0.0)}, r"Invalid betas\[1\]: 0\.0; .*AdaX's rate"
+            ),
+        ),
     )
 ]

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, adam_kernel_hyperparameters
 from optarena.optim.functional import foreach_add_scalar_, foreach_addcdiv_, foreach_addcmul_, per_tensor
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
 from optarena.validation import Constraint
 
 
@@ -37,7 +38,7 @@ def adamw_single_tensor(
     weight_decay: float,
 ) -> None:
     """Reference AdamW update of one tensor (``m_grad`` feeds m, ``grad`` feeds v)."""
-    param.mul_(1 - lr * weight_decay)
+    decay_(param, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))  # θ ← θ(1 − lr·λ)
     exp_avg.lerp_(m_grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     bias_correction1 = 1 - beta1**step
@@ -61,7 +62,7 @@ def adamw_multi_tensor(
     weight_decay: float,
 ) -> None:
     """foreach AdamW over same-device, same-dtype lists; equals :func:`adamw_single_tensor`."""
-    torch._foreach_mul_(params, 1 - lr * weight_decay)
+    decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
     torch._foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(grads))
@@ -115,5 +116,10 @@ REGISTRY_ENTRIES = [
         paper="Jiang et al., Adaptive Gradient Regularization, arXiv:2407.16944",
         code="github.com/hjiang24/AGR-method (branch master)",
         notes="agr='code' (every moment sees the regularized gradient) by default; 'paper': first moment only",
+        test_inputs=(
+            OptimizerInput("paper", {"agr": "paper"}, sharded=True),
+            OptimizerInput("stop", {"agr_stop_step": 3}),
+            OptimizerInput("lookahead_pullback", {"lookahead": True, "lookahead_pullback": "pullback"}),
+        ),
     )
 ]

@@ -36,12 +36,12 @@ from optarena.optim.functional import (
     foreach_addcdiv_,
     foreach_addcmul_,
     foreach_copy_,
-    is_zero,
     per_tensor,
     per_tensor_sum_of_squares,
     scalar_value,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_, proximal_, proximal_multi_
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas
 
 
@@ -82,12 +82,12 @@ def adan_single_tensor(
     nesterov = diff.mul_(beta2).add_(grad)  # g + b2·d
     exp_avg_sq.mul_(beta3).addcmul_(nesterov, nesterov, value=1 - beta3)  # n
     denom = (exp_avg_sq.sqrt() / (1 - beta3**step) ** 0.5).add_(eps)
-    if no_prox and not is_zero(weight_decay):
-        param.mul_(1 - lr * weight_decay)
+    if no_prox:
+        decay_(param, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))  # θ ← θ(1 − lr·λ)
     param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
     param.addcdiv_(exp_avg_diff, denom, value=-lr * beta2 / (1 - beta2**step))
-    if not no_prox and not is_zero(weight_decay):
-        param.div_(1 + lr * weight_decay)
+    if not no_prox:
+        proximal_(param, lr=lr, weight_decay=weight_decay)  # θ ← θ / (1 + lr·λ)
     prev_grad.copy_(grad)
 
 
@@ -134,12 +134,12 @@ def adan_multi_tensor(
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denom, per_tensor([(1 - beta3**t) ** 0.5 for t in steps]))
     foreach_add_scalar_(denom, eps)
-    if no_prox and not is_zero(weight_decay):
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    if no_prox:
+        decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
     foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
     foreach_addcdiv_(params, exp_avg_diffs, denom, [-lr * beta2 / (1 - beta2**t) for t in steps])
-    if not no_prox and not is_zero(weight_decay):
-        torch._foreach_div_(params, 1 + lr * weight_decay)
+    if not no_prox:
+        proximal_multi_(params, lr=lr, weight_decay=weight_decay)
     foreach_copy_(prev_grads, grads)
 
 
@@ -283,6 +283,11 @@ REGISTRY_ENTRIES = [
         code="github.com/sail-sg/Adan (adan.py)",
         notes="code betas = 1 - paper betas; proximal decay by default (no_prox=True: AdamW-like); "
         "max_grad_norm clips on the raw gradients of all groups; restart() is restart_opt",
+        test_inputs=(
+            OptimizerInput("no_prox", {"no_prox": True, "weight_decay": 0.02}),
+            OptimizerInput("prox_decay", {"weight_decay": 0.02}),
+            OptimizerInput("max_grad_norm", {"max_grad_norm": 0.1}, sharded=True),
+        ),
     ),
     OptimizerInfo(
         "adan_agr",
@@ -294,5 +299,9 @@ REGISTRY_ENTRIES = [
         code="github.com/hjiang24/AGR-method (branch master, Adan_AGR.py)",
         notes="agr='code' (m, v, n and the previous gradient see the regularized gradient) by default; "
         "'paper': m only. The clip factor comes from the raw gradients",
+        test_inputs=(
+            OptimizerInput("paper", {"agr": "paper"}),
+            OptimizerInput("clip", {"max_grad_norm": 0.1, "weight_decay": 0.02}, checkpointed=True),
+        ),
     ),
 ]

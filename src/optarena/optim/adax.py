@@ -25,13 +25,12 @@ from optarena.optim.functional import (
     Scalar,
     expm1_log1p,
     foreach_add_scalar_,
-    foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcdiv_,
     foreach_addcmul_,
-    is_zero,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import weight_decay_, weight_decay_multi_
 from optarena.validation import Constraint, Flag
 
 
@@ -56,12 +55,9 @@ def adax_single_tensor(
     decoupled: bool,
 ) -> None:
     """Reference AdaX / AdaXW update of one tensor."""
-    if not is_zero(weight_decay):
-        if decoupled:
-            param.mul_(1 - lr * weight_decay)  # AdaXW: θ ← θ − lr·λ·θ
-        else:
-            grad = grad.add(param, alpha=weight_decay)  # AdaX: L2 on a copy of g
-            m_grad = m_grad.add(param, alpha=weight_decay)
+    # AdaXW: θ ← θ − lr·λ·θ; AdaX: L2, g + λθ on a copy of g
+    mode = "decoupled" if decoupled else "l2"
+    grad, m_grad = weight_decay_(param, grad, m_grad, lr=lr, weight_decay=weight_decay, mode=mode)
     exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)
     exp_avg_sq.mul_(1 + beta2).addcmul_(grad, grad, value=beta2)
     denom = exp_avg_sq.sqrt().add_(eps)
@@ -84,13 +80,8 @@ def adax_multi_tensor(
     decoupled: bool,
 ) -> None:
     """foreach AdaX / AdaXW; equals :func:`adax_single_tensor` tensor by tensor."""
-    if not is_zero(weight_decay):
-        if decoupled:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            same = m_grads is grads
-            grads = foreach_add_scaled(grads, params, weight_decay)
-            m_grads = grads if same else foreach_add_scaled(m_grads, params, weight_decay)
+    mode = "decoupled" if decoupled else "l2"
+    grads, m_grads = weight_decay_multi_(params, grads, m_grads, lr=lr, weight_decay=weight_decay, mode=mode)
     torch._foreach_mul_(exp_avgs, beta1)
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, 1 + beta2)
@@ -147,5 +138,9 @@ REGISTRY_ENTRIES = [
         paper="Li et al., AdaX: Adaptive Gradient Descent with Exponential Long Term Memory, 2020",
         code="github.com/switchablenorms/AdaX",
         notes="L2 weight decay by default; decoupled=True is AdaXW",
+        test_inputs=(
+            OptimizerInput("decoupled", {"decoupled": True, "weight_decay": 5e-2}),
+            OptimizerInput("agr_paper", {"agr": "paper"}),
+        ),
     )
 ]

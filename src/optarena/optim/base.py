@@ -12,25 +12,24 @@ hyperparameters (``_validate_group``), turns a param group into kernel keyword a
 
 ``grad`` is the gradient every moment sees; ``m_grad`` is the one the *first* moment sees. They
 are the same tensor unless AGR runs in the paper's mode. The base class does everything else
-once: lazy state, the step counter, ``maximize``, complex parameters (as ``view_as_real``),
-sparse-gradient refusal, AGR, the closure, and choosing the path (``foreach``).
+once: lazy state, the step counter, the gradient transforms (``maximize``, AGR: see
+:mod:`optarena.optim.transforms`), complex parameters (as ``view_as_real``), sparse-gradient
+refusal, the closure, and choosing the path (``foreach``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from optarena.optim.compiled import CompiledStep
-
-from optarena.optim.agr import AGR_OPTIONS, agr_multi_tensor, agr_single_tensor
+from optarena.optim.agr import AGR_OPTIONS
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
 from optarena.optim.guarded import GuardedOptimizer
+from optarena.optim.transforms import apply_pipeline, pipeline
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -85,7 +84,7 @@ class OptarenaOptimizer(GuardedOptimizer):
     state_names: ClassVar[tuple[str, ...]] = ()
     #: Why :func:`~optarena.optim.compiled.compile_step` refuses this optimizer (None: it compiles).
     not_compilable: ClassVar[str | None] = None
-    _compiled_step: CompiledStep | None = None
+    _compiled_step: StepRunner | None = None  # set by optarena.optim.compiled.compile_step
     supports_complex: ClassVar[bool] = True
     single_tensor_kernel: ClassVar[Callable[..., None]]
     multi_tensor_kernel: ClassVar[Callable[..., None]]
@@ -166,30 +165,6 @@ class OptarenaOptimizer(GuardedOptimizer):
             steps.append(state["step"])
         return params, grads, states, steps
 
-    def _regularize(
-        self, group: dict[str, Any], grads: list[Tensor], step_values: list[float], foreach: bool
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Apply AGR where asked: returns (gradient for every moment, gradient for the first)."""
-        mode = group["agr"]
-        if mode is None:
-            return grads, grads
-        stop = group["agr_stop_step"]
-        active = [i for i, t in enumerate(step_values) if stop is None or t <= stop]
-        if not active:
-            return grads, grads
-        edge = group["agr_official_edge_cases"]
-        chosen = [grads[i] for i in active]
-        if foreach:
-            regularized = agr_multi_tensor(chosen, official_edge_cases=edge)
-        else:
-            regularized = [agr_single_tensor(g, official_edge_cases=edge) for g in chosen]
-        m_grads = list(grads)
-        for i, r in zip(active, regularized):
-            m_grads[i] = r
-        if mode == "paper":
-            return grads, m_grads
-        return m_grads, m_grads
-
     def _apply_step(self, **kwargs: Any) -> None:
         """The update of every group, after the closure and the ``nonfinite`` policy (see ``step``)."""
         self._before_step()
@@ -218,8 +193,7 @@ class OptarenaOptimizer(GuardedOptimizer):
         """The eager update of one group: the foreach kernel per (device, dtype), or the reference loop."""
         group, params, states, step_values = work.group, work.params, work.states, work.step_values
         foreach = self._use_foreach(group)
-        grads = list(torch._foreach_neg(work.grads)) if group["maximize"] else work.grads
-        grads, m_grads = self._regularize(group, grads, step_values, foreach)
+        grads, m_grads = apply_pipeline(pipeline(group), work.grads, step_values, foreach=foreach)
         hyper = self._kernel_hyperparameters(group)
         if foreach:
             for idx in group_by_device_and_dtype(params):
@@ -250,6 +224,14 @@ class OptarenaOptimizer(GuardedOptimizer):
 
     def _after_step(self) -> None:
         """Hook for optimizer-wide work after the groups are updated (e.g. a clock)."""
+
+
+class StepRunner(Protocol):
+    """What runs some groups' updates instead of :meth:`OptarenaOptimizer._update` (the compiled step)."""
+
+    def accepts(self, work: GroupWork) -> bool: ...
+
+    def __call__(self, works: list[GroupWork]) -> None: ...
 
 
 @dataclass

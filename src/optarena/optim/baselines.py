@@ -16,7 +16,8 @@ import torch
 from torch.optim import Optimizer
 
 from optarena.optim.guarded import GuardedOptimizer
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.lookahead import LOOKAHEAD_CODE, LOOKAHEAD_PAPER
 from optarena.validation import NON_NEGATIVE, UNIT_INTERVAL, Constraint, Flag, Items, Real, betas
 
 # Keywords every torch baseline shares; torch's __setstate__ fills them in for files of older releases.
@@ -152,6 +153,10 @@ REGISTRY_ENTRIES = [
         supports_fused=True,
         code="torch.optim",
         lr_range=(1e-3, 1.0),
+        test_inputs=(
+            OptimizerInput("agr_wrapper", {"agr": "code"}, sharded=True),
+            OptimizerInput("lookahead_reset", {"lookahead": True, "lookahead_pullback": "reset", "lookahead_k": 2}),
+        ),
     ),
     OptimizerInfo(
         "radam",
@@ -169,5 +174,27 @@ REGISTRY_ENTRIES = [
         code="torch.optim",
         notes="torch's deviations from the paper are listed in its docstring",
         lr_range=(1e-3, 1.0),
+        no_empty_params="torch.optim.Adafactor (2.13) divides by numel(): ZeroDivisionError on a 0-size tensor",
+    ),
+    OptimizerInfo(
+        "lookahead_adamw",
+        AdamW,
+        "Lookahead (k=5, alpha=0.5) around torch.optim.AdamW",
+        defaults={"lookahead": True},
+        paper=LOOKAHEAD_PAPER,
+        code=LOOKAHEAD_CODE,
+        search_space={"lookahead_alpha": ("float", 0.3, 0.9)},
+    ),
+    OptimizerInfo(
+        "lookahead_sgdm",
+        SGD,
+        "Lookahead (k=5, alpha=0.5) around SGD with momentum 0.9",
+        defaults={"lookahead": True, "momentum": 0.9},
+        supports_sparse=True,
+        supports_fused=True,
+        paper=LOOKAHEAD_PAPER,
+        code=LOOKAHEAD_CODE,
+        lr_range=(1e-3, 1.0),
+        search_space={"lookahead_alpha": ("float", 0.3, 0.9)},
     ),
 ]

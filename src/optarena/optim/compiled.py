@@ -20,19 +20,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optarena.optim.agr import agr_multi_tensor
+from optarena.optim.agr_wrapper import AGR
 from optarena.optim.base import GroupWork, OptarenaOptimizer
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
+from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline
 from optarena.optim.wrapper import OptimizerWrapper
 
 # One graph input per (device, dtype) slice of a param group:
-# (static hyperparameters, float hyperparameter names, maximize, (agr mode, agr stop step, agr edge cases),
+# (static hyperparameters, float hyperparameter names, the gradient-transform pipeline (static),
 #  params, grads, state lists, float64 tensor of the float hyperparameters then the step counts)
 Slice = tuple[
     tuple[tuple[str, Any], ...],
     tuple[str, ...],
-    bool,
-    tuple[str | None, int | None, bool],
+    Pipeline,
     list[Tensor],
     list[Tensor],
     list[list[Tensor]],
@@ -42,19 +42,11 @@ Slice = tuple[
 
 def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
     """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once."""
-    for static, names, maximize, (agr, agr_stop, agr_edge), params, grads, states, scalars in slices:
+    for static, names, transforms, params, grads, states, scalars in slices:
         values = scalars.unbind(0)
         hyper = dict(zip(names, values))
         steps = list(values[len(names) :])
-        if maximize:
-            grads = list(torch._foreach_neg(grads))
-        m_grads = grads
-        if agr is not None:
-            m_grads = agr_multi_tensor(grads, official_edge_cases=agr_edge)
-            if agr_stop is not None:  # AGR only while t ≤ stop, chosen per tensor without a branch
-                m_grads = [torch.where(t <= agr_stop, r, g) for t, r, g in zip(steps, m_grads, grads)]
-            if agr == "code":
-                grads = m_grads
+        grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True)  # the eager step's transforms
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
 
 
@@ -91,7 +83,7 @@ class CompiledStep:
         hyper = self.optimizer._kernel_hyperparameters(group)
         floats = {k: scalar_value(v) for k, v in hyper.items() if _is_float(v)}
         static = tuple((k, v) for k, v in hyper.items() if k not in floats)
-        agr = (group["agr"], group["agr_stop_step"], bool(group["agr_official_edge_cases"]))
+        transforms = pipeline(group)
         out = []
         for idx in group_by_device_and_dtype(work.params):
             params = [work.params[i] for i in idx]
@@ -102,8 +94,7 @@ class CompiledStep:
                 (
                     static,
                     tuple(floats),
-                    bool(group["maximize"]),
-                    agr,
+                    transforms,
                     params,
                     [work.grads[i] for i in idx],
                     [[lst[i] for i in idx] for lst in work.states],
@@ -151,7 +142,7 @@ def compile_step(optimizer: Any) -> Any:
     """
     inner = optimizer
     while isinstance(inner, OptimizerWrapper) and not isinstance(inner, OptarenaOptimizer):
-        if type(inner).__name__ == "AGR":
+        if isinstance(inner, AGR):
             raise TypeError(
                 "compile_step: the AGR wrapper runs around a torch optimizer, which optarena cannot compile; "
                 "use an optarena optimizer with agr='code' or agr='paper' instead"

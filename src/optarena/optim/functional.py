@@ -1,4 +1,4 @@
-"""Shared tensor-list pieces used by every optimizer: grouping, reductions, weight decay.
+"""Shared tensor-list pieces used by every optimizer: grouping, reductions, foreach helpers.
 
 Everything here is a pure function of its arguments. Scalars may be Python floats or 0-d
 tensors. Per-tensor reductions go through :func:`per_tensor_l1` (and friends) only, so that
@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
 Scalar = float | Tensor
-WeightDecayMode = Literal["decoupled", "unscaled", "l2"]
-WEIGHT_DECAY_MODES: tuple[str, ...] = ("decoupled", "unscaled", "l2")
 
 
 def group_by_device_and_dtype(tensors: Sequence[Tensor]) -> list[list[int]]:
@@ -237,27 +235,3 @@ def sqrt(x: Scalar) -> Scalar:
 def is_zero(x: Scalar) -> bool:
     """True only for a Python number equal to 0: a tensor is never skipped (no data-dependent branch)."""
     return not isinstance(x, Tensor) and x == 0
-
-
-# --- weight decay -------------------------------------------------------------------------
-
-
-def decay_factor(*, lr: float, weight_decay: float, mode: WeightDecayMode) -> float | None:
-    """The factor of a decoupled weight decay ``θ ← θ·factor``, or None when there is none.
-
-    ``'decoupled'`` is AdamW's ``1 − lr·λ``; ``'unscaled'`` is ``1 − λ`` (the form written in
-    the Adaburst paper and AdaXW's ancestors); ``'l2'`` decays through the gradient instead
-    (see :func:`l2_gradients`), so it has no factor here.
-    """
-    if weight_decay == 0 or mode == "l2":
-        return None
-    return 1.0 - (lr * weight_decay if mode == "decoupled" else weight_decay)
-
-
-def l2_gradients(
-    grads: list[Tensor], params: list[Tensor], *, weight_decay: float, mode: WeightDecayMode
-) -> list[Tensor]:
-    """``g + λθ`` as new tensors when ``mode='l2'``; the gradients themselves otherwise."""
-    if weight_decay == 0 or mode != "l2":
-        return grads
-    return foreach_add_scaled(grads, params, weight_decay)

@@ -12,6 +12,29 @@ from optarena.optim.hooks import NO_HOOKS, LoopHooks
 
 
 @dataclass(frozen=True)
+class OptimizerInput:
+    """A constructor variant the test suites run beside the entry's defaults (as torch's ``OptimizerInput``).
+
+    Declared on the registry entry, so that declaring an optimizer is what puts its variants under the
+    invariant, compiled, parity and distributed suites.
+    """
+
+    label: str  # the test id is "<entry>-<label>"
+    kwargs: dict[str, Any]
+    still: dict[str, Any] | None = None  # group values that stop this variant dead, where lr = 0 alone does not
+    sharded: bool = False  # it reduces over whole tensors or groups: the distributed suites repeat it
+    checkpointed: bool = False  # its non-elementwise state must survive a sharded checkpoint (FSDP2 + DCP)
+
+
+@dataclass(frozen=True)
+class OptimizerErrorInput:
+    """Keywords the constructor must refuse that no single declared constraint catches (a rule between keywords)."""
+
+    kwargs: dict[str, Any]
+    match: str  # a regular expression the ValueError's message must match
+
+
+@dataclass(frozen=True)
 class OptimizerInfo:
     """What the library knows about one registered optimizer.
 
@@ -22,6 +45,9 @@ class OptimizerInfo:
     The arena tunes every optimizer over the same shape of search space: ``lr`` log-uniform over
     ``lr_range``, plus the optimizer's own key knobs in ``search_space`` — each a tuple
     ``('log', low, high)``, ``('float', low, high)``, ``('int', low, high)`` or ``('choice', options)``.
+
+    ``test_inputs`` and ``error_inputs`` are what the test suites run and refuse beyond the defaults
+    (see :class:`OptimizerInput`); the declared constraints (``optarena.validation``) give the rest.
     """
 
     name: str
@@ -40,6 +66,9 @@ class OptimizerInfo:
     zero_grad_moves: str = ""
     lr_range: tuple[float, float] = (1e-4, 1e-1)
     search_space: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    test_inputs: tuple[OptimizerInput, ...] = ()
+    error_inputs: tuple[OptimizerErrorInput, ...] = ()
+    no_empty_params: str = ""  # why it cannot take a 0-size parameter ("" when it can)
 
     @property
     def hooks(self) -> LoopHooks:

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import OptarenaOptimizer, ParamsT
-from optarena.optim.functional import Scalar, foreach_add_scaled_, is_zero, scalar_value
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.functional import Scalar, foreach_add_scaled_, scalar_value
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
 from optarena.validation import NON_NEGATIVE, Constraint, betas
 
 
@@ -39,8 +40,7 @@ def lion_single_tensor(
 ) -> None:
     """Reference Lion update of one tensor. c and m are both first moments: both read ``m_grad``."""
     del grad, step  # no second moment; no bias correction
-    if not is_zero(weight_decay):
-        param.mul_(1 - lr * weight_decay)
+    decay_(param, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))  # θ ← θ(1 − lr·λ)
     # c = β1·m + (1 − β1)·g, written as the authors' code writes it (two products, one sum), so the
     # sign of c matches theirs bit for bit.
     update = exp_avg.mul(beta1).add_(m_grad.mul(1 - beta1))
@@ -62,8 +62,7 @@ def lion_multi_tensor(
 ) -> None:
     """foreach Lion over same-device, same-dtype lists; equals :func:`lion_single_tensor`."""
     del grads, steps
-    if not is_zero(weight_decay):
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
     updates = torch._foreach_mul(exp_avgs, beta1)
     for update, m_grad in zip(updates, m_grads):  # per tensor, so the product needs no second buffer
         update.add_(m_grad.mul(1 - beta1))
@@ -131,5 +130,9 @@ REGISTRY_ENTRIES = [
         notes="lr 3-10x smaller and weight_decay 3-10x larger than AdamW's (the paper); "
         "agr='paper' equals 'code' (c and m are both first moments)",
         lr_range=(1e-5, 1e-2),  # the paper's advice: 3-10x below AdamW's rates
+        test_inputs=(
+            OptimizerInput("decay", {"weight_decay": 0.1}),
+            OptimizerInput("agr_paper", {"agr": "paper"}),
+        ),
     )
 ]

@@ -23,9 +23,6 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optarena.optim.adaburst import Adaburst
-from optarena.optim.baselines import SGD, AdamW
-from optarena.optim.info import OptimizerInfo
 from optarena.optim.wrapper import OptimizerWrapper
 from optarena.validation import UNIT_INTERVAL, Constraint, Integer, OneOf, check_declared
 
@@ -172,40 +169,6 @@ class Lookahead(OptimizerWrapper):
                 self.slow_momentum[p] = per_param[i]["slow_momentum"].to(device=p.device, dtype=p.dtype).clone()
 
 
-_LOOKAHEAD_PAPER = "Zhang, Lucas, Hinton, Ba, Lookahead Optimizer: k steps forward, 1 step back, NeurIPS 2019"
-_LOOKAHEAD_CODE = "github.com/michaelrzhang/lookahead (pullback fixed, slow weights saved)"
-
-REGISTRY_ENTRIES = [
-    OptimizerInfo(
-        "lookahead_adamw",
-        AdamW,
-        "Lookahead (k=5, alpha=0.5) around torch.optim.AdamW",
-        defaults={"lookahead": True},
-        paper=_LOOKAHEAD_PAPER,
-        code=_LOOKAHEAD_CODE,
-        search_space={"lookahead_alpha": ("float", 0.3, 0.9)},
-    ),
-    OptimizerInfo(
-        "lookahead_sgdm",
-        SGD,
-        "Lookahead (k=5, alpha=0.5) around SGD with momentum 0.9",
-        defaults={"lookahead": True, "momentum": 0.9},
-        supports_sparse=True,
-        supports_fused=True,
-        paper=_LOOKAHEAD_PAPER,
-        code=_LOOKAHEAD_CODE,
-        lr_range=(1e-3, 1.0),
-        search_space={"lookahead_alpha": ("float", 0.3, 0.9)},
-    ),
-    OptimizerInfo(
-        "lookahead_adaburst",
-        Adaburst,
-        "Lookahead around Adaburst (a Ranger-style combination)",
-        defaults={"lookahead": True},
-        supports_agr=True,
-        paper=_LOOKAHEAD_PAPER,
-        code=_LOOKAHEAD_CODE,
-        notes="epoch_end(metric) reaches the inner Adaburst through the wrapper",
-        search_space={"lookahead_alpha": ("float", 0.3, 0.9), "burst_max": ("log", 0.1, 10.0)},
-    ),
-]
+# Cited by the registry entries that wrap an optimizer in Lookahead (baselines.py, adaburst.py).
+LOOKAHEAD_PAPER = "Zhang, Lucas, Hinton, Ba, Lookahead Optimizer: k steps forward, 1 step back, NeurIPS 2019"
+LOOKAHEAD_CODE = "github.com/michaelrzhang/lookahead (pullback fixed, slow weights saved)"

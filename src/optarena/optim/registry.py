@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
-from optarena.optim.agr import AGR
+from optarena.optim.agr_wrapper import AGR
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
 from optarena.optim.info import OptimizerInfo
@@ -94,7 +94,7 @@ def create_optimizer(
     ``decay_1d=True``; given parameters or param groups, they are passed through unchanged.
     ``lookahead=True`` wraps the optimizer in :class:`~optarena.optim.lookahead.Lookahead`
     (with ``lookahead_k=5``, ``lookahead_alpha=0.5``, ``lookahead_pullback='none'``). ``agr='code'`` on an optimizer
-    not built on the engine (the torch baselines) wraps it in :class:`~optarena.optim.agr.AGR`.
+    not built on the engine (the torch baselines) wraps it in :class:`~optarena.optim.agr_wrapper.AGR`.
     ``compile=True`` runs the step through :func:`~optarena.optim.compiled.compile_step`.
     Every other keyword (``lr``, ``foreach``, ...) goes to the optimizer.
     """

@@ -33,7 +33,8 @@ from optarena.optim.functional import (
     scalar_value,
 )
 from optarena.optim.hooks import LoopContext, LoopHooks
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
 from optarena.validation import NON_NEGATIVE, POSITIVE, Constraint, betas
 
 
@@ -57,7 +58,7 @@ def sophiag_single_tensor(
     Only the first moment is updated here (from ``m_grad``); ``hessian`` changes only in
     :meth:`SophiaG.update_hessian`.
     """
-    param.mul_(1 - lr * weight_decay)
+    decay_(param, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))  # θ ← θ(1 − lr·λ)
     exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)
     ratio = (exp_avg.abs() / (hessian * (rho * bs) + eps)).clamp_(max=1)  # min(|m| / (ρ·bs·h + ε), 1)
     param.addcmul_(exp_avg.sign(), ratio, value=-lr)
@@ -79,7 +80,7 @@ def sophiag_multi_tensor(
     weight_decay: float,
 ) -> None:
     """foreach SophiaG step; equals :func:`sophiag_single_tensor` tensor by tensor."""
-    torch._foreach_mul_(params, 1 - lr * weight_decay)
+    decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
     torch._foreach_mul_(exp_avgs, beta1)
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     # sign(m)·min(|m|/d, 1) = clamp(m/d, −1, 1) exactly (d ≥ 0), which needs one buffer, not three.
@@ -293,5 +294,9 @@ REGISTRY_ENTRIES = [
         code="github.com/Liuhong99/Sophia (sophia.py)",
         notes="call update_hessian() every k steps after a sampled-label backward (sophiag_gnb_update); bs per group",
         search_space={"rho": ("log", 1e-2, 1e-1)},  # the authors' README: 0.01 to 0.08
+        test_inputs=(
+            OptimizerInput("agr_code", {"agr": "code"}),
+            OptimizerInput("bs", {"bs": 1, "rho": 1.0, "weight_decay": 0.0}),
+        ),
     )
 ]

@@ -33,7 +33,6 @@ from torch import Tensor
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import (
     foreach_add_scalar_,
-    foreach_add_scaled,
     foreach_add_scaled_,
     foreach_addcmul_,
     full_tensor,
@@ -44,7 +43,9 @@ from optarena.optim.functional import (
     per_tensor_dot,
     scalar_value,
 )
-from optarena.optim.info import OptimizerInfo
+from optarena.optim.info import OptimizerInfo, OptimizerInput
+from optarena.optim.transforms import apply_pipeline, pipeline
+from optarena.optim.weight_decay import add_l2_multi, decay_multi_, weight_decay_, weight_decay_multi_
 from optarena.validation import NON_NEGATIVE, Constraint, OneOf
 
 GRANULARITIES: tuple[str, ...] = ("global", "group", "tensor")
@@ -84,12 +85,8 @@ def swats_adam_single_tensor(
     Returns ``(p_k, g_k)``: the Adam step just applied and the gradient it was computed from
     (with the L2 term), for the projection test.
     """
-    if not is_zero(weight_decay):
-        if decoupled:
-            param.mul_(1 - lr * weight_decay)
-        else:  # L2 on copies: p.grad is never written
-            grad = grad.add(param, alpha=weight_decay)
-            m_grad = m_grad.add(param, alpha=weight_decay)
+    mode = "decoupled" if decoupled else "l2"  # L2 on copies: p.grad is never written
+    grad, m_grad = weight_decay_(param, grad, m_grad, lr=lr, weight_decay=weight_decay, mode=mode)
     exp_avg.mul_(beta1).add_(m_grad, alpha=1 - beta1)  # m_k
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # a_k
     step_size = lr * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
@@ -115,13 +112,8 @@ def swats_adam_multi_tensor(
     decoupled: bool,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """foreach Adam phase; equals :func:`swats_adam_single_tensor` tensor by tensor."""
-    if not is_zero(weight_decay):
-        if decoupled:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            same = m_grads is grads
-            grads = foreach_add_scaled(grads, params, weight_decay)
-            m_grads = grads if same else foreach_add_scaled(m_grads, params, weight_decay)
+    mode = "decoupled" if decoupled else "l2"
+    grads, m_grads = weight_decay_multi_(params, grads, m_grads, lr=lr, weight_decay=weight_decay, mode=mode)
     torch._foreach_mul_(exp_avgs, beta1)
     foreach_add_scaled_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -153,11 +145,8 @@ def swats_sgd_single_tensor(
 
     ``exp_avg_sq`` is unused (kept so both phases take the same state).
     """
-    if not is_zero(weight_decay):
-        if decoupled:
-            param.mul_(1 - sgd_lr * weight_decay)
-        else:
-            m_grad = m_grad.add(param, alpha=weight_decay)
+    mode = "decoupled" if decoupled else "l2"  # decoupled at the SGD rate Λ: θ ← θ(1 − Λ·λ)
+    m_grad, _ = weight_decay_(param, m_grad, m_grad, lr=sgd_lr, weight_decay=weight_decay, mode=mode)
     exp_avg.mul_(beta1).add_(m_grad)  # v_k = β1·v_{k−1} + g_k
     param.sub_(exp_avg * ((1 - beta1) * sgd_lr))  # x_k = x_{k−1} − (1 − β1)·Λ·v_k
 
@@ -176,11 +165,10 @@ def swats_sgd_multi_tensor(
     decoupled: bool,
 ) -> None:
     """foreach SGD phase with one rate per tensor; equals :func:`swats_sgd_single_tensor`."""
-    if not is_zero(weight_decay):
-        if decoupled:
-            torch._foreach_mul_(params, per_tensor([1 - r * weight_decay for r in sgd_lrs]))
-        else:
-            m_grads = foreach_add_scaled(m_grads, params, weight_decay)
+    if decoupled and not is_zero(weight_decay):
+        decay_multi_(params, [1 - r * weight_decay for r in sgd_lrs])  # θ ← θ(1 − Λ·λ), Λ per tensor
+    elif not decoupled:
+        m_grads, _ = add_l2_multi(m_grads, m_grads, params, weight_decay)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, m_grads)
     torch._foreach_sub_(params, torch._foreach_mul(exp_avgs, per_tensor([(1 - beta1) * r for r in sgd_lrs])))
@@ -398,9 +386,7 @@ class SWATS(OptarenaOptimizer):
             s += 1
         step_values = [s.item() for s in steps]
         foreach = self._use_foreach(group)
-        if group["maximize"]:
-            grads = list(torch._foreach_neg(grads))
-        grads, m_grads = self._regularize(group, grads, step_values, foreach)
+        grads, m_grads = apply_pipeline(pipeline(group), grads, step_values, foreach=foreach)
         units = self._units(group, live)
         hyper = self._kernel_hyperparameters(group)
         lr = hyper["lr"]
@@ -507,5 +493,17 @@ REGISTRY_ENTRIES = [
         paper="Keskar & Socher, Improving Generalization Performance by Switching from Adam to SGD, arXiv:1712.07628",
         code="none from the authors; de facto github.com/Mrpatekful/swats (PyPI pytorch-swats, buggy SGD phase)",
         notes="granularity='global' (paper) | 'group' | 'tensor'; switch_tol absolute 1e-9 (+ switch_rtol)",
+        test_inputs=(
+            OptimizerInput("global", {"granularity": "global"}, sharded=True),
+            OptimizerInput("group", {"granularity": "group"}, sharded=True),
+            OptimizerInput("tensor", {"granularity": "tensor"}),
+            OptimizerInput("global-switch", {"switch_tol": 1e3}),
+            OptimizerInput("group-switch-l2", {"granularity": "group", "switch_tol": 1e3, "weight_decay": 1e-2}),
+            OptimizerInput("tensor-switch-rtol", {"granularity": "tensor", "switch_tol": 0.0, "switch_rtol": 0.5}),
+            OptimizerInput(
+                "decoupled-switch", {"weight_decay": 1e-2, "weight_decay_mode": "decoupled", "switch_tol": 1e3}
+            ),
+            OptimizerInput("agr_paper-switch", {"agr": "paper", "switch_tol": 1e3}),
+        ),
     )
 ]

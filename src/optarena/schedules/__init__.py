@@ -1,7 +1,7 @@
 """Learning-rate schedules: the LR burst, SGDR and the AdamNX schedule."""
 
+from optarena.burst import CosineBurst, PlateauDetector
 from optarena.schedules.adamnx_schedule import AdamNXLR, adamnx_lr_ratio
-from optarena.schedules.burst import CosineBurst, PlateauDetector
 from optarena.schedules.lr_burst import LRBurst
 from optarena.schedules.sgdr import SGDR, sgdr_position
 

@@ -19,7 +19,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from optarena.schedules.burst import CosineBurst, PlateauDetector
+from optarena.burst import CosineBurst, PlateauDetector
 
 
 class LRBurst(LRScheduler):
