@@ -10,11 +10,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
 from optarena.arena import store
 from optarena.arena.config import ConfigError, load_experiment_file
 from optarena.arena.protocol import Experiment, compare, suggest
+from optarena.arena.records import load_results
 from optarena.arena.runner import train
 from optarena.arena.tasks import get_task, list_tasks
 from optarena.arena.tasks.functions import FUNCTIONS
@@ -188,20 +187,20 @@ def _tiny(tmp_path: Path, **kwargs) -> Experiment:
 def test_compare_spends_the_same_budget_on_every_optimizer(tmp_path):
     experiment = _tiny(tmp_path)
     compare(experiment)
-    records = store.load_experiment(experiment.storage_url, experiment.name)
-    assert set(records) == {("rosenbrock", "adamw"), ("rosenbrock", "adaburst")}
-    for record in records.values():
-        assert len(record.tune) == 3
-        assert sorted(t.user_attrs["seed"] for t in record.final) == [1, 2]
-        best = min((t for t in record.tune if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-        assert all(t.user_attrs["param_lr"] == best.params["lr"] for t in record.final)
-        assert record.attrs["config"]["trials"] == 3 and "torch" in record.attrs["versions"]
+    pairs = load_results(experiment.storage_url, experiment.name).pairs
+    assert set(pairs) == {("rosenbrock", "adamw"), ("rosenbrock", "adaburst")}
+    for pair in pairs.values():
+        assert len(pair.tune) == 3
+        assert sorted(t.seed for t in pair.final) == [1, 2]
+        best = min((t for t in pair.tune if t.state == "complete"), key=lambda t: t.value)
+        assert all(t.params["lr"] == best.params["lr"] for t in pair.final)
+        assert pair.config.experiment["trials"] == 3 and "torch" in pair.config.versions
     # Running it again does nothing: every trial is already in the store.
-    before = {k: [t.number for t in r.tune + r.final] for k, r in records.items()}
+    before = {k: [t.number for t in r.tune + r.final] for k, r in pairs.items()}
     compare(experiment)
     after = {
         k: [t.number for t in r.tune + r.final]
-        for k, r in store.load_experiment(experiment.storage_url, "default").items()
+        for k, r in load_results(experiment.storage_url, "default").pairs.items()
     }
     assert after == before
 
@@ -249,10 +248,9 @@ def test_killed_compare_resumes_without_losing_or_repeating_a_trial(tmp_path):
     assert len(done) == 4  # the budget, exactly
     assert [s for s in done if s[0] < 2] == finished_before  # nothing lost or redone
     assert [s[1] for s in states if s[0] == 2] == ["FAIL"]  # the killed trial, closed and replaced
-    records = store.load_experiment(url, "default")
-    for record in records.values():
-        assert len(record.tune) == 4
-        assert sorted(t.user_attrs["seed"] for t in record.final) == [1, 2]
+    for pair in load_results(url, "default").pairs.values():
+        assert len(pair.tune) == 4
+        assert sorted(t.seed for t in pair.final) == [1, 2]
 
 
 def test_cli_list_and_run(tmp_path):
@@ -333,8 +331,8 @@ def test_qmc_compare_is_reproducible_and_queues_nothing_twice(tmp_path):
         )  # fmt: skip
         compare(experiment)
         compare(experiment)  # everything is done: nothing is queued or run again
-        record = store.load_experiment(experiment.storage_url, "default")[("digits", "adamw")]
-        assert len(record.tune) == 3 and len(record.final) == 1
-        found.append({t.user_attrs["slot"]: (t.params, t.value) for t in record.tune})
+        pair = load_results(experiment.storage_url, "default").pairs[("digits", "adamw")]
+        assert len(pair.tune) == 3 and len(pair.final) == 1
+        found.append({t.slot: (t.params, t.value) for t in pair.tune})
     assert found[0] == found[1]
     assert len({params["lr"] for params, _ in found[0].values()}) == 3

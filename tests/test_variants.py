@@ -7,10 +7,10 @@ import math
 import optuna
 import pytest
 import torch
-
-from optarena.arena import runner, store
+from optarena.arena import runner
 from optarena.arena.config import ConfigError, load_experiment_file
 from optarena.arena.protocol import Experiment, compare, suggest
+from optarena.arena.records import load_results
 from optarena.arena.report import build_report
 from optarena.arena.tasks import TaskSettings, get_task
 from optarena.arena.variants import OptimizerSpec, parse_variant, resolve
@@ -165,9 +165,9 @@ def test_compare_stores_and_reports_a_variant(tmp_path):
         prune=False,
     )
     compare(experiment)
-    records = store.load_experiment(experiment.storage_url, "variants")
-    assert len(records[("digits", "sgdm_step")].final) == 2
-    finals = {name: [t.value for t in records[("digits", name)].final] for name in ("sgdm", "sgdm_step")}
+    pairs = load_results(experiment.storage_url, "variants").pairs
+    assert len(pairs[("digits", "sgdm_step")].final) == 2
+    finals = {name: [t.value for t in pairs[("digits", name)].final] for name in ("sgdm", "sgdm_step")}
     assert finals["sgdm"] != finals["sgdm_step"]
     report = build_report(experiment.storage_url, "variants", tmp_path / "report")
     text = report.with_suffix(".md").read_text() if report.suffix != ".md" else report.read_text()

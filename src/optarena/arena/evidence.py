@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import tomllib
-from optuna.trial import FrozenTrial
 from scipy import stats
 
-from optarena.arena import store
+from optarena.arena import records
 from optarena.arena.config import ConfigError, load_experiment_file
 from optarena.arena.markdown import code_span, link_target
 from optarena.arena.markdown import text as md
@@ -193,8 +192,8 @@ class MissingRuns(RuntimeError):
     """The store has no reruns (or no tuning trials) of an optimizer a claim needs."""
 
 
-def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "final") -> store.StudyRecord:
-    record = store.load_experiment(experiment.storage_url, experiment.name).get((task, optimizer))
+def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "final") -> records.PairResults:
+    record = records.load_results(experiment.storage_url, experiment.name).pairs.get((task, optimizer))
     if record is None or not getattr(record, phase):
         raise MissingRuns(
             f"No reruns of {optimizer} on {task} in {experiment.storage_url} (experiment {experiment.name!r}); "
@@ -209,9 +208,9 @@ def seed_metrics(
     """Seed -> the ``split`` metric after ``at_epoch`` (None: the last epoch); ``nan`` for a diverged seed."""
     values = {}
     for trial in _record(experiment, task, optimizer).final:
-        seed = int(trial.user_attrs.get("seed", trial.number))
-        rows = trial.user_attrs.get("records", [])
-        if trial.user_attrs.get("diverged") or not rows:
+        seed = trial.seed if trial.seed is not None else trial.number
+        rows = trial.run.rows if trial.run is not None else []
+        if (trial.run is not None and trial.run.diverged) or not rows:
             values[seed] = math.nan
             continue
         if at_epoch is None:
@@ -275,12 +274,8 @@ def sensitivity(experiment: Experiment, task: str, optimizer: str) -> Sensitivit
     )
 
 
-def _seconds(trials: Sequence[FrozenTrial]) -> float:
-    return sum(
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in trials
-        if t.datetime_complete is not None and t.datetime_start is not None
-    )
+def _seconds(trials: Sequence[records.TrialRecord]) -> float:
+    return sum(t.seconds for t in trials if t.seconds is not None)
 
 
 @dataclass(frozen=True)
@@ -293,10 +288,14 @@ class Budget:
 
 
 def budget(experiment: Experiment) -> Budget:
-    records = store.load_experiment(experiment.storage_url, experiment.name)
-    trials = [t for r in records.values() for t in (*r.tune, *r.final)]
-    devices = tuple(sorted({str(t.user_attrs.get("device", "?")) for t in trials}))
-    threads = tuple(sorted({str(t.user_attrs.get("threads", "?")) for t in trials}))
+    results = records.load_results(experiment.storage_url, experiment.name)
+    trials = [t for r in results.pairs.values() for t in (*r.tune, *r.final)]
+    devices = tuple(
+        sorted({str(t.run.device if t.run is not None and t.run.device is not None else "?") for t in trials})
+    )
+    threads = tuple(
+        sorted({str(t.run.threads if t.run is not None and t.run.threads is not None else "?") for t in trials})
+    )
     return Budget(experiment, len(trials), _seconds(trials), devices, threads)
 
 
@@ -304,8 +303,8 @@ def sensitivity_figure(experiment: Experiment, task: str, optimizers: Sequence[s
     """The report's lr-sensitivity plot (every tuning trial) for ``optimizers`` only."""
     from optarena.arena import report
 
-    records = store.load_experiment(experiment.storage_url, experiment.name)
-    _, tasks, _ = report._collect({k: v for k, v in records.items() if k[0] == task and k[1] in optimizers})
+    results = records.load_results(experiment.storage_url, experiment.name)
+    _, tasks, _ = report._collect(results.select(task, list(optimizers)))
     view = tasks[0]
     view.runs.sort(key=lambda r: list(optimizers).index(r.name))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ import numpy as np
 import optuna
 import torch
 
-from optarena.arena import store
-from optarena.arena.runner import RunResult, train
+from optarena.arena import records, store
+from optarena.arena.runner import train
 from optarena.arena.tasks import Task, TaskSettings, get_task
 from optarena.arena.variants import OptimizerSpec, parse_variants, resolve
 from optarena.optim import get_optimizer_info, list_optimizers
@@ -196,22 +196,6 @@ def make_pruner(experiment: Experiment, epochs: int) -> optuna.pruners.BasePrune
 # --- running -------------------------------------------------------------------------------------------
 
 
-def _store_result(trial: optuna.Trial, result: RunResult) -> None:
-    trial.set_user_attr("records", result.records)
-    trial.set_user_attr("diverged", result.diverged)
-    if result.diverged_reason:
-        trial.set_user_attr("diverged_reason", result.diverged_reason)
-    trial.set_user_attr("threads", result.threads)
-    trial.set_user_attr("load_average", result.load_average)
-    trial.set_user_attr("device", result.device)
-    for event, steps in result.events.items():
-        trial.set_user_attr(f"{event}_events", steps)  # Adaburst's 'burst': burst_events
-    if result.trajectory:
-        trial.set_user_attr("trajectory", result.trajectory)
-    if result.update_magnitudes:
-        trial.set_user_attr("update_magnitudes", result.update_magnitudes)
-
-
 def _study(
     experiment: Experiment, task: Task, optimizer: str, phase: str, storage: Any = None, describe: bool = True
 ) -> optuna.Study:
@@ -225,15 +209,15 @@ def _study(
         direction="maximize" if task.mode == "max" else "minimize",
         load_if_exists=True,
     )
-    if describe and phase == "tune" and "config" not in study.user_attrs:
-        study.set_user_attr("config", experiment.to_dict())
-        study.set_user_attr("versions", store.versions())
-        study.set_user_attr("target", experiment.target_for(task))
-        study.set_user_attr("mode", task.mode)
-        study.set_user_attr("metric", task.metric)
-        study.set_user_attr("kind", task.kind)
-        study.set_user_attr("sampler", repr_sampler(experiment))
-        study.set_user_attr("pruner", repr_pruner(experiment, epochs))
+    if describe and phase == "tune" and not records.is_described(study):
+        config = records.StudyConfig(
+            experiment=experiment.to_dict(),
+            versions=store.versions(),
+            task=records.TaskInfo(task.metric, task.mode, experiment.target_for(task), task.kind),
+            sampler=repr_sampler(experiment),
+            pruner=repr_pruner(experiment, epochs),
+        )
+        records.write_study_config(study, config)
     return study
 
 
@@ -254,7 +238,7 @@ def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Callab
 
         variant, settings = experiment.spec(optimizer), experiment.settings()
         result = train(task, variant, params, seed=0, epochs=epochs, settings=settings, on_epoch=report)
-        _store_result(trial, result)
+        records.write_run(trial, result)
         return task.worst if result.diverged else result.records[-1]["val_metric"]
 
     return objective
@@ -268,10 +252,8 @@ def final_objective(
 
     def objective(trial: optuna.Trial) -> float:
         params = best_params(tune_study)
-        run_seed = seed if seed is not None else int(trial.user_attrs["seed"])
-        trial.set_user_attr("seed", run_seed)
-        for name, value in params.items():
-            trial.set_user_attr(f"param_{name}", value)
+        run_seed = seed if seed is not None else records.queued_seed(trial)
+        records.write_rerun(trial, run_seed, params)
         logs = experiment.tensorboard
         log_dir = None if logs is None else logs / experiment.name / task.name / optimizer / f"seed{run_seed}"
         result = train(
@@ -284,7 +266,7 @@ def final_objective(
             diagnostics=True,
             tensorboard_dir=log_dir,
         )
-        _store_result(trial, result)
+        records.write_run(trial, result)
         return task.worst if result.diverged else result.records[-1]["test_metric"]
 
     return objective
@@ -303,11 +285,11 @@ def planned_runs(experiment: Experiment) -> int:
 
 def completed_runs(experiment: Experiment) -> int:
     """Runs of ``experiment`` already in the store (for a resumed progress bar)."""
-    records = store.load_experiment(experiment.storage_url, experiment.name)
+    results = records.load_results(experiment.storage_url, experiment.name)
     total = 0
-    for (task, optimizer), record in records.items():
+    for (task, optimizer), pair in results.pairs.items():
         if task in experiment.tasks and optimizer in experiment.optimizers:
-            total += min(len(record.tune), experiment.trials) + min(len(record.final), experiment.seeds)
+            total += min(len(pair.tune), experiment.trials) + min(len(pair.final), experiment.seeds)
     return total
 
 

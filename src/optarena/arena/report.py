@@ -30,10 +30,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from matplotlib.transforms import blended_transform_factory
-from optuna.trial import FrozenTrial, TrialState
 
 from optarena.arena import markdown, stats
-from optarena.arena.store import StudyRecord, list_experiments, load_experiment
+from optarena.arena.records import ExperimentResults, PairResults, TaskInfo, TrialRecord, load_results
+from optarena.arena.store import list_experiments
 
 FIGURES = "figures"
 DPI = 100
@@ -267,17 +267,17 @@ class OptimizerRuns:
     """One optimizer on one task: its tuning trials and its seeded reruns (sorted by seed)."""
 
     name: str
-    tune: list[FrozenTrial]
-    finals: list[FrozenTrial]
+    tune: list[TrialRecord]
+    finals: list[TrialRecord]
     mode: str
 
     @property
     def worst(self) -> float:
         return -math.inf if self.mode == "max" else math.inf
 
-    def diverged(self, trial: FrozenTrial) -> bool:
+    def diverged(self, trial: TrialRecord) -> bool:
         value = trial.value
-        return bool(trial.user_attrs.get("diverged")) or value is None or not math.isfinite(value)
+        return (trial.run is not None and trial.run.diverged) or value is None or not math.isfinite(value)
 
     @property
     def values(self) -> list[float]:
@@ -294,21 +294,18 @@ class OptimizerRuns:
 
     def records(self, include_diverged: bool = False) -> list[list[dict[str, float]]]:
         return [
-            list(t.user_attrs.get("records", []))
+            list(t.run.rows)
             for t in self.finals
-            if t.user_attrs.get("records") and (include_diverged or not self.diverged(t))
+            if t.run is not None and t.run.rows and (include_diverged or not self.diverged(t))
         ]
 
     def configuration(self) -> dict[str, Any]:
         """The configuration that was rerun (from the reruns; the best tuning trial if none ran yet)."""
         if self.finals:
-            attrs = self.finals[0].user_attrs
-            config = {k[len("param_") :]: v for k, v in attrs.items() if k.startswith("param_")}
+            config = dict(self.finals[0].params)
             if config:
                 return config
-        scored = [
-            t for t in self.tune if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
-        ]
+        scored = [t for t in self.tune if t.state == "complete" and t.value is not None and math.isfinite(t.value)]
         if not scored:
             return {}
         best = max(scored, key=lambda t: t.value) if self.mode == "max" else min(scored, key=lambda t: t.value)
@@ -332,9 +329,8 @@ def _ordered(preferred: Iterable[str], present: Iterable[str]) -> list[str]:
     return out + sorted(present - set(out))
 
 
-def _seed(trial: FrozenTrial) -> int:
-    seed = trial.user_attrs.get("seed")
-    return seed if isinstance(seed, int) else trial.number
+def _seed(trial: TrialRecord) -> int:
+    return trial.seed if trial.seed is not None else trial.number
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -401,8 +397,8 @@ def _curves_figure(task: TaskView, colors: dict[str, Any], x_key: str, path: Pat
         # Adaburst's restarts, one dotted line per burst per seed, at the step (or that seed's time) it fired.
         first = True
         for trial in runs.finals:
-            events = trial.user_attrs.get("burst_events") or []
-            records = trial.user_attrs.get("records") or []
+            events = trial.run.events.get("burst", []) if trial.run is not None else []
+            records = trial.run.rows if trial.run is not None else []
             for event in events:
                 if x_key == "step":
                     where = float(event)
@@ -428,7 +424,7 @@ def _curves_figure(task: TaskView, colors: dict[str, Any], x_key: str, path: Pat
     _save(fig, path)
 
 
-def _trial_score(trial: FrozenTrial) -> float | None:
+def _trial_score(trial: TrialRecord) -> float | None:
     """A tuning trial's validation value; a pruned one keeps its last reported value."""
     if trial.value is not None:
         return float(trial.value)
@@ -448,8 +444,8 @@ def _sensitivity_figure(task: TaskView, colors: dict[str, Any], path: Path) -> N
     for runs in task.runs:
         color = colors[runs.name]
         points = [(t.params["lr"], _trial_score(t), t.state) for t in runs.tune if "lr" in t.params]
-        done = sorted((lr, v) for lr, v, s in points if s == TrialState.COMPLETE and v is not None and math.isfinite(v))
-        pruned = [(lr, v) for lr, v, s in points if s == TrialState.PRUNED and v is not None and math.isfinite(v)]
+        done = sorted((lr, v) for lr, v, s in points if s == "complete" and v is not None and math.isfinite(v))
+        pruned = [(lr, v) for lr, v, s in points if s == "pruned" and v is not None and math.isfinite(v)]
         diverged = [lr for lr, v, _ in points if v is None or not math.isfinite(v)]
         if done:
             ax.plot(*zip(*done), color=color, linestyle=_linestyle(colors, runs.name), marker="o", label=runs.name)
@@ -509,10 +505,10 @@ def _trajectory_figure(task: TaskView, colors: dict[str, Any], path: Path) -> bo
     function = FUNCTIONS.get(task.name)
     paths = {}
     for runs in task.runs:
-        trials = [t for t in runs.finals if t.user_attrs.get("trajectory")]
+        trials = [t for t in runs.finals if t.run is not None and t.run.trajectory]
         if trials:
             trial = min(trials, key=lambda t: (_seed(t) != 1, _seed(t)))  # seed 1, else the lowest seed
-            paths[runs.name] = (np.asarray(trial.user_attrs["trajectory"], dtype=float), _seed(trial))
+            paths[runs.name] = (np.asarray(trial.run.trajectory, dtype=float), _seed(trial))  # type: ignore[union-attr]
     if function is None or not paths:
         return False
     fig = _new_figure(7.0, 5.6)
@@ -548,7 +544,7 @@ def _update_magnitude_figure(task: TaskView, colors: dict[str, Any], path: Path)
     for runs in task.runs:
         per_seed = []
         for trial in runs.finals:
-            layers = trial.user_attrs.get("update_magnitudes") or {}
+            layers = trial.run.update_magnitudes if trial.run is not None else {}
             series = [v for v in layers.values() if v]
             if series:
                 length = min(len(v) for v in series)
@@ -729,10 +725,10 @@ def _task_section(task: TaskView, colors: dict[str, Any], figures: Path) -> list
     blocks.append(_summary_table(task, winner))
     blocks.append(Paragraph(_spans(Span(sentence, bold=winner is not None))))
     reasons = [
-        _spans(Span(runs.name, code=True), f" seed {_seed(t)}: {t.user_attrs['diverged_reason']}")
+        _spans(Span(runs.name, code=True), f" seed {_seed(t)}: {t.run.diverged_reason}")
         for runs in task.runs
         for t in runs.finals
-        if t.user_attrs.get("diverged_reason")
+        if t.run is not None and t.run.diverged_reason
     ]
     if reasons:  # why each diverged rerun stopped (a non-finite loss, gradient or metric, and when)
         blocks += [Paragraph(_spans("Diverged reruns, and why they stopped:")), Bullets(reasons)]
@@ -749,7 +745,7 @@ def _task_section(task: TaskView, colors: dict[str, Any], figures: Path) -> list
             )
         )
     )
-    bursts = any(t.user_attrs.get("burst_events") for runs in task.runs for t in runs.finals)
+    bursts = any(t.run is not None and t.run.events.get("burst") for runs in task.runs for t in runs.finals)
     for key, what, x_note in (
         ("step", "step", ""),
         ("wall_time", "wall time", " (x: the seeds' mean wall time at each evaluation)"),
@@ -769,7 +765,7 @@ def _task_section(task: TaskView, colors: dict[str, Any], figures: Path) -> list
     name = f"{slug}_lr_sensitivity.png"
     _sensitivity_figure(task, colors, figures / name)
     trials = sum(len(r.tune) for r in task.runs)
-    pruned = sum(t.state == TrialState.PRUNED for r in task.runs for t in r.tune)
+    pruned = sum(t.state == "pruned" for r in task.runs for t in r.tune)
     blocks.append(
         Image(
             f"{FIGURES}/{name}",
@@ -802,7 +798,7 @@ def _task_section(task: TaskView, colors: dict[str, Any], figures: Path) -> list
 
 
 def _protocol_blocks(
-    experiment: str, config: dict[str, Any], tasks: list[TaskView], optimizers: list[str], records: list[StudyRecord]
+    experiment: str, config: dict[str, Any], tasks: list[TaskView], optimizers: list[str], records: list[PairResults]
 ) -> list[Block]:
     from optarena.arena import protocol
     from optarena.arena.variants import parse_variant, resolve
@@ -851,9 +847,9 @@ def _protocol_blocks(
     pruner_text = pruners[0] if len(set(pruners)) == 1 else "; ".join(f"{t.name}: {p}" for t, p in zip(tasks, pruners))
 
     finals = [t for r in records for t in r.final]
-    devices = sorted({str(t.user_attrs.get("device", "?")) for t in finals})
-    threads = sorted({str(t.user_attrs.get("threads", "?")) for t in finals})
-    loads = [t.user_attrs["load_average"][0] for t in finals if t.user_attrs.get("load_average")]
+    devices = sorted({str(t.run.device if t.run is not None and t.run.device is not None else "?") for t in finals})
+    threads = sorted({str(t.run.threads if t.run is not None and t.run.threads is not None else "?") for t in finals})
+    loads = [t.run.load_average[0] for t in finals if t.run is not None and t.run.load_average]
     load_text = (
         f"1-minute load average when each rerun started: min {min(loads):.2f}, median {_median(loads):.2f}, "
         f"max {max(loads):.2f}"
@@ -862,7 +858,7 @@ def _protocol_blocks(
     )
     versions: dict[str, set[str]] = {}
     for record in records:
-        for key, value in (record.attrs.get("versions") or {}).items():
+        for key, value in (record.config.versions if record.config is not None else {}).items():
             versions.setdefault(key, set()).add(str(value))
     version_text = ", ".join(f"{k} {' / '.join(sorted(v))}" for k, v in sorted(versions.items())) or "not recorded"
 
@@ -960,29 +956,25 @@ def _across_tasks(tasks: list[TaskView], optimizers: list[str], colors: dict[str
 # --- entry point ---------------------------------------------------------------------------------------------
 
 
-def _collect(records: dict[tuple[str, str], StudyRecord]) -> tuple[dict[str, Any], list[TaskView], list[str]]:
-    configs = [records[key].attrs.get("config") for key in sorted(records) if records[key].attrs.get("config")]
+def _collect(results: ExperimentResults) -> tuple[dict[str, Any], list[TaskView], list[str]]:
+    pairs = results.pairs
+    configs = [
+        pairs[key].config.experiment for key in sorted(pairs) if pairs[key].config and pairs[key].config.experiment
+    ]
     config: dict[str, Any] = dict(configs[0]) if configs else {}
-    task_names = _ordered(config.get("tasks", []), (t for t, _ in records))
-    optimizers = _ordered(config.get("optimizers", []), (o for _, o in records))
+    task_names = _ordered(config.get("tasks", []), (t for t, _ in pairs))
+    optimizers = _ordered(config.get("optimizers", []), (o for _, o in pairs))
     tasks = []
     for task_name in task_names:
-        attrs = next((records[k].attrs for k in sorted(records) if k[0] == task_name and records[k].attrs), {})
-        mode = attrs.get("mode", "max")
-        target = attrs.get("target")
-        view = TaskView(
-            task_name,
-            attrs.get("metric", "metric"),
-            mode,
-            float(target) if target is not None else None,
-            attrs.get("kind", "classification"),
-        )
+        found = next((pairs[k].config for k in sorted(pairs) if k[0] == task_name and pairs[k].config), None)
+        info = found.task if found is not None else TaskInfo()
+        view = TaskView(task_name, info.metric, info.mode, info.target, info.kind)
         for optimizer in optimizers:
-            record = records.get((task_name, optimizer))
-            if record is not None:
-                finals = sorted(record.final, key=_seed)
-                tune = sorted(record.tune, key=lambda t: t.number)
-                view.runs.append(OptimizerRuns(optimizer, tune, finals, mode))
+            pair = pairs.get((task_name, optimizer))
+            if pair is not None:
+                finals = sorted(pair.final, key=_seed)
+                tune = sorted(pair.tune, key=lambda t: t.number)
+                view.runs.append(OptimizerRuns(optimizer, tune, finals, info.mode))
         tasks.append(view)
     return config, tasks, optimizers
 
@@ -993,8 +985,8 @@ def build_report(storage_url: str, experiment: str, out_dir: Path) -> Path:
     Returns the path of ``report.md``. PNGs left in ``out_dir/figures`` by an earlier build are removed
     first, so the folder holds exactly the figures the new report shows.
     """
-    records = load_experiment(storage_url, experiment)
-    if not records:
+    results = load_results(storage_url, experiment)
+    if not results.pairs:
         known = ", ".join(list_experiments(storage_url)) or "none"
         raise ValueError(f"Unknown experiment {experiment!r} in {storage_url}; experiments there: {known}")
     out_dir = Path(out_dir)
@@ -1003,9 +995,10 @@ def build_report(storage_url: str, experiment: str, out_dir: Path) -> Path:
     for stale in figures.glob("*.png"):
         stale.unlink()
 
-    config, tasks, optimizers = _collect(records)
+    config, tasks, optimizers = _collect(results)
     colors = _colors(optimizers)
-    blocks = _protocol_blocks(experiment, config, tasks, optimizers, [records[k] for k in sorted(records)])
+    pairs = [results.pairs[k] for k in sorted(results.pairs)]
+    blocks = _protocol_blocks(experiment, config, tasks, optimizers, pairs)
     for task in tasks:
         blocks += _task_section(task, colors, figures)
     blocks += _across_tasks(tasks, optimizers, colors, figures)

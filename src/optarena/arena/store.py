@@ -22,7 +22,6 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -238,6 +237,14 @@ def study_name(experiment: str, task: str, optimizer: str, phase: str) -> str:
     return f"{experiment}/{task}/{optimizer}/{phase}"
 
 
+def parse_study_name(name: str) -> tuple[str, str, str, str] | None:
+    """(experiment, task, optimizer, phase) of an optarena study's name; None for any other study."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[3] not in PHASES:
+        return None
+    return parts[0], parts[1], parts[2], parts[3]
+
+
 def versions() -> dict[str, str]:
     import numpy
     import torch
@@ -257,41 +264,6 @@ def versions() -> dict[str, str]:
 def finished(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that count against the budget: completed or pruned."""
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-
-
-@dataclass
-class StudyRecord:
-    """What the report needs from one (task, optimizer) pair."""
-
-    task: str
-    optimizer: str
-    tune: list[FrozenTrial] = field(default_factory=list)
-    final: list[FrozenTrial] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-
-def load_experiment(url: str, experiment: str) -> dict[tuple[str, str], StudyRecord]:
-    """Every (task, optimizer) of ``experiment`` in the store, with its finished trials."""
-    with guarded(url):
-        return _load_experiment(open_storage(url), experiment)
-
-
-def _load_experiment(storage: optuna.storages.BaseStorage, experiment: str) -> dict[tuple[str, str], StudyRecord]:
-    records: dict[tuple[str, str], StudyRecord] = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        parts = summary.study_name.split("/")
-        if len(parts) != 4 or parts[0] != experiment or parts[3] not in PHASES:
-            continue
-        _, task, optimizer, phase = parts
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        record = records.setdefault((task, optimizer), StudyRecord(task, optimizer))
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if phase == "tune":
-            record.tune = trials
-            record.attrs = dict(study.user_attrs)
-        else:
-            record.final = [t for t in trials if t.state == TrialState.COMPLETE]
-    return records
 
 
 def list_experiments(url: str) -> list[str]:

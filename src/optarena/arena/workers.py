@@ -44,7 +44,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from optarena.arena import store
+from optarena.arena import records, store
 from optarena.arena.protocol import (
     Experiment,
     _study,
@@ -57,7 +57,6 @@ from optarena.arena.tasks import Task, get_task
 
 ProgressCallback = Callable[[str], None]
 OPEN = (TrialState.WAITING, TrialState.RUNNING)
-OWNER = "optarena_owner"  # system attribute of a RUNNING trial: the process that runs it
 DEFAULT_HEARTBEAT = 10  # seconds between a running trial's heartbeats
 DEFAULT_GRACE = 60  # seconds of silence after which a trial from another machine is given up
 MAX_RETRIES = 3  # a trial that kills every process that runs it is queued again at most this often
@@ -168,15 +167,12 @@ def heartbeat_ages(storage: Any, trial_ids: list[int]) -> dict[int, float]:
 def _requeue(study: optuna.Study, trial_id: int) -> bool:
     """Queue a copy of the failed trial ``trial_id`` (same configuration, slot or seed); False past the retries.
 
-    The copy is marked as optuna's ``RetryFailedTrialCallback`` marks one (``failed_trial``,
-    ``retry_history``).
+    The copy is marked as optuna's ``RetryFailedTrialCallback`` marks one (:func:`~optarena.arena.records.retry_attrs`).
     """
     failed = study._storage.get_trial(trial_id)
-    attrs = {k: v for k, v in failed.system_attrs.items() if k != OWNER}
-    history = [*attrs.get("retry_history", []), failed.number]
-    if len(history) > MAX_RETRIES:
+    attrs, retries = records.retry_attrs(failed)
+    if retries > MAX_RETRIES:
         return False
-    attrs = {"failed_trial": failed.number, **attrs, "retry_history": history}
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
@@ -200,7 +196,7 @@ def reclaim(study: optuna.Study, grace: float) -> list[int]:
     ages = heartbeat_ages(study._storage, [t._trial_id for t in running])
     reclaimed = []
     for trial in running:
-        if not owner_is_gone(trial.system_attrs.get(OWNER), ages.get(trial._trial_id), grace):
+        if not owner_is_gone(records.owner_of(trial), ages.get(trial._trial_id), grace):
             continue
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -217,7 +213,7 @@ def _take(study: optuna.Study, owner: dict[str, Any]) -> int | None:
     trial_id = study._pop_waiting_trial_id()  # optuna: atomic WAITING -> RUNNING, or None
     if trial_id is not None:
         study._storage.record_heartbeat(trial_id)
-        study._storage.set_trial_system_attr(trial_id, OWNER, owner)
+        records.set_owner(study._storage, trial_id, owner)
     return trial_id
 
 
@@ -266,12 +262,7 @@ def conflicts(experiment: Experiment, storage: Any) -> list[str]:
     asked = _plain(experiment.to_dict())
     defaults = _plain({key: Experiment.__dataclass_fields__[key].default for key in MEANING})
     differences: dict[str, tuple[Any, Any]] = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        parts = summary.study_name.split("/")
-        stored = summary.user_attrs.get("config")
-        if len(parts) != 4 or parts[0] != experiment.name or parts[3] != "tune" or not isinstance(stored, dict):
-            continue
-        task_name, optimizer = parts[1], parts[2]
+    for (task_name, optimizer), stored in records.stored_experiment_configs(storage, experiment.name).items():
         for key in MEANING:
             before, now = stored.get(key, defaults.get(key)), asked[key]
             if key == "epochs":
@@ -320,19 +311,19 @@ def _queue(experiment: Experiment, task: Task, optimizer: str, storage: Any) -> 
     tune, final = _studies(experiment, task, optimizer, storage, describe=True)
     queued = 0
     kept = [t for t in tune.get_trials(deepcopy=False) if t.state != TrialState.FAIL]
-    slots = {t.user_attrs["slot"] for t in kept if "slot" in t.user_attrs}
+    slots = {records.slot_of(t) for t in kept} - {None}
     # Trials without a slot were run one after another by optarena before the queue: each fills one.
-    unslotted = sum("slot" not in t.user_attrs for t in kept)
+    unslotted = sum(records.slot_of(t) is None for t in kept)
     missing = [slot for slot in range(experiment.trials) if slot not in slots][unslotted:]
     configurations = qmc_configurations(experiment, optimizer) if experiment.sampler == "qmc" and missing else None
     for slot in missing:
         params = configurations[slot] if configurations is not None else {}
-        tune.enqueue_trial(params, user_attrs={"slot": slot})
+        records.enqueue_tune(tune, slot, params)
         queued += 1
-    seeds = {t.user_attrs.get("seed") for t in final.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    seeds = {records.seed_of(t) for t in final.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     for seed in range(1, experiment.seeds + 1):
         if seed not in seeds:
-            final.enqueue_trial({}, user_attrs={"seed": seed})
+            records.enqueue_rerun(final, seed)
             queued += 1
     return queued
 
@@ -464,15 +455,9 @@ def load_experiment_config(storage_url: str, name: str) -> Experiment:
     configuration in its older studies: the newest study's is the whole experiment.
     """
     with store.guarded(storage_url):
-        storage = store.open_storage(storage_url)
-        summaries = [
-            s
-            for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-            if s.study_name.startswith(f"{name}/") and s.study_name.endswith("/tune") and "config" in s.user_attrs
-        ]
-    if summaries:
-        newest = max(summaries, key=lambda s: s._study_id)  # ids grow with creation
-        return Experiment(**{**newest.user_attrs["config"], "storage": storage_url})
+        config = records.newest_experiment_config(store.open_storage(storage_url), name)
+    if config is not None:
+        return Experiment(**{**config, "storage": storage_url})
     raise ValueError(
         f"Invalid study: no experiment {name!r} in {store.describe(storage_url)}; set it up first with "
         f"'optarena compare --name {name} --storage {storage_url} --prepare'"
