@@ -10,11 +10,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optarena.arena import store
-from optarena.arena.config import ConfigError, load_experiment_file
-from optarena.arena.protocol import Experiment, compare, suggest
-from optarena.arena.records import load_results
-from optarena.arena.runner import train
+
+from optarena.arena.run.runner import train
+from optarena.arena.spec.config import ConfigError, load_experiment_file
+from optarena.arena.spec.experiment import Experiment, default_storage_url
+from optarena.arena.spec.search import suggest
+from optarena.arena.study import store
+from optarena.arena.study.protocol import compare
+from optarena.arena.study.records import load_results
 from optarena.arena.tasks import get_task, list_tasks
 from optarena.arena.tasks.functions import FUNCTIONS
 from optarena.optim import get_optimizer_info
@@ -60,7 +63,7 @@ def test_the_runner_calls_what_the_registry_entry_declares(monkeypatch):
     """The loop recognises no optimizer: it calls the hooks its registry entry declares, and records their events."""
     from types import SimpleNamespace
 
-    from optarena.arena import runner
+    from optarena.arena.run import runner
     from optarena.arena.tasks import TaskSettings
     from optarena.optim.hooks import LoopHooks
 
@@ -219,8 +222,9 @@ def test_killed_compare_resumes_without_losing_or_repeating_a_trial(tmp_path):
     )
     killing = (
         "import os, signal\n"
-        "from optarena.arena import protocol\n"
-        "real_train, calls = protocol.train, []\n"
+        "from optarena.arena.spec.experiment import Experiment\n"
+        "from optarena.arena.study import objectives, protocol\n"
+        "real_train, calls = objectives.train, []\n"
         "def train(*args, on_epoch, **kwargs):\n"
         "    calls.append(1)\n"
         "    def report(epoch, row):\n"
@@ -228,11 +232,14 @@ def test_killed_compare_resumes_without_losing_or_repeating_a_trial(tmp_path):
         "        if len(calls) == 3 and epoch == 3:\n"
         "            os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real_train(*args, on_epoch=report, **kwargs)\n"
-        "protocol.train = train\n"
-        f"protocol.compare(protocol.{experiment})\n"
+        "objectives.train = train\n"
+        f"protocol.compare({experiment})\n"
     )
-    resuming = f"from optarena.arena.protocol import Experiment, compare\ncompare({experiment})\n"
-    url = store.default_storage_url(tmp_path)
+    resuming = (
+        "from optarena.arena.spec.experiment import Experiment\n"
+        f"from optarena.arena.study.protocol import compare\ncompare({experiment})\n"
+    )
+    url = default_storage_url(tmp_path)
     tune_name = store.study_name("default", "digits", "adamw", "tune")
     killed = subprocess.run([sys.executable, "-c", killing], cwd=REPO, timeout=600)
     assert killed.returncode == -signal.SIGKILL
@@ -304,7 +311,7 @@ def test_a_missing_dataset_is_a_clear_error_and_keeps_what_was_computed(tmp_path
         )  # fmt: skip
 
     def trials() -> dict[str, list[str]]:  # every trial of every study, failed ones included
-        storage = optuna.storages.RDBStorage(store.default_storage_url(out))
+        storage = optuna.storages.RDBStorage(default_storage_url(out))
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
         return {n: [t.state.name for t in optuna.load_study(study_name=n, storage=storage).trials] for n in names}
 

@@ -23,8 +23,10 @@ import optuna
 import pytest
 import torch
 
-from optarena.arena import cli, protocol, runner
+from optarena.arena import cli
 from optarena.arena.cli import main
+from optarena.arena.run import runner, single
+from optarena.arena.study import objectives
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--subset", "64", "--epochs", "1"]
@@ -49,7 +51,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("training started before the mistake was reported")
 
     monkeypatch.setattr(runner, "train", train)
-    monkeypatch.setattr(protocol, "train", train)
+    monkeypatch.setattr(objectives, "train", train)
 
 
 def cli_run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str]:
@@ -182,7 +184,7 @@ def test_a_run_that_can_be_written_nowhere_prints_its_curves(
     out = tmp_path / "out"
     out.mkdir()
     _out_turns_read_only(monkeypatch, out)
-    monkeypatch.setattr(cli, "_fallback_folder", lambda: None)
+    monkeypatch.setattr(single, "_fallback_folder", lambda: None)
     code, output = cli_run(capsys, *RUN, "--out", out)
     assert code == 1 and "Traceback" not in output
     assert "the curves are printed above" in output
@@ -388,14 +390,14 @@ def test_a_missing_dataset_is_reported_first_and_alone(tmp_path: Path) -> None:
 
 
 CTRL_C_SCRIPT = """
-from optarena.arena import protocol
-real, calls = protocol.train, []
+from optarena.arena.study import objectives
+real, calls = objectives.train, []
 def train(*args, **kwargs):
     calls.append(1)
     if len(calls) == 2:  # during the second trial, as if Ctrl-C were pressed
         raise KeyboardInterrupt
     return real(*args, **kwargs)
-protocol.train = train
+objectives.train = train
 """
 
 

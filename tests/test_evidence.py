@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from optarena.arena.config import ConfigError, load_experiment_file
-from optarena.arena.evidence import compare_seeds, load_claims
+from optarena.arena.evidence.claims import load_claims
+from optarena.arena.evidence.judgement import compare_seeds
+from optarena.arena.spec.config import ConfigError, load_experiment_file
 
 REPO = Path(__file__).resolve().parents[1]
 

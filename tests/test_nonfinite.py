@@ -187,7 +187,7 @@ def test_arena_runs_stop_on_a_non_finite_gradient_and_say_why():
     """The arena trains with nonfinite='raise': a NaN gradient ends the run as diverged, with the reason."""
     import dataclasses
 
-    from optarena.arena.runner import train
+    from optarena.arena.run.runner import train
     from optarena.arena.tasks import TaskSettings, get_task
 
     task = get_task("digits")

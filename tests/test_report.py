@@ -20,20 +20,12 @@ import pytest
 import torch
 from optuna.distributions import FloatDistribution
 
-from optarena.arena import store
-from optarena.arena.protocol import Experiment, compare
-from optarena.arena.report import (
-    Heading,
-    Image,
-    Paragraph,
-    Span,
-    Table,
-    beta2_complements,
-    build_report,
-    render_html,
-    render_markdown,
-    table_headers,
-)
+from optarena.arena.render.document import Heading, Image, Paragraph, Span, Table, render_html, render_markdown
+from optarena.arena.render.figures import beta2_complements
+from optarena.arena.render.report import build_report, table_headers
+from optarena.arena.spec.experiment import Experiment, default_storage_url
+from optarena.arena.study import store
+from optarena.arena.study.protocol import compare
 from optarena.optim.adamnx import adamnx_beta2
 
 TASKS = ["digits", "rosenbrock"]
@@ -201,7 +193,7 @@ def _synthetic_store(
     diverged: dict[tuple[str, int], str] | None = None,
 ) -> str:
     """A store with one 'digits'-like task whose reruns end at the given test accuracies."""
-    url = store.default_storage_url(tmp_path)
+    url = default_storage_url(tmp_path)
     storage = store.open_storage(url)
     config = {"name": name, "tasks": ["digits"], "optimizers": list(finals), "trials": 2, "seeds": 3, "epochs": 2}
     config |= {"sampler_seed": 0, "prune": False, "subset": None, "device": "cpu", "threads": None}
@@ -359,7 +351,9 @@ def test_report_of_an_experiment_with_hostile_names_is_safe(tmp_path: Path) -> N
 
 
 def test_evidence_page_with_hostile_claims_is_safe(tmp_path: Path) -> None:
-    from optarena.arena.evidence import Claim, Judgement, compare_seeds, render
+    from optarena.arena.evidence.claims import Claim
+    from optarena.arena.evidence.judgement import Judgement, compare_seeds
+    from optarena.arena.evidence.page import render
 
     names = {
         "experiment": "e`x|p <b>.toml",

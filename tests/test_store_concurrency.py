@@ -31,8 +31,9 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from optarena.arena import protocol, store, workers
-from optarena.arena.protocol import Experiment, compare
+from optarena.arena.spec.experiment import Experiment, default_storage_url
+from optarena.arena.study import objectives, ownership, records, store, workers
+from optarena.arena.study.protocol import compare
 from optarena.arena.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,9 +45,9 @@ TIMEOUT = 300  # seconds any one process may take; each takes a few
 DRIVER = r"""
 import os, signal, sys, time
 from pathlib import Path
-from optarena.arena import protocol
+from optarena.arena.study import objectives
 
-real_train, calls = protocol.train, []
+real_train, calls = objectives.train, []
 mark, wait_for, kill = (os.environ.get(k) for k in ("TEST_MARK", "TEST_WAIT_FOR", "TEST_KILL"))
 
 def train(*args, on_epoch=None, **kwargs):
@@ -71,7 +72,7 @@ def train(*args, on_epoch=None, **kwargs):
 
     return real_train(*args, on_epoch=report, **kwargs)
 
-protocol.train = train
+objectives.train = train
 from optarena.arena.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -90,7 +91,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def storage_url(backend: str, out: Path) -> str:
-    return store.default_storage_url(out) if backend == "sqlite" else POSTGRES
+    return default_storage_url(out) if backend == "sqlite" else POSTGRES
 
 
 def unique(prefix: str) -> str:
@@ -177,13 +178,13 @@ def assert_budget_met_exactly(exp: Experiment, failed: int = 0) -> list[optuna.t
         reruns = [t for t in final if t.state == TrialState.COMPLETE]
         assert sorted(t.user_attrs["seed"] for t in reruns) == list(range(1, exp.seeds + 1)), optimizer
         fails += [t for t in tune + final if t.state == TrialState.FAIL]
-    assert len(fails) == failed, [(t.number, t.system_attrs.get(workers.OWNER)) for t in fails]
+    assert len(fails) == failed, [(t.number, t.system_attrs.get(records.OWNER)) for t in fails]
     return fails
 
 
 def owners(exp: Experiment) -> set[int]:
     return {
-        t.system_attrs[workers.OWNER]["pid"]
+        t.system_attrs[records.OWNER]["pid"]
         for optimizer in exp.optimizers
         for phase in ("tune", "final")
         for t in trials_of(exp.storage_url, exp.name, optimizer, phase)
@@ -223,8 +224,8 @@ PREPARE = r"""
 import json, os, sys, time
 from contextlib import contextmanager
 from pathlib import Path
-from optarena.arena import store, workers
-from optarena.arena.protocol import Experiment
+from optarena.arena.spec.experiment import Experiment
+from optarena.arena.study import store, workers
 
 pause, release, reached = (os.environ.get(k) for k in ("TEST_PAUSE", "TEST_RELEASE", "TEST_REACHED"))
 real_conflicts, real_lock = workers.conflicts, store.lock
@@ -294,7 +295,7 @@ def test_a_compare_joining_a_running_worker_leaves_its_trial_alone(backend, tmp_
     assert results == [0, 0], (worker.log.read_text(), joining.log.read_text())
     assert_budget_met_exactly(exp, failed=0)
     first = next(t for t in trials_of(exp.storage_url, exp.name, "adamw", "tune") if t.user_attrs["slot"] == 0)
-    assert first.state == TrialState.COMPLETE and first.system_attrs[workers.OWNER]["pid"] == worker_pid
+    assert first.state == TrialState.COMPLETE and first.system_attrs[records.OWNER]["pid"] == worker_pid
     assert int(compare_mark.read_text()) in owners(exp)  # the compare ran trials of its own meanwhile
 
 
@@ -308,7 +309,7 @@ def test_a_killed_workers_trial_is_retried_at_once_on_its_machine(backend, tmp_p
                    mark=mark, kill=True)  # fmt: skip
     assert finish(doomed) == -signal.SIGKILL
     running = [t for t in trials_of(exp.storage_url, exp.name, "adamw", "tune") if t.state == TrialState.RUNNING]
-    assert len(running) == 1 and running[0].system_attrs[workers.OWNER]["pid"] == int(mark.read_text())
+    assert len(running) == 1 and running[0].system_attrs[records.OWNER]["pid"] == int(mark.read_text())
 
     rerun = start(tmp_path / "rerun.log", *compare_argv(exp, *beats))
     assert finish(rerun) == 0, rerun.log.read_text()
@@ -336,24 +337,24 @@ def test_a_trial_from_another_machine_is_given_up_only_when_its_heartbeat_is_sta
     storage = store.open_storage(exp.storage_url)
     workers.prepare(exp, storage)
     tune = optuna.load_study(study_name=store.study_name(exp.name, TASK, "adamw", "tune"), storage=storage)
-    here = workers.owner_record(heartbeat=10, grace=30)
+    here = ownership.owner_record(heartbeat=10, grace=30)
     elsewhere = {**here, "host": "elsewhere", "machine": "another-boot/pid:[1]"}
     with store.lock(storage):
-        stale = workers._take(tune, elsewhere)
-        fresh = workers._take(tune, elsewhere)
-        patient = workers._take(tune, {**elsewhere, "grace": 3 * 3600})
-        ours = workers._take(tune, here)  # this very process: alive, whatever its heartbeat says
+        stale = ownership.take(tune, elsewhere)
+        fresh = ownership.take(tune, elsewhere)
+        patient = ownership.take(tune, {**elsewhere, "grace": 3 * 3600})
+        ours = ownership.take(tune, here)  # this very process: alive, whatever its heartbeat says
     for trial_id in (stale, patient, ours):
         _age_heartbeat(exp.storage_url, trial_id, hours=1)
     number = {t._trial_id: t.number for t in tune.get_trials(deepcopy=False)}
     with store.lock(storage):
-        assert workers.reclaim(tune, grace=30) == [number[stale]]
+        assert ownership.reclaim(tune, grace=30) == [number[stale]]
     states = {t._trial_id: t.state for t in tune.get_trials(deepcopy=False)}
     assert [states[i] for i in (stale, fresh, patient, ours)] == [TrialState.FAIL] + [TrialState.RUNNING] * 3
 
     for trial_id in (fresh, patient, ours):  # let them go too, so that work() can finish the budget
         _age_heartbeat(exp.storage_url, trial_id, hours=4)
-        storage.set_trial_system_attr(trial_id, workers.OWNER, {**elsewhere, "grace": 30})
+        storage.set_trial_system_attr(trial_id, records.OWNER, {**elsewhere, "grace": 30})
     assert workers.work(exp, storage) == 4 + 1  # the four copies and the rerun
     assert_budget_met_exactly(exp, failed=4)
 
@@ -362,8 +363,8 @@ def test_a_store_from_before_the_queue_resumes_without_repeating_a_trial(tmp_pat
     """Before the queue, a SQLite compare ran trials one after another (no slot) and a kill left one RUNNING."""
     exp = experiment("legacy", tmp_path, None, optimizers=["adamw"], trials=3, seeds=1)
     task = get_task(TASK)
-    tune = protocol._study(exp, task, "adamw", "tune", storage=store.open_storage(exp.storage_url))
-    tune.optimize(protocol.tune_objective(exp, task, "adamw"), n_trials=2)
+    tune = objectives.open_study(exp, task, "adamw", "tune", storage=store.open_storage(exp.storage_url))
+    tune.optimize(objectives.tune_objective(exp, task, "adamw"), n_trials=2)
     tune.ask()  # the killed one: no owner, no heartbeat
     done = [(t.number, t.value) for t in tune.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     assert len(done) == 2
@@ -446,7 +447,7 @@ def test_a_damaged_or_foreign_store_is_one_line(finished_store, tmp_path):
     foreign.parent.mkdir()
     foreign.write_text("these are my notes, not a database\n" * 200)
     for path in (damaged, foreign):
-        url = store.default_storage_url(path.parent)
+        url = default_storage_url(path.parent)
         for argv in (
             ["report", "--name", "done", "--out", str(path.parent)],
             compare_argv(experiment("done", path.parent, url, optimizers=["adamw"], trials=2, seeds=1)),
@@ -479,7 +480,7 @@ def test_a_store_on_a_read_only_file_system_reports_but_refuses_to_compare(finis
     try:
         shutil.copy(store.sqlite_file(finished_store.storage_url), mount / "optarena.db")
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        report = optarena("report", "--name", "done", "--storage", store.default_storage_url(mount),
+        report = optarena("report", "--name", "done", "--storage", default_storage_url(mount),
                           "--out", str(tmp_path / "report"))  # fmt: skip
         assert report.returncode == 0, report.stdout + report.stderr
         assert (tmp_path / "report" / "report.md").is_file()

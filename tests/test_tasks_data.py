@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch import nn
 
-from optarena.arena.tasks import TaskSettings, cifar, get_task, idx, list_tasks, mnist1d, shakespeare
+from optarena.arena.tasks import TaskSettings, cifar, cifar_files, get_task, idx, list_tasks, mnist1d, shakespeare
 from optarena.arena.tasks.base import MissingDataError
 from optarena.arena.tasks.fashion_mnist import DEBIAN_FASHION_MNIST, load_mnist_format_splits
 from optarena.arena.tasks.idx import (
@@ -148,10 +148,12 @@ def write_cifar10_pickles(folder: Path, per_batch: int = 8, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     batches = {}
-    for name in cifar.CIFAR10_PICKLES:
+    for name in cifar_files.CIFAR10_PICKLES:
         batches[name] = cifar_batch(per_batch, rng, "labels", 10)
         (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in cifar.CIFAR10_CLASSES]}))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [c.encode() for c in cifar_files.CIFAR10_CLASSES]})
+    )
     return batches
 
 
@@ -181,7 +183,7 @@ def jpeg_layout(per_class: dict[str, int]) -> dict[str, bytes]:
     """``cifar10/<split>/<class>/NNNN.jpg`` -> JPEG bytes, each image one solid colour that encodes its class."""
     files = {}
     for split, n in per_class.items():
-        for label, name in enumerate(cifar.CIFAR10_CLASSES):
+        for label, name in enumerate(cifar_files.CIFAR10_CLASSES):
             for i in range(n):
                 files[f"cifar10/{split}/{name}/{i:04d}.jpg"] = jpeg_bytes(class_color(label))
     return files
@@ -333,34 +335,34 @@ def test_cifar10_pickles(tmp_path: Path, layout: str, no_shared_data: Path) -> N
         for f in folder.iterdir():
             f.unlink()
         folder.rmdir()
-    x_train, y_train, x_test, y_test = cifar.load_cifar10(tmp_path)
+    x_train, y_train, x_test, y_test = cifar_files.load_cifar10(tmp_path)
     x, y = _expected_cifar10(batches)
     assert np.array_equal(x_train, x) and np.array_equal(y_train, y) and y_train.dtype == np.int64
     assert np.array_equal(x_test, batches["test_batch"][b"data"].reshape(-1, 3, 32, 32))
     assert y_test.tolist() == batches["test_batch"][b"labels"]
     if layout == "tarball":  # the archive itself as data_dir, given as a string
-        assert np.array_equal(cifar.load_cifar10(str(tmp_path / "cifar-10-python.tar.gz"))[0], x)
+        assert np.array_equal(cifar_files.load_cifar10(str(tmp_path / "cifar-10-python.tar.gz"))[0], x)
 
 
 def test_cifar_wrong_files_name_the_file(tmp_path: Path) -> None:
     write_cifar10_pickles(tmp_path)
     (tmp_path / "test_batch").unlink()
     with pytest.raises(DataFileError, match="incomplete CIFAR pickles, missing test_batch"):
-        cifar.load_cifar10(tmp_path)
+        cifar_files.load_cifar10(tmp_path)
     (tmp_path / "test_batch").write_bytes(b"this is not a pickle")
     with pytest.raises(DataFileError, match="test_batch: not a CIFAR python-version pickle"):
-        cifar.load_cifar10(tmp_path)
+        cifar_files.load_cifar10(tmp_path)
     (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}))
     with pytest.raises(DataFileError, match=r"test_batch: 'data' is uint8 \(2, 100\) with 2 labels, expected"):
-        cifar.load_cifar10(tmp_path)
+        cifar_files.load_cifar10(tmp_path)
     (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)}))
     with pytest.raises(DataFileError, match="test_batch: expected the keys 'data' and 'labels'"):
-        cifar.load_cifar10(tmp_path)
+        cifar_files.load_cifar10(tmp_path)
 
 
 def test_cifar100_pickles_use_fine_labels(tmp_path: Path) -> None:
     batches = write_cifar100_pickles(tmp_path / "cifar-100-python")
-    x_train, y_train, _, y_test = cifar.load_cifar100(tmp_path)
+    x_train, y_train, _, y_test = cifar_files.load_cifar100(tmp_path)
     assert x_train.shape == (30, 3, 32, 32)
     assert y_train.tolist() == batches["train"][b"fine_labels"] and y_test.tolist() == batches["test"][b"fine_labels"]
     archive = tmp_path / "archive" / "cifar-100-python.tar.gz"
@@ -368,7 +370,7 @@ def test_cifar100_pickles_use_fine_labels(tmp_path: Path) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "cifar-100-python", arcname="cifar-100-python")
     for data_dir in (archive.parent, archive):
-        assert np.array_equal(cifar.load_cifar100(data_dir)[1], y_train)
+        assert np.array_equal(cifar_files.load_cifar100(data_dir)[1], y_train)
 
 
 def _string(value: bytes) -> bytes:  # Python 2 str: SHORT_BINSTRING or BINSTRING
@@ -406,12 +408,12 @@ def python2_cifar_pickle(batch: dict) -> bytes:
 
 def test_python2_cifar_pickles_as_distributed_load(tmp_path: Path, no_shared_data: Path) -> None:
     rng = np.random.default_rng(3)
-    batches = {name: cifar_batch(8, rng, "labels", 10) for name in cifar.CIFAR10_PICKLES}
+    batches = {name: cifar_batch(8, rng, "labels", 10) for name in cifar_files.CIFAR10_PICKLES}
     for name, batch in batches.items():
         (tmp_path / name).write_bytes(python2_cifar_pickle(batch))
     raw = (tmp_path / "data_batch_1").read_bytes()
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"_codecs" not in raw  # the official files' form
-    x_train, y_train, x_test, y_test = cifar.load_cifar10(tmp_path)
+    x_train, y_train, x_test, y_test = cifar_files.load_cifar10(tmp_path)
     x, y = _expected_cifar10(batches)
     assert np.array_equal(x_train, x) and np.array_equal(y_train, y)
     assert np.array_equal(x_test, batches["test_batch"][b"data"].reshape(-1, 3, 32, 32))
@@ -421,7 +423,7 @@ def test_python2_cifar_pickles_as_distributed_load(tmp_path: Path, no_shared_dat
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_cifar_pickles_written_by_python3_load_under_every_protocol(protocol: int) -> None:
     batch = cifar_batch(5, np.random.default_rng(protocol), "fine_labels", 100)
-    x, y = cifar.read_cifar_pickle(pickle.dumps(batch, protocol=protocol), "train", "fine_labels")
+    x, y = cifar_files.read_cifar_pickle(pickle.dumps(batch, protocol=protocol), "train", "fine_labels")
     assert np.array_equal(x, batch[b"data"].reshape(-1, 3, 32, 32)) and y.tolist() == batch[b"fine_labels"]
 
 
@@ -476,7 +478,7 @@ def test_a_crafted_pickle_in_the_official_tarball_runs_nothing(tmp_path: Path, n
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="cifar-10-batches-py")
     with pytest.raises(DataFileError, match=rf"^{re.escape(str(archive))}/data_batch_1: not a CIFAR"):
-        cifar.load_cifar10(archive.parent)
+        cifar_files.load_cifar10(archive.parent)
     assert not marker.exists()
 
 
@@ -492,7 +494,7 @@ def test_a_crafted_pickle_in_the_official_tarball_runs_nothing(tmp_path: Path, n
 def test_only_plain_numeric_arrays_are_rebuilt(value: object, refused: str) -> None:
     data = pickle.dumps({b"data": value, b"labels": [0]}, protocol=2)
     with pytest.raises(DataFileError, match=rf"test_batch: not a CIFAR python-version pickle .*{refused}"):
-        cifar.read_cifar_pickle(data, "test_batch", "labels")
+        cifar_files.read_cifar_pickle(data, "test_batch", "labels")
 
 
 def test_data_tasks_check_their_data_without_reading_it(
@@ -520,7 +522,7 @@ def test_data_tasks_check_their_data_without_reading_it(
     write_cifar100_pickles(tmp_path / "cifar-100-python")
     write_mnist_dir(tmp_path / "mnist")
     write_text(tmp_path / shakespeare.FILENAME)
-    for module, function in ((cifar, "read_cifar_pickle"), (shakespeare, "load_corpus"), (idx, "read_idx")):
+    for module, function in ((cifar_files, "read_cifar_pickle"), (shakespeare, "load_corpus"), (idx, "read_idx")):
         monkeypatch.setattr(module, function, no_reading)
     for name in ("cifar10_resnet20", "cifar100_resnet20", "mnist_cnn", "shakespeare_char", "digits"):
         get_task(name).check_data(settings)
@@ -533,18 +535,20 @@ def test_missing_cifar_names_the_paths_tried_and_how_to_get_it(tmp_path: Path, n
     with pytest.raises(MissingDataError) as error:
         get_task("cifar10_resnet20").build(TaskSettings(data_dir=tmp_path))
     message = str(error.value)
-    assert str(tmp_path / "cifar-10-batches-py") in message and str(no_shared_data / cifar.JPEG_TARBALL) in message
-    assert cifar.CIFAR_URL in message and "cifar-10-python.tar.gz" in message
+    assert (
+        str(tmp_path / "cifar-10-batches-py") in message and str(no_shared_data / cifar_files.JPEG_TARBALL) in message
+    )
+    assert cifar_files.CIFAR_URL in message and "cifar-10-python.tar.gz" in message
     with pytest.raises(MissingDataError, match=r"CIFAR-100 not found .*cifar-100-python\.tar\.gz"):
         get_task("cifar100_resnet20").build(TaskSettings(data_dir=tmp_path))
     with pytest.raises(MissingDataError, match="no data_dir given"):
-        cifar.load_cifar100(None)
+        cifar_files.load_cifar100(None)
 
 
 def test_jpeg_tarball_is_decoded_once_then_read_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTARENA_CACHE", str(tmp_path / "cache"))
-    tarball = write_tarball(tmp_path / cifar.JPEG_TARBALL, jpeg_layout({"train": 2, "test": 1}))
-    x_train, y_train, x_test, y_test = cifar.load_cifar10(tmp_path)
+    tarball = write_tarball(tmp_path / cifar_files.JPEG_TARBALL, jpeg_layout({"train": 2, "test": 1}))
+    x_train, y_train, x_test, y_test = cifar_files.load_cifar10(tmp_path)
     assert x_train.shape == (20, 3, 32, 32) and x_test.shape == (10, 3, 32, 32) and x_train.dtype == np.uint8
     assert y_train.tolist() == [c for c in range(10) for _ in range(2)] and y_test.tolist() == list(range(10))
     for image, label in zip(x_train, y_train):  # each image is its class's colour, up to JPEG's loss
@@ -555,13 +559,13 @@ def test_jpeg_tarball_is_decoded_once_then_read_from_the_cache(tmp_path: Path, m
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(cifar, "_decode_jpegs", no_decoding)
-    again = cifar.load_cifar10(tarball)  # data_dir may also be the tarball itself
+    monkeypatch.setattr(cifar_files, "_decode_jpegs", no_decoding)
+    again = cifar_files.load_cifar10(tarball)  # data_dir may also be the tarball itself
     assert all(np.array_equal(a, b) for a, b in zip(again, (x_train, y_train, x_test, y_test)))
     monkeypatch.undo()
     monkeypatch.setenv("OPTARENA_CACHE", str(tmp_path / "cache"))
     cached[0].write_bytes(b"a damaged cache is rebuilt, not trusted")
-    assert np.array_equal(cifar.load_cifar10(tmp_path)[0], x_train)
+    assert np.array_equal(cifar_files.load_cifar10(tmp_path)[0], x_train)
 
 
 def test_jpeg_folder_and_the_shared_tarball_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -569,28 +573,28 @@ def test_jpeg_folder_and_the_shared_tarball_fallback(tmp_path: Path, monkeypatch
     for name, data in files.items():
         (tmp_path / "user" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "user" / name).write_bytes(data)
-    x_train, y_train, _, _ = cifar.load_cifar10(tmp_path / "user")
+    x_train, y_train, _, _ = cifar_files.load_cifar10(tmp_path / "user")
     assert x_train.shape == (10, 3, 32, 32) and y_train.tolist() == list(range(10))
     shared = tmp_path / "shared"
     shared.mkdir()
-    write_tarball(shared / cifar.JPEG_TARBALL, files)
+    write_tarball(shared / cifar_files.JPEG_TARBALL, files)
     monkeypatch.setenv("OPTARENA_SHARED_DATA", str(shared))
-    assert np.array_equal(cifar.load_cifar10(tmp_path / "nothing-here")[0], x_train)
-    assert np.array_equal(cifar.load_cifar10(None)[0], x_train)
+    assert np.array_equal(cifar_files.load_cifar10(tmp_path / "nothing-here")[0], x_train)
+    assert np.array_equal(cifar_files.load_cifar10(None)[0], x_train)
 
 
 def test_jpeg_with_a_wrong_class_or_size_names_the_file(tmp_path: Path) -> None:
     files = jpeg_layout({"train": 1, "test": 1})
     files["cifar10/train/unicorn/0000.jpg"] = jpeg_bytes((0, 0, 0))
     with pytest.raises(DataFileError, match=r"cifar10/train/unicorn/0000.jpg is in an unknown class folder"):
-        cifar.load_cifar10(write_tarball(tmp_path / "a.tar.gz", files))
+        cifar_files.load_cifar10(write_tarball(tmp_path / "a.tar.gz", files))
     del files["cifar10/train/unicorn/0000.jpg"]
     files["cifar10/test/cat/0007.jpg"] = jpeg_bytes((0, 0, 0), size=28)
     with pytest.raises(DataFileError, match=r"cifar10/test/cat/0007.jpg is 28x28, expected 32x32"):
-        cifar.load_cifar10(write_tarball(tmp_path / "b.tar.gz", files))
+        cifar_files.load_cifar10(write_tarball(tmp_path / "b.tar.gz", files))
     files["cifar10/test/cat/0007.jpg"] = b"not a jpeg"
     with pytest.raises(DataFileError, match=r"cifar10/test/cat/0007.jpg is not a readable image"):
-        cifar.load_cifar10(write_tarball(tmp_path / "c.tar.gz", files))
+        cifar_files.load_cifar10(write_tarball(tmp_path / "c.tar.gz", files))
 
 
 def test_random_crop_flip_matches_pad_crop_flip() -> None:
@@ -622,22 +626,22 @@ def test_cifar_tasks_build_and_train(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.skipif(
-    not (shared_data_dir() / cifar.JPEG_TARBALL).is_file(), reason="the shared cifar10-jpg.tar.gz is not present"
+    not (shared_data_dir() / cifar_files.JPEG_TARBALL).is_file(), reason="the shared cifar10-jpg.tar.gz is not present"
 )
 def test_real_shared_cifar10_tarball_layout() -> None:
     """The real tarball: names and counts of all 60,000 members, and a few decoded images (not the whole set)."""
     counts: dict[tuple[str, str], int] = {}
     sample: dict[str, bytes] = {}
-    with tarfile.open(shared_data_dir() / cifar.JPEG_TARBALL) as tar:
+    with tarfile.open(shared_data_dir() / cifar_files.JPEG_TARBALL) as tar:
         for member in tar:
             if member.isfile() and member.name.endswith(".jpg"):
                 _, split, label, _ = Path(member.name).parts
                 counts[split, label] = counts.get((split, label), 0) + 1
                 if counts[split, label] <= 2:
                     sample[member.name] = tar.extractfile(member).read()
-    assert counts == {(s, c): n for s, n in (("train", 5000), ("test", 1000)) for c in cifar.CIFAR10_CLASSES}
+    assert counts == {(s, c): n for s, n in (("train", 5000), ("test", 1000)) for c in cifar_files.CIFAR10_CLASSES}
     items = ((name, lambda data=data: data) for name, data in sample.items())
-    x_train, y_train, x_test, _ = cifar._decode_jpegs(items, "sample")
+    x_train, y_train, x_test, _ = cifar_files._decode_jpegs(items, "sample")
     assert x_train.shape == (20, 3, 32, 32) and y_train.tolist() == [c for c in range(10) for _ in range(2)]
     assert 40 < x_test.mean() < 200
 
@@ -789,7 +793,7 @@ def test_every_split_prefix_holds_every_class(name):
     """subset and eval_subset take prefixes: each split must come in a class-mixed order (CIFAR's JPEGs do not)."""
     if name == "fashion_mnist_mlp" and not DEBIAN_FASHION_MNIST.is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    if name == "cifar10_resnet20" and not (shared_data_dir() / cifar.JPEG_TARBALL).is_file():
+    if name == "cifar10_resnet20" and not (shared_data_dir() / cifar_files.JPEG_TARBALL).is_file():
         pytest.skip("the shared cifar10-jpg.tar.gz is not present")
     problem = get_task(name).build(TaskSettings(seed=0))
     for split, (_, labels) in problem.splits.items():

@@ -7,13 +7,16 @@ import math
 import optuna
 import pytest
 import torch
-from optarena.arena import runner
-from optarena.arena.config import ConfigError, load_experiment_file
-from optarena.arena.protocol import Experiment, compare, suggest
-from optarena.arena.records import load_results
-from optarena.arena.report import build_report
+
+from optarena.arena.render.report import build_report
+from optarena.arena.run import runner
+from optarena.arena.spec.config import ConfigError, load_experiment_file
+from optarena.arena.spec.experiment import Experiment
+from optarena.arena.spec.search import suggest
+from optarena.arena.spec.variants import OptimizerSpec, parse_variant, resolve
+from optarena.arena.study.protocol import compare
+from optarena.arena.study.records import load_results
 from optarena.arena.tasks import TaskSettings, get_task
-from optarena.arena.variants import OptimizerSpec, parse_variant, resolve
 from optarena.schedules import SGDR, adamnx_lr_ratio
 
 
@@ -176,7 +179,7 @@ def test_compare_stores_and_reports_a_variant(tmp_path):
 
 def test_a_grown_experiment_gives_workers_its_newest_configuration(tmp_path):
     """Variants added to an experiment later are queued, and `optarena worker` runs them too."""
-    from optarena.arena import workers
+    from optarena.arena.study import workers
 
     settings = dict(name="grown", tasks=["digits"], trials=1, seeds=1, epochs=1, subset=128, out=tmp_path)
     compare(Experiment(optimizers=["sgdm"], **settings), prepare_only=True)

@@ -17,8 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optarena.arena import store
-from optarena.arena.protocol import Experiment, compare
+from optarena.arena.spec.experiment import Experiment
+from optarena.arena.study import store
+from optarena.arena.study.protocol import compare
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("OPTARENA_TEST_POSTGRES")
@@ -103,8 +104,8 @@ def test_two_workers_finish_the_study_exactly_once_like_one_process(tmp_path):
 
 KILL_AT_EPOCH_2 = """
 import os, signal, sys
-from optarena.arena import protocol
-real_train = protocol.train
+from optarena.arena.study import objectives
+real_train = objectives.train
 def train(*args, on_epoch=None, **kwargs):
     def report(epoch, row):
         if on_epoch is not None:
@@ -112,7 +113,7 @@ def train(*args, on_epoch=None, **kwargs):
         if epoch == 2:
             os.kill(os.getpid(), signal.SIGKILL)
     return real_train(*args, on_epoch=report, **kwargs)
-protocol.train = train
+objectives.train = train
 from optarena.arena.cli import main
 sys.exit(main(sys.argv[1:]))
 """

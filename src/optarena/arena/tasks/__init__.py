@@ -1,4 +1,8 @@
-"""The arena's tasks. Every module here that defines ``TASKS`` (a list of :class:`Task`) is registered."""
+"""The tasks layer: what a problem is — data, model, loss and metric — registered by name.
+
+Every module here that defines ``TASKS`` (a list of :class:`Task`) is registered. The first layer of
+the arena: it imports nothing else of it.
+"""
 
 from __future__ import annotations
 

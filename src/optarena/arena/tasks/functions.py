@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +52,19 @@ class Function:
     start: tuple[float, float]
     minimum: tuple[float, float]
     bounds: tuple[tuple[float, float], tuple[float, float]]  # the plotting window
+
+    def grid(self, resolution: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x, y and the function's value on a ``resolution`` x ``resolution`` grid over :attr:`bounds` (contours)."""
+        (x0, x1), (y0, y1) = self.bounds
+        xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+        grid_x, grid_y = np.meshgrid(xs, ys)
+        points = torch.tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), dtype=torch.float64)
+        with torch.no_grad():
+            try:
+                values = torch.func.vmap(self.fn)(points)
+            except Exception:  # a function vmap cannot batch: evaluate point by point
+                values = torch.stack([self.fn(p) for p in points])
+        return grid_x, grid_y, values.numpy().reshape(grid_x.shape)
 
 
 FUNCTIONS: dict[str, Function] = {

@@ -25,8 +25,8 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optarena.arena import store
-from optarena.arena.runner import RunResult
+from optarena.arena.run.runner import RunResult
+from optarena.arena.study import store
 
 RUN_KEYS = ("records", "diverged", "threads", "load_average", "device")  # written for every run
 EVENTS_SUFFIX = "_events"  # event 'burst' -> user attribute 'burst_events'

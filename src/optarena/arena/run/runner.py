@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from optarena.arena.spec.variants import OptimizerSpec, resolve
 from optarena.arena.tasks import Task, TaskSettings
-from optarena.arena.variants import OptimizerSpec, resolve
 from optarena.optim import NonFiniteGradientError, create_optimizer, get_optimizer_info
 from optarena.optim.hooks import LoopContext
 

@@ -2,11 +2,10 @@
 
 Every tuning trial and every seeded rerun is an Optuna trial. A trial keeps its hyperparameters,
 its objective value, its per-epoch validation metric as intermediate values, and in user attributes
-the full per-epoch records and diagnostics. Studies are named ``experiment/task/optimizer/phase``
-with phase ``tune`` or ``final``; the experiment's configuration and the software versions are
-user attributes of each study.
+the full per-epoch records and diagnostics (written and read by :mod:`optarena.arena.study.records`
+alone). Studies are named ``experiment/task/optimizer/phase`` with phase ``tune`` or ``final``.
 
-Several processes may share a store (:mod:`optarena.arena.workers`); :func:`lock` serialises the
+Several processes may share a store (:mod:`optarena.arena.study.workers`); :func:`lock` serialises the
 few steps that must not interleave (queueing the budget, taking a trial, reclaiming a dead
 process's trial). A store that cannot be read or written raises :class:`StoreError`, whose message
 names the store and what is wrong with it, in one line.
@@ -35,10 +34,6 @@ PHASES = ("tune", "final")
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (unreadable, damaged, read-only, busy); the message says which."""
-
-
-def default_storage_url(out_dir: Path) -> str:
-    return f"sqlite:///{(Path(out_dir) / 'optarena.db').resolve()}"
 
 
 def describe(url: str) -> str:
@@ -135,7 +130,7 @@ def open_storage(
     """An RDB storage for ``url`` (any SQLAlchemy URL: sqlite:///..., postgresql://...), opened once per process.
 
     ``heartbeat_interval`` and ``grace_period`` (seconds) are what a worker using this storage
-    records and promises (:func:`optarena.arena.workers.work`): it beats every interval, and a trial
+    records and promises (:func:`optarena.arena.study.workers.work`): it beats every interval, and a trial
     of its silent for the grace period may be failed and queued again by another process.
     """
     key = (url, heartbeat_interval, grace_period)

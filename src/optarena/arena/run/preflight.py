@@ -3,7 +3,8 @@
 A comparison can run for hours; a mistake found at its end — an output folder that cannot be
 written, a dataset that is missing, a hyperparameter of the wrong type — costs all of it, and one
 found by the first trial leaves a failed trial in the store and an Optuna traceback in the output.
-The CLI calls these first, and each raises one :class:`PreflightError` (a ``ValueError``) naming the
+The CLI calls these first (and :func:`optarena.arena.study.protocol.check_experiment` for a whole
+comparison), and each raises one :class:`PreflightError` (a ``ValueError``) naming the
 option or file, the path and the reason. They write nothing: a folder that does not exist yet is
 checked by creating (and at once removing) a probe file in its nearest existing parent.
 """
@@ -11,6 +12,7 @@ checked by creating (and at once removing) a probe file in its nearest existing 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -91,6 +93,16 @@ def check_data(tasks: Iterable[str], settings: TaskSettings) -> None:
         get_task(name).check_data(settings)
 
 
+def check_device(device: str, option: str) -> None:
+    """``device`` is ``cpu``, ``cuda`` or ``cuda:N``, and CUDA is there if asked for."""
+    import torch
+
+    if not (device == "cpu" or device == "cuda" or re.fullmatch(r"cuda:\d+", device)):
+        raise ValueError(f"Invalid {option}: {device!r}; expected 'cpu' or 'cuda[:N]'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"Invalid {option}: {device!r}; CUDA is not available on this machine")
+
+
 def check_tensorboard(path: str | Path | None, option: str = "--tensorboard") -> None:
     """TensorBoard logging can happen: the package imports and the folder can be written."""
     if path is None:
@@ -144,33 +156,11 @@ def check_optimizer(
         raise PreflightError(f"Invalid {label}: {optimizer} does not accept it ({reason})") from None
 
 
-def check_experiment(
-    experiment: Any, *, option: str = "--out", storage_option: str = "--storage", train: bool = True
-) -> None:
-    """Everything :func:`optarena.arena.protocol.compare` needs before its first trial.
-
-    The output folder and the SQLite store's folder can be written; with ``train`` (not when only
-    queueing for workers) every task's data is found, every optimizer and variant builds with its
-    fixed options on the experiment's device, and TensorBoard can log.
-    """
-    check_writable_dir(experiment.out, option)
-    check_store_location(experiment.storage_url, storage_option if experiment.storage else option)
-    if not train:
-        return
-    check_tensorboard(experiment.tensorboard)
-    check_data(experiment.tasks, experiment.settings())
-    for name in experiment.optimizers:
-        spec = experiment.spec(name)
-        options = spec.options_for(10)
-        if options or spec.schedule is not None:
-            check_optimizer(spec.optimizer, options, label=f"variant {name!r}", device=experiment.device, spec=spec)
-
-
 __all__ = [
     "PreflightError",
     "check_data",
     "check_data_dir",
-    "check_experiment",
+    "check_device",
     "check_optimizer",
     "check_store_location",
     "check_tensorboard",

@@ -8,7 +8,7 @@
     epochs = 10          # optional: each task's default otherwise
     out = "runs/cifar-study"
 
-Keys are the fields of :class:`~optarena.arena.protocol.Experiment`. A malformed file, an unknown
+Keys are the fields of :class:`~optarena.arena.spec.experiment.Experiment`. A malformed file, an unknown
 key or a value of the wrong type is reported with the file, the line and the key.
 """
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from optarena.arena.protocol import Experiment
+from optarena.arena.spec.experiment import Experiment
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -106,3 +106,12 @@ def load_experiment_file(path: str | Path, **overrides: Any) -> Experiment:
         line = _line_of(text, key) if key in fields else None
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {error}") from error
+
+
+def experiment_from(config: str | Path | None, **options: Any) -> Experiment:
+    """The experiment of the file ``config`` with ``options`` winning, or of ``options`` alone (the
+    command line's way: ``out`` defaults to ``runs/<name>``)."""
+    if config is not None:
+        return load_experiment_file(config, **options)
+    options.setdefault("out", Path("runs") / options.get("name", "default"))
+    return Experiment(**options)

@@ -1,0 +1,100 @@
+"""``optarena evidence``: (run and) judge every claim of a claims file, write the page and the full reports.
+
+Every claim's experiment file is read (with ``--smoke``: at CI size, each in its own store under
+``runs/evidence-smoke/``), every claim is checked against its experiment's tasks and optimizers, and
+every output is checked before anything runs. With ``run`` each experiment is compared first
+(resuming whatever its store holds). The verdicts go to the page; figures and each experiment's
+full report to the folder of the same name beside it (``docs/results.md`` -> ``docs/results/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optarena.arena.evidence.claims import Claim, load_claims_file
+from optarena.arena.evidence.judgement import Judgement, MissingRuns, judge
+from optarena.arena.evidence.page import render
+from optarena.arena.render import markdown
+from optarena.arena.render.report import build_report
+from optarena.arena.run import preflight
+from optarena.arena.spec.config import ConfigError, load_experiment_file
+from optarena.arena.spec.experiment import default_storage_url
+from optarena.arena.study import store
+from optarena.arena.study.protocol import check_experiment, compare
+
+SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    judgements: list[Judgement]
+    missing: list[Claim]  # claims whose experiment has not run their optimizers yet
+    page: Path
+
+
+def evidence(
+    claims_path: Path,
+    out: Path,
+    *,
+    run: bool = False,
+    smoke: bool = False,
+    on_run: Callable[[Path, str], None] | None = None,
+) -> Outcome:
+    """Judge every claim of ``claims_path`` and write the page to ``out``; ``run``: compare each experiment first.
+
+    ``on_run(experiment file, store URL)`` is called before each experiment runs.
+    """
+    claims_file = load_claims_file(claims_path)
+    overrides: dict[Path, dict[str, Any]] = {}
+    for claim in claims_file.claims:
+        extra: dict[str, Any] = {}
+        if smoke:  # its own store too: never the full study's (which an experiment file may name)
+            folder = Path("runs/evidence-smoke") / claim.experiment.stem
+            extra = dict(SMOKE, out=folder, storage=default_storage_url(folder))
+        overrides[claim.experiment] = extra
+    experiments = {path: load_experiment_file(path, **extra) for path, extra in overrides.items()}
+    for claim in claims_file.claims:  # a claim its experiment does not run would stay "not run yet" forever
+        experiment = experiments[claim.experiment]
+        for what, name, among in (
+            ("task", claim.task, experiment.tasks),
+            ("method", claim.method, experiment.optimizers),
+            ("baseline", claim.baseline, experiment.optimizers),
+        ):
+            if name not in among:
+                raise ConfigError(
+                    f"{claims_path}: claim {claim.id!r}: {what} {name!r} is not among the "
+                    f"{'tasks' if what == 'task' else 'optimizers'} of {claim.experiment.name} ({', '.join(among)})"
+                )
+    extras = out.parent / out.stem  # docs/results.md -> docs/results/: figures and full reports
+    preflight.check_writable_file(out, "--out")
+    preflight.check_writable_dir(extras, "--out (its figures and reports folder)")
+    if run:
+        for path, experiment in experiments.items():  # every study's outputs and data, before the first runs
+            check_experiment(experiment, option=f"{path}: out", storage_option=f"{path}: storage")
+        for path, experiment in experiments.items():
+            if on_run is not None:
+                on_run(path, experiment.storage_url)
+            compare(experiment)
+    judgements, missing = [], []
+    for claim in claims_file.claims:
+        try:
+            judgements.append(judge(claim, overrides[claim.experiment]))
+        except MissingRuns:
+            missing.append(claim)
+    title = claims_file.title + (" (smoke scale: not evidence)" if smoke else "")
+    text = render(judgements, title, claims_file.notes, figures=extras / "figures", page=out, missing=missing)
+    reports = []
+    for path, experiment in experiments.items():
+        if experiment.name not in store.list_experiments(experiment.storage_url):
+            continue  # nothing run yet: its claims are listed as such
+        report = build_report(experiment.storage_url, experiment.name, extras / experiment.name)
+        link = report.relative_to(out.parent).as_posix()
+        reports.append(f"- {markdown.code_span(path.name)}: [{markdown.text(link)}]({markdown.link_target(link)})")
+    text += "\n## Full reports\n\nEvery optimizer's curves, tables and sensitivity, per experiment:\n\n"
+    text += "\n".join(reports) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return Outcome(judgements, missing, out)

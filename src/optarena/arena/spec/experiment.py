@@ -1,0 +1,118 @@
+"""What defines a comparison: the :class:`Experiment` (the CLI's options and an experiment file's keys).
+
+An experiment is checked when it is made: every setting, task and optimizer (or declared variant)
+is valid, or a ``ValueError`` names the one that is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optarena.arena.spec.variants import OptimizerSpec, parse_variants, resolve
+from optarena.arena.tasks import Task, TaskSettings, get_task
+from optarena.optim import list_optimizers
+from optarena.validation import Real
+
+
+def default_storage_url(out_dir: Path) -> str:
+    """The SQLite store of an experiment whose output folder is ``out_dir``."""
+    return f"sqlite:///{(Path(out_dir) / 'optarena.db').resolve()}"
+
+
+DEFAULT_OPTIMIZERS = ("adamw", "sgdm", "adaburst", "adamnx", "adamw_agr", "adax", "adan", "lion", "lookahead_adamw")
+SAMPLERS = ("tpe", "qmc")
+
+
+@dataclass
+class Experiment:
+    """Everything that defines a comparison (the CLI's options and the TOML file's keys)."""
+
+    name: str = "default"
+    tasks: list[str] = field(default_factory=lambda: ["digits"])
+    optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
+    trials: int = 8
+    seeds: int = 3
+    epochs: int | None = None  # None: each task's default
+    target: float | None = None  # None: each task's default
+    out: Path = Path("runs/default")
+    storage: str | None = None  # None: SQLite under ``out``
+    device: str = "cpu"
+    threads: int | None = 1  # one torch thread: small models run fastest so on a shared machine
+    data_dir: Path | None = None
+    subset: int | None = None
+    eval_subset: int | None = None  # score at most this many examples of each split (CPU-scale studies)
+    sampler_seed: int = 0
+    sampler: str = "tpe"  # 'tpe' (adaptive) or 'qmc' (scrambled Sobol, every configuration fixed up front)
+    prune: bool = True
+    tensorboard: Path | None = None  # also log every rerun's curves to TensorBoard under this folder
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> variant table (spec.variants)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.data_dir = Path(self.data_dir) if self.data_dir is not None else None
+        self.tensorboard = Path(self.tensorboard) if self.tensorboard is not None else None
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad setting; unknown tasks and optimizers list the valid ones."""
+        if not self.name or "/" in self.name:
+            raise ValueError(f"Invalid name: {self.name!r}; expected a non-empty name without '/'")
+        for key in ("trials", "seeds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1")
+        for key in ("epochs", "threads", "subset", "eval_subset"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Invalid {key}: {value!r}; expected an integer >= 1 (or unset)")
+        if self.target is not None:
+            Real().check("target", self.target)  # a finite number: nan or inf would never be reached
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"Invalid sampler: {self.sampler!r}; expected one of {', '.join(map(repr, SAMPLERS))}")
+        if not self.tasks:
+            raise ValueError("Invalid tasks: expected at least one task")
+        if not self.optimizers:
+            raise ValueError("Invalid optimizers: expected at least one optimizer")
+        for task in self.tasks:
+            get_task(task)
+        self._specs = parse_variants(self.variants)
+        for name in self.optimizers:
+            if name not in list_optimizers() and name not in self._specs:
+                valid = [*list_optimizers(), *self._specs]
+                raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(valid)}")
+        if len(set(self.optimizers)) != len(self.optimizers) or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("Invalid tasks/optimizers: each may be listed once")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"Invalid device: {self.device!r}; expected 'cpu' or 'cuda[:N]'")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"Invalid device: {self.device!r}; CUDA is not available on this machine")
+
+    def spec(self, optimizer: str) -> OptimizerSpec:
+        """What ``optimizer`` (a registered name or one of :attr:`variants`) trains."""
+        return resolve(optimizer, self._specs)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage_url(self.out)
+
+    def settings(self) -> TaskSettings:
+        return TaskSettings(
+            device=self.device, data_dir=self.data_dir, subset=self.subset, eval_subset=self.eval_subset
+        )
+
+    def epochs_for(self, task: Task) -> int:
+        return self.epochs or task.epochs
+
+    def target_for(self, task: Task) -> float:
+        return task.target if self.target is None else self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["out"] = str(self.out)
+        out["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        out["tensorboard"] = None if self.tensorboard is None else str(self.tensorboard)
+        return out

@@ -1,0 +1,108 @@
+"""What one trial of the protocol is: its study, and the objective a process runs for it.
+
+A tuning trial trains on seed 0 with a configuration from the search space, reports its validation
+metric after every epoch (the pruner may stop it) and scores the last one; a rerun trains the best
+tuning configuration on its seed with full diagnostics and scores the test metric. A diverged run
+scores the task's worst value. Everything a run measured is written through
+:mod:`optarena.arena.study.records`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from optarena.arena.run.runner import train
+from optarena.arena.spec.experiment import Experiment
+from optarena.arena.spec.search import make_pruner, make_sampler, repr_pruner, repr_sampler, suggest
+from optarena.arena.study import records, store
+from optarena.arena.tasks import Task
+
+Objective = Callable[[optuna.Trial], float]
+
+
+def open_study(
+    experiment: Experiment, task: Task, optimizer: str, phase: str, storage: Any = None, describe: bool = True
+) -> optuna.Study:
+    """The study of (task, optimizer, phase), created if missing; ``describe`` records the experiment in a
+    tuning study that does not say yet (:func:`~optarena.arena.study.records.write_study_config`)."""
+    epochs = experiment.epochs_for(task)
+    study = optuna.create_study(
+        study_name=store.study_name(experiment.name, task.name, optimizer, phase),
+        storage=storage if storage is not None else store.open_storage(experiment.storage_url),
+        sampler=make_sampler(experiment, experiment.trials),
+        pruner=make_pruner(experiment, epochs) if phase == "tune" else optuna.pruners.NopPruner(),
+        direction="maximize" if task.mode == "max" else "minimize",
+        load_if_exists=True,
+    )
+    if describe and phase == "tune" and not records.is_described(study):
+        config = records.StudyConfig(
+            experiment=experiment.to_dict(),
+            versions=store.versions(),
+            task=records.TaskInfo(task.metric, task.mode, experiment.target_for(task), task.kind),
+            sampler=repr_sampler(experiment),
+            pruner=repr_pruner(experiment, epochs),
+        )
+        records.write_study_config(study, config)
+    return study
+
+
+def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Objective:
+    """One tuning trial: train on seed 0, report the validation metric per epoch, score the last one."""
+    epochs = experiment.epochs_for(task)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, experiment.spec(optimizer))
+
+        def report(epoch: int, row: dict[str, float]) -> None:
+            if epoch == 0:
+                return
+            value = row["val_metric"]
+            trial.report(value if math.isfinite(value) else task.worst, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        variant, settings = experiment.spec(optimizer), experiment.settings()
+        result = train(task, variant, params, seed=0, epochs=epochs, settings=settings, on_epoch=report)
+        records.write_run(trial, result)
+        return task.worst if result.diverged else result.records[-1]["val_metric"]
+
+    return objective
+
+
+def final_objective(
+    experiment: Experiment, task: Task, optimizer: str, tune_study: optuna.Study, seed: int | None = None
+) -> Objective:
+    """One rerun of the tuned configuration on ``seed`` (or the trial's queued ``seed``), scored on test."""
+    epochs = experiment.epochs_for(task)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = best_params(tune_study)
+        run_seed = seed if seed is not None else records.queued_seed(trial)
+        records.write_rerun(trial, run_seed, params)
+        logs = experiment.tensorboard
+        log_dir = None if logs is None else logs / experiment.name / task.name / optimizer / f"seed{run_seed}"
+        result = train(
+            task,
+            experiment.spec(optimizer),
+            params,
+            seed=run_seed,
+            epochs=epochs,
+            settings=experiment.settings(),
+            diagnostics=True,
+            tensorboard_dir=log_dir,
+        )
+        records.write_run(trial, result)
+        return task.worst if result.diverged else result.records[-1]["test_metric"]
+
+    return objective
+
+
+def best_params(study: optuna.Study) -> dict[str, Any]:
+    completed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise RuntimeError(f"Study {study.study_name} has no completed trial to take a best configuration from")
+    return dict(study.best_trial.params)
