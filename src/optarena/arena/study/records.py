@@ -28,7 +28,6 @@ from optuna.trial import FrozenTrial, TrialState
 from optarena.arena.run.runner import RunResult
 from optarena.arena.study import store
 
-RUN_KEYS = ("records", "diverged", "threads", "load_average", "device")  # written for every run
 EVENTS_SUFFIX = "_events"  # event 'burst' -> user attribute 'burst_events'
 PARAM_PREFIX = "param_"  # a rerun's configuration, one attribute per hyperparameter
 SLOT, SEED = "slot", "seed"
