@@ -30,6 +30,7 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor, init_dev
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.distributed_cases import CASES, STEPS, full_gradients, full_parameters, run_steps
+from tests.helpers import build
 
 DTYPE = getattr(torch, os.environ.get("OPTARENA_DTYPE", "float64"))
 STEPS_RUN = int(os.environ.get("OPTARENA_STEPS", STEPS))
@@ -93,7 +94,9 @@ def burst_worker(rank: int, world: int, port: int, out: str) -> None:
         decisions = {}
         for reduce in ("mean", "max", "none"):
             p = torch.nn.Parameter(torch.zeros(3))
-            opt = optarena.Adaburst([p], burst_patience=0, burst_T_max=4, burst_metric_reduce=reduce)
+            opt = optarena.Adaburst(
+                [p], burst_trigger="metric_plateau", burst_patience=0, burst_T_max=4, burst_metric_reduce=reduce
+            )
             bursts = [opt.epoch_end(m) for m in local]
             sched_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
             sched = optarena.LRBurst(sched_opt, T_max=4, patience=0, metric_reduce=reduce)
@@ -193,13 +196,13 @@ def nonfinite_worker(rank: int, world: int, port: int, out: str) -> None:
         for name in ("adamw", "adaburst", "lion"):
             full = torch.arange(12.0, dtype=torch.float64).reshape(6, 2)
             p = torch.nn.Parameter(distribute_tensor(full, mesh, [Shard(0)]))
-            skipping = optarena.create_optimizer([p], name, nonfinite="skip")
+            skipping = build([p], name, nonfinite="skip")
             grad = torch.ones(6, 2, dtype=torch.float64)
             grad[-1, -1] = float("nan")
             p.grad = distribute_tensor(grad, mesh, [Shard(0)])
             skipping.step()
             unchanged = torch.equal(p.detach().full_tensor(), full)
-            raising = optarena.create_optimizer([p], name, nonfinite="raise")
+            raising = build([p], name, nonfinite="raise")
             try:
                 raising.step()
                 raised = False

@@ -9,15 +9,22 @@ import optarena
 from optarena.optim.registry import get_optimizer_info
 
 
+def build(params, name: str, **kwargs):
+    """``optarena.create_optimizer`` with the entry's test defaults (values for the keywords it requires, such as
+    Adaburst's ``total_steps``) under ``kwargs``."""
+    return optarena.create_optimizer(params, name, **{**get_optimizer_info(name).test_defaults, **kwargs})
+
+
 def registry_configs(flag: str | None = None) -> list[tuple[str, str, dict]]:
     """``(test id, registry name, kwargs)`` for every registry entry's defaults, then for the constructor
     variants its entry declares (``OptimizerInfo.test_inputs``; with ``flag``, those whose flag is set)."""
     names = optarena.list_optimizers()
-    configs = [(name, name, {}) for name in names]
+    configs = [(name, name, dict(get_optimizer_info(name).test_defaults)) for name in names]
     for name in names:
-        for variant in get_optimizer_info(name).test_inputs:
+        info = get_optimizer_info(name)
+        for variant in info.test_inputs:
             if flag is None or getattr(variant, flag):
-                configs.append((f"{name}-{variant.label}", name, dict(variant.kwargs)))
+                configs.append((f"{name}-{variant.label}", name, {**info.test_defaults, **variant.kwargs}))
     return configs
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from optarena.optim import create_optimizer, list_optimizers
+from optarena.optim import create_optimizer, get_optimizer_info, list_optimizers
 
 # Configurations beyond the registry's defaults whose spread differs (the global clip reads every gradient).
 EXTRA_CONFIGURATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -33,7 +33,8 @@ def effect(name: str, overrides: dict[str, Any], bad: float) -> str:
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
     b = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
-    optimizer = create_optimizer([a, b], name, nonfinite="propagate", **overrides)
+    defaults = get_optimizer_info(name).test_defaults  # values for required keywords (Adaburst: total_steps)
+    optimizer = create_optimizer([a, b], name, nonfinite="propagate", **{**defaults, **overrides})
 
     def step(poison: bool) -> None:
         optimizer.zero_grad()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from optarena.arena.run.runner import train
 from optarena.arena.spec.config import ConfigError, load_experiment_file
@@ -53,10 +54,14 @@ def test_digits_run_records_curves_and_diagnostics():
 
 
 def test_adaburst_bursts_are_recorded_and_follow_the_task_mode():
-    # A function task is minimised: the trigger must watch the value falling, not rising.
-    result = train(get_task("rastrigin"), "adaburst", {"lr": 1e-3, "burst_patience": 0}, seed=0, epochs=6)
+    # A function task is minimised: the paper's trigger must watch the value falling, not rising.
+    paper = {"lr": 1e-3, "burst_trigger": "metric_plateau", "burst_patience": 0}
+    result = train(get_task("rastrigin"), "adaburst", paper, seed=0, epochs=6)
     assert list(result.events) == ["burst"]  # the value stalls in a local minimum: bursts restart
-    assert result.events["burst"] and all(e % 50 == 0 for e in result.events["burst"])
+    assert result.events["burst"] and all(e % 50 == 0 for e in result.events["burst"])  # at epoch ends
+    # The default trigger watches every step's value: it fires too, at steps inside the epochs.
+    result = train(get_task("rastrigin"), "adaburst", {"lr": 1e-3}, seed=0, epochs=6)
+    assert result.events["burst"] and any(e % 50 for e in result.events["burst"])
 
 
 def test_the_runner_calls_what_the_registry_entry_declares(monkeypatch):
@@ -74,8 +79,10 @@ def test_the_runner_calls_what_the_registry_entry_declares(monkeypatch):
             seen["contexts"].append(context)
             return {"weight_decay": 0.5, "betas": (0.5, 0.5)}
 
-        def after_step(self, optimizer, model, inputs, step, context):
+        def after_step(self, optimizer, model, inputs, step, context, loss=None):
             seen["steps"].append((step, len(inputs)))
+            seen.setdefault("losses", []).append(loss)
+            return ["stepped"] if step == 3 else []
 
         def after_epoch(self, optimizer, metrics, context):
             seen["metrics"].append(metrics["train_metric"])
@@ -99,7 +106,8 @@ def test_the_runner_calls_what_the_registry_entry_declares(monkeypatch):
     assert seen["kwargs"] == [{"nonfinite": "raise", "weight_decay": 0.5, "betas": (0.9, 0.99), "lr": 1e-3}]
     assert seen["steps"] == [(step, context.batch_size) for step in range(1, 2 * per_epoch + 1)]
     assert seen["metrics"] == [row["train_metric"] for row in result.records[1:]]
-    assert result.events == {"spied": [2 * per_epoch]}  # at the step after which the epoch ended
+    assert all(loss.dim() == 0 and torch.isfinite(loss) for loss in seen["losses"])  # each step's training loss
+    assert result.events == {"stepped": [3], "spied": [2 * per_epoch]}  # at the step after which each happened
     assert result.to_dict()["spied_events"] == [2 * per_epoch] and result.to_dict()["burst_events"] == []
 
 

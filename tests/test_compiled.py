@@ -113,7 +113,7 @@ def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
 
     monkeypatch.setattr(compiled, "_compiled_update_for", broken)
     params = fixed_params(torch.float64)
-    opt = optarena.create_optimizer(params, "adaburst", lr=1e-2, compile=True)
+    opt = optarena.create_optimizer(params, "adaburst", lr=1e-2, total_steps=10, compile=True)
     with pytest.warns(RuntimeWarning, match=r"torch\.compile failed .*no C\+\+ compiler.*eager foreach"):
         set_grads(params, 0)
         opt.step()
@@ -124,7 +124,7 @@ def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
             set_grads(params, k)
             opt.step()
     reference = fixed_params(torch.float64)
-    eager = optarena.create_optimizer(reference, "adaburst", lr=1e-2)
+    eager = optarena.create_optimizer(reference, "adaburst", lr=1e-2, total_steps=10)
     for k in range(4):
         set_grads(reference, k)
         eager.step()
@@ -150,7 +150,7 @@ def test_compile_step_refuses_what_it_cannot_compile():
 
 
 def test_compile_step_reaches_through_lookahead():
-    opt = optarena.create_optimizer(fixed_params(torch.float64), "adaburst", lookahead=True)
+    opt = optarena.create_optimizer(fixed_params(torch.float64), "adaburst", total_steps=10, lookahead=True)
     assert optarena.compile_step(opt) is opt
     assert opt.optimizer._compiled_step is not None
 

@@ -17,7 +17,7 @@ from torch import Tensor
 import optarena
 from optarena.optim.registry import get_optimizer_info
 
-from .helpers import backward, max_diff, registry_configs, seeded_mlp
+from .helpers import backward, build, max_diff, registry_configs, seeded_mlp
 
 CONFIGS = registry_configs()
 IDS = [c[0] for c in CONFIGS]
@@ -38,7 +38,7 @@ STILL_GROUP: dict[str, dict] = {
 
 
 def make(name: str, params, **kwargs):
-    return optarena.create_optimizer(params, name, **{"lr": 1e-2, **kwargs})
+    return build(params, name, **{"lr": 1e-2, **kwargs})
 
 
 def toy_params(dtype: torch.dtype = torch.float64, *, empty: bool = True) -> list[Tensor]:

@@ -138,7 +138,9 @@ def test_evaluate_on_slow_weights_and_swap_back():
 
 def test_lookahead_around_adaburst_keeps_its_burst_trigger():
     model = seeded_mlp(0)
-    opt = optarena.create_optimizer(model, "lookahead_adaburst", burst_patience=0, lookahead_k=3)
+    opt = optarena.create_optimizer(
+        model, "lookahead_adaburst", total_steps=100, burst_trigger="metric_plateau", burst_patience=0, lookahead_k=3
+    )
     assert isinstance(opt, Lookahead) and isinstance(opt.optimizer, Adaburst) and opt.k == 3
     backward(model, 0)
     opt.step()

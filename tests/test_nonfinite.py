@@ -11,6 +11,7 @@ import torch
 
 import optarena
 from optarena.optim import NonFiniteGradientError, create_optimizer, list_optimizers
+from tests.helpers import build
 from tests.nonfinite_effects import markdown_table
 
 NAMES = list_optimizers()
@@ -21,7 +22,7 @@ def _problem(name: str, nonfinite: str, **overrides):
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
     b = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
-    optimizer = create_optimizer([a, b], name, nonfinite=nonfinite, **overrides)
+    optimizer = build([a, b], name, nonfinite=nonfinite, **overrides)
     return (a, b), optimizer
 
 
@@ -95,7 +96,7 @@ def test_raise_names_the_tensor_and_changes_nothing(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_propagate_is_the_default_and_takes_the_step(name):
     params, optimizer = _problem(name, "propagate")
-    assert create_optimizer([torch.nn.Parameter(torch.ones(2))], name).nonfinite == "propagate"
+    assert build([torch.nn.Parameter(torch.ones(2))], name).nonfinite == "propagate"
     _backward(params, math.inf)
     before = params[1].detach().clone()
     optimizer.step()  # no check, no host read: the step runs on what the gradients hold
@@ -180,7 +181,7 @@ def test_compiled_step_skips_before_the_graph_runs():
 def test_a_bad_policy_is_a_clear_error():
     for name in ("adamw", "adaburst", "lookahead_sgdm"):
         with pytest.raises(ValueError, match=r"Invalid nonfinite: 'ignore'; expected one of 'propagate', 'skip'"):
-            create_optimizer([torch.nn.Parameter(torch.ones(2))], name, nonfinite="ignore")
+            build([torch.nn.Parameter(torch.ones(2))], name, nonfinite="ignore")
 
 
 def test_arena_runs_stop_on_a_non_finite_gradient_and_say_why():

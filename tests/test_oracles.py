@@ -55,8 +55,11 @@ class EquationOracle:
             self.update(p, p.grad.clone(), s, self.t)
 
 
-def agr(g: torch.Tensor) -> torch.Tensor:
-    """The AGR paper's transform: α = |g| / Σ|g|, g − α⊙g."""
+def agr(g: torch.Tensor, scope: str = "weights") -> torch.Tensor:
+    """The AGR paper's transform, α = |g| / Σ|g|, g − α⊙g, on the weights of linear and convolutional layers
+    (tensors of two or more dimensions, the paper's §5.1) or, with ``scope='all'``, on every tensor."""
+    if scope == "weights" and g.dim() < 2:
+        return g
     alpha = g.abs() / g.abs().sum()
     return g - alpha * g
 
@@ -74,8 +77,9 @@ def test_adamw_matches_torch_adamw(foreach):
 # --- Adaburst ------------------------------------------------------------------------------------
 
 
-def adaburst_oracle(lr, beta1, beta2, eps, wd, phi_of_t):
-    """Algorithm 4 of the Adaburst paper restated, with φ(t) given."""
+def adaburst_oracle(lr, beta1, beta2, eps, wd, phi_of_t, moments="normalized"):
+    """Algorithm 4 of the Adaburst paper restated, with φ(t) given; A divides the undamped sums by their
+    total weight (``'normalized'``: Adam's m̂, v̂) or by Adam's bias correction (``'undamped'``)."""
 
     def update(p, g, s, t):
         if not s:
@@ -83,8 +87,12 @@ def adaburst_oracle(lr, beta1, beta2, eps, wd, phi_of_t):
         p.mul_(1 - lr * wd)
         s["m"] = beta1 * s["m"] + g
         s["v"] = beta2 * s["v"] + g * g
-        m_hat = s["m"] / (1 - beta1**t)
-        v_hat = s["v"] / (1 - beta2**t)
+        if moments == "normalized":
+            m_hat = s["m"] * (1 - beta1) / (1 - beta1**t)
+            v_hat = s["v"] * (1 - beta2) / (1 - beta2**t)
+        else:
+            m_hat = s["m"] / (1 - beta1**t)
+            v_hat = s["v"] / (1 - beta2**t)
         a = m_hat / (torch.sqrt(v_hat) + eps)
         lr2 = lr * phi_of_t(t)
         p.sub_(lr * a + lr2 * s["m"])
@@ -92,8 +100,9 @@ def adaburst_oracle(lr, beta1, beta2, eps, wd, phi_of_t):
     return update
 
 
+@pytest.mark.parametrize("moments", ["normalized", "undamped"])
 @pytest.mark.parametrize("foreach", [False, True])
-def test_adaburst_matches_its_equations_with_a_burst_and_a_restart(foreach):
+def test_adaburst_matches_its_equations_with_a_burst_and_a_restart(foreach, moments):
     T, restart_after = 7, 15  # the clock runs out after 7 steps; epoch_end restarts it after step 15
 
     def phi(t):  # φ used at step t (1-based): cosine over T steps from 1 to 0, restarted
@@ -106,9 +115,17 @@ def test_adaburst_matches_its_equations_with_a_burst_and_a_restart(foreach):
 
     kw = dict(lr=2e-2, betas=(0.9, 0.99), eps=1e-4, weight_decay=0.01)
     ours_model, oracle_model = seeded_mlp(0), seeded_mlp(0)
-    ours = Adaburst(ours_model.parameters(), burst_T_max=T, burst_patience=0, foreach=foreach, **kw)
+    ours = Adaburst(
+        ours_model.parameters(),
+        burst_T_max=T,
+        burst_trigger="metric_plateau",
+        burst_patience=0,
+        moments=moments,
+        foreach=foreach,
+        **kw,
+    )
     ours.epoch_end(1.0)  # set the best metric, so the 0.0 later is a non-improvement
-    oracle = EquationOracle(oracle_model.parameters(), adaburst_oracle(2e-2, 0.9, 0.99, 1e-4, 0.01, phi))
+    oracle = EquationOracle(oracle_model.parameters(), adaburst_oracle(2e-2, 0.9, 0.99, 1e-4, 0.01, phi, moments))
     for k in range(STEPS):
         backward(ours_model, k)
         backward(oracle_model, k)
@@ -120,14 +137,27 @@ def test_adaburst_matches_its_equations_with_a_burst_and_a_restart(foreach):
 
 
 @pytest.mark.parametrize("foreach", [False, True])
-def test_adaburst_without_sgd_term_is_rescaled_adamw(foreach):
+def test_adaburst_without_sgd_term_is_torch_adamw(foreach):
+    # moments='normalized' (the default): A is AdamW's own direction, so burst_max = 0 is torch's AdamW.
+    lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-8, 0.02
+    ours, ref = run_pair(
+        lambda p: Adaburst(p, lr, (b1, b2), eps, wd, burst_max=0.0, total_steps=STEPS, foreach=foreach),
+        lambda p: torch.optim.AdamW(p, lr, (b1, b2), eps, wd, foreach=False),
+    )
+    assert max_diff(ours, ref) <= TOL
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_undamped_adaburst_without_sgd_term_is_rescaled_adamw(foreach):
     lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-4, 0.02
-    # Undamped moments: m = m_adam/(1−β1), v = v_adam/(1−β2), so lr1·A is AdamW with these:
+    # moments='undamped': m = m_adam/(1−β1), v = v_adam/(1−β2), so lr1·A is AdamW with these:
     lr_adamw = lr * math.sqrt(1 - b2) / (1 - b1)
     eps_adamw = eps * math.sqrt(1 - b2)
     wd_adamw = wd * lr / lr_adamw  # the same decay factor 1 − lr·λ
     ours, ref = run_pair(
-        lambda p: Adaburst(p, lr, (b1, b2), eps, wd, burst_max=0.0, foreach=foreach),
+        lambda p: Adaburst(
+            p, lr, (b1, b2), eps, wd, burst_max=0.0, moments="undamped", total_steps=STEPS, foreach=foreach
+        ),
         lambda p: torch.optim.AdamW(p, lr_adamw, (b1, b2), eps_adamw, wd_adamw, foreach=False),
     )
     assert max_diff(ours, ref) <= TOL
@@ -139,7 +169,15 @@ def test_adaburst_without_adamw_term_is_torch_sgd_momentum(foreach):
     # φ held at 0.5 (burst_max = burst_min): lr2 = lr·0.5 throughout.
     ours, ref = run_pair(
         lambda p: Adaburst(
-            p, lr, (b1, 0.999), weight_decay=0.0, variant="sgdm_burst", burst_max=0.5, burst_min=0.5, foreach=foreach
+            p,
+            lr,
+            (b1, 0.999),
+            weight_decay=0.0,
+            variant="sgdm_burst",
+            burst_max=0.5,
+            burst_min=0.5,
+            total_steps=STEPS,
+            foreach=foreach,
         ),
         lambda p: torch.optim.SGD(p, lr * 0.5, momentum=b1, dampening=0.0, foreach=False),
     )
@@ -148,16 +186,21 @@ def test_adaburst_without_adamw_term_is_torch_sgd_momentum(foreach):
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_adaburst_sgdm_burst_ablation_is_sgd_under_the_burst_schedule(foreach):
-    lr, b1, T = 5e-2, 0.9, 8
+    lr, b1, T, wd = 5e-2, 0.9, 8, 0.1
     ours_model, ref_model = seeded_mlp(0), seeded_mlp(0)
     opt = Adaburst(
-        ours_model.parameters(), lr, (b1, 0.999), weight_decay=0.0, variant="sgdm_burst", burst_T_max=T, foreach=foreach
+        ours_model.parameters(), lr, (b1, 0.999), weight_decay=wd, variant="sgdm_burst", burst_T_max=T, foreach=foreach
     )
+    # The decay follows the SGD rate it applies: torch's SGD with decoupled decay at lr·φ (its weight_decay
+    # is L2, so the decay is written out here) under the same cosine.
     sgd = torch.optim.SGD(ref_model.parameters(), lr, momentum=b1, dampening=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(sgd, lambda k: 0.5 * (1 + math.cos(math.pi * k / T)) if k < T else 0.0)
     for k in range(STEPS):
         backward(ours_model, k)
         backward(ref_model, k)
+        with torch.no_grad():
+            for p in ref_model.parameters():
+                p.mul_(1 - sgd.param_groups[0]["lr"] * wd)
         opt.step()
         sgd.step()
         sched.step()
@@ -166,7 +209,7 @@ def test_adaburst_sgdm_burst_ablation_is_sgd_under_the_burst_schedule(foreach):
 
 def test_adaburst_keeps_no_state_beyond_adamw():
     model_a, model_b = seeded_mlp(0), seeded_mlp(0)
-    ours, adamw = Adaburst(model_a.parameters()), torch.optim.AdamW(model_b.parameters())
+    ours, adamw = Adaburst(model_a.parameters(), total_steps=10), torch.optim.AdamW(model_b.parameters())
     backward(model_a, 0)
     backward(model_b, 0)
     ours.step()
@@ -181,11 +224,11 @@ def test_adaburst_keeps_no_state_beyond_adamw():
 
 def test_adamw_burst_ablation_is_adamw_with_a_burst_schedule():
     lr, T = 1e-2, 6
-    b1, b2, eps = 0.9, 0.999, 1e-4
-    scale = math.sqrt(1 - b2) / (1 - b1)
+    b1, b2, eps, wd = 0.9, 0.999, 1e-4, 0.05
     ours_model, ref_model = seeded_mlp(0), seeded_mlp(0)
-    opt = Adaburst(ours_model.parameters(), lr, (b1, b2), eps, 0.0, variant="adamw_burst", burst_T_max=T)
-    ref = torch.optim.AdamW(ref_model.parameters(), lr * scale, (b1, b2), eps * math.sqrt(1 - b2), 0.0)
+    opt = Adaburst(ours_model.parameters(), lr, (b1, b2), eps, wd, variant="adamw_burst", burst_T_max=T)
+    # The AdamW rate is lr·φ and torch's AdamW decays with its own scheduled rate: the same update.
+    ref = torch.optim.AdamW(ref_model.parameters(), lr, (b1, b2), eps, wd)
     sched = torch.optim.lr_scheduler.LambdaLR(ref, lambda k: 0.5 * (1 + math.cos(math.pi * k / T)) if k < T else 0.0)
     for k in range(STEPS):
         backward(ours_model, k)
@@ -194,6 +237,17 @@ def test_adamw_burst_ablation_is_adamw_with_a_burst_schedule():
         ref.step()
         sched.step()
     assert max_diff(params_of(ours_model), params_of(ref_model)) <= TOL
+
+
+@pytest.mark.parametrize("variant", ["sgdm_burst", "adamw_burst"])
+def test_an_ablation_whose_rate_has_annealed_to_zero_stands_still(variant):
+    # Zero gradients and φ at the floor (burst_max = 0): the rate it applies is 0, so weight decay does nothing.
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = Adaburst([p], lr=1e-2, weight_decay=0.1, variant=variant, burst_max=0.0, total_steps=400)
+    for _ in range(400):
+        p.grad = torch.zeros_like(p)
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(3, dtype=torch.float64))
 
 
 # --- AdamNX and AdaX ---------------------------------------------------------------------------
@@ -370,18 +424,38 @@ def _agr_always(g, t):
     return agr(g)
 
 
+def _agr_every_tensor(g, t):
+    return agr(g, scope="all")
+
+
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
-    "mode,m_transform,v_transform",
-    [("code", _agr_always, _agr_always), ("paper", _agr_always, _raw)],
+    "mode,scope,m_transform,v_transform",
+    [
+        ("code", "weights", _agr_always, _agr_always),
+        ("paper", "weights", _agr_always, _raw),
+        ("code", "all", _agr_every_tensor, _agr_every_tensor),
+        ("paper", "all", _agr_every_tensor, _raw),
+    ],
 )
-def test_adamw_agr_matches_both_readings(foreach, mode, m_transform, v_transform):
+def test_adamw_agr_matches_both_readings_on_both_scopes(foreach, mode, scope, m_transform, v_transform):
     kw = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     ours, ref = run_pair(
-        lambda p: optarena.create_optimizer(p, "adamw_agr", agr=mode, foreach=foreach, **kw),
+        lambda p: optarena.create_optimizer(p, "adamw_agr", agr=mode, agr_scope=scope, foreach=foreach, **kw),
         lambda p: EquationOracle(p, adamw_with(1e-2, 0.9, 0.999, 1e-8, 0.01, m_transform, v_transform)),
     )
     assert max_diff(ours, ref) <= TOL
+
+
+def test_agr_leaves_biases_and_norm_weights_alone_by_default():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2)).double()
+    opt = optarena.create_optimizer(model, "adamw_agr")
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    from optarena.optim.transforms import apply_pipeline, pipeline
+
+    regularized, _ = apply_pipeline(pipeline(opt.param_groups[0]), grads, [1.0] * len(grads), foreach=True)
+    for g, r in zip(grads, regularized):
+        assert torch.equal(g, r) == (g.dim() < 2)
 
 
 def test_adamw_agr_code_mode_is_torch_adamw_fed_agr_gradients():

@@ -104,26 +104,44 @@ def radam_rectification(beta2: float, t: int) -> tuple[float, float | None]:
 # --- AdaBelief vs adabelief-pytorch 0.2.1 ------------------------------------------------------------
 
 
-def test_adabelief_defaults_are_the_packages():
+# The package's behaviour is one option away from ours: its rectification (ours follows the paper: none).
+PACKAGE = {"rectify": True}
+
+
+def test_adabelief_defaults_are_the_packages_but_the_rectification():
     from adabelief_pytorch import AdaBelief as Official
 
     theirs = inspect.signature(Official.__init__).parameters
     ours = inspect.signature(AdaBelief.__init__).parameters
-    names = (
-        "lr",
-        "betas",
-        "eps",
-        "weight_decay",
-        "amsgrad",
-        "weight_decouple",
-        "fixed_decay",
-        "rectify",
-        "degenerated_to_sgd",
-    )
+    names = ("lr", "betas", "eps", "weight_decay", "amsgrad", "weight_decouple", "fixed_decay", "degenerated_to_sgd")
     for name in names:
         assert ours[name].default == theirs[name].default, name
-    assert ours["eps"].default == 1e-16 and ours["rectify"].default is True and ours["weight_decouple"].default is True
+    assert ours["eps"].default == 1e-16 and ours["weight_decouple"].default is True
     assert ours["eps_in_state"].default is True
+    assert ours["rectify"].default is False and theirs["rectify"].default is True  # the paper's algorithm has none
+
+
+def rosenbrock_distance(make, lr: float, steps: int = 2000) -> tuple[float, float]:
+    """timm's optimizer check: Rosenbrock from (1.5, 1.5) by cyclic coordinate descent (each step sees the
+    gradient of x or of y only); returns the distances to the minimum (1, 1) before and after."""
+    p = torch.nn.Parameter(torch.tensor([1.5, 1.5], dtype=torch.float64))
+    opt = make([p], lr)
+    minimum = torch.ones(2, dtype=torch.float64)
+    start = (p.detach() - minimum).norm().item()
+    for k in range(steps):
+        x, y = p.detach()
+        grad = torch.stack((-400 * x * (y - x**2) - 2 * (1 - x), 200 * (y - x**2)))
+        p.grad = grad * torch.tensor([0.0, 1.0] if k % 2 == 0 else [1.0, 0.0], dtype=torch.float64)
+        opt.step()
+    return start, (p.detach() - minimum).norm().item()
+
+
+@pytest.mark.parametrize("lr", [1e-2, 5e-2])
+def test_adabelief_by_the_paper_passes_the_rosenbrock_check_where_the_package_default_diverges(lr):
+    start, end = rosenbrock_distance(lambda p, lr: AdaBelief(p, lr=lr), lr)
+    assert end < start  # the paper's AdaBelief (no rectification) ends closer to the minimum
+    _, package_end = rosenbrock_distance(lambda p, lr: AdaBelief(p, lr=lr, **PACKAGE), lr)
+    assert package_end > 10 * start  # the package's rectified default runs away (why it is not our default)
 
 
 ADABELIEF_CONFIGS = {
@@ -148,7 +166,9 @@ ADABELIEF_CONFIGS = {
 @pytest.mark.parametrize("config", list(ADABELIEF_CONFIGS))
 def test_adabelief_matches_adabelief_pytorch(config, foreach):
     kw = dict(lr=1e-2, **ADABELIEF_CONFIGS[config])
-    ours, ref = run_pair(lambda p: AdaBelief(p, foreach=foreach, **kw), lambda p: official_adabelief(p, **kw))
+    ours, ref = run_pair(
+        lambda p: AdaBelief(p, foreach=foreach, **{**PACKAGE, **kw}), lambda p: official_adabelief(p, **kw)
+    )
     assert max_diff(ours, ref) <= TOL
 
 
@@ -157,7 +177,7 @@ def test_adabelief_groups_with_their_own_betas_match_the_package(foreach):
     # The package caches the rectification per group, keyed by step only; a group added later with
     # add_param_group shares the first group's cache (wrong step sizes). Its dict form is right.
     ours_model, ref_model = seeded_mlp(0), seeded_mlp(0)
-    ours = AdaBelief(list(ours_model[0].parameters()), lr=1e-2, foreach=foreach)
+    ours = AdaBelief(list(ours_model[0].parameters()), lr=1e-2, foreach=foreach, **PACKAGE)
     ours.add_param_group({"params": list(ours_model[2].parameters()), "betas": (0.5, 0.9)})
     ref = official_adabelief(
         [{"params": list(ref_model[0].parameters())}, {"params": list(ref_model[2].parameters()), "betas": (0.5, 0.9)}],
@@ -175,7 +195,7 @@ def test_adabelief_l2_leaves_the_gradient_alone_where_the_package_writes_it():
     p = torch.ones(3, dtype=torch.float64, requires_grad=True)
     q = torch.ones(3, dtype=torch.float64, requires_grad=True)
     p.grad, q.grad = torch.full((3,), 0.5, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
-    AdaBelief([p], weight_decouple=False, weight_decay=0.1).step()
+    AdaBelief([p], weight_decouple=False, weight_decay=0.1, **PACKAGE).step()
     official_adabelief([q], weight_decouple=False, weight_decay=0.1).step()
     assert torch.equal(p.grad, torch.full((3,), 0.5, dtype=torch.float64))
     assert torch.equal(q.grad, torch.full((3,), 0.6, dtype=torch.float64))  # 0.5 + 0.1·1, in place
@@ -238,7 +258,7 @@ def adabelief_oracle(
 
 
 NON_ACCUMULATING = {
-    "rectify_on": {},
+    "rectify_on": {"rectify": True},
     "rectify_off": {"rectify": False},
     "amsgrad": {"rectify": False, "amsgrad": True},
 }
@@ -274,7 +294,7 @@ def test_adabelief_oracle_is_the_package():
 def test_adabelief_agr_code_mode_is_the_package_fed_agr_gradients(foreach):
     kw = dict(lr=1e-2, weight_decay=1e-2)
     ours, ref = run_pair(
-        lambda p: AdaBelief(p, agr="code", foreach=foreach, **kw),
+        lambda p: AdaBelief(p, agr="code", agr_scope="all", foreach=foreach, **PACKAGE, **kw),
         lambda p: official_adabelief(p, **kw),
         transform_ref_grads=agr,
     )
@@ -286,7 +306,9 @@ def test_adabelief_agr_code_mode_is_the_package_fed_agr_gradients(foreach):
 def test_adabelief_agr_paper_mode_feeds_m_only(rectify, foreach):
     # Paper mode: ψ(g) feeds m; the second moment's residual is the raw g minus that m.
     ours, ref = run_pair(
-        lambda p: AdaBelief(p, lr=1e-2, weight_decay=1e-2, rectify=rectify, agr="paper", foreach=foreach),
+        lambda p: AdaBelief(
+            p, lr=1e-2, weight_decay=1e-2, rectify=rectify, agr="paper", agr_scope="all", foreach=foreach
+        ),
         lambda p: EquationOracle(p, adabelief_oracle(1e-2, 0.9, 0.999, 1e-16, 1e-2, rectify=rectify, m_transform=agr)),
     )
     assert max_diff(ours, ref) <= TOL
@@ -407,7 +429,7 @@ def test_acprop_matches_the_authors_equations(config, foreach):
 @pytest.mark.parametrize("mode", ["code", "paper"])
 def test_acprop_agr_modes(mode, foreach):
     # code: ψ(g) everywhere; paper: ψ(g) feeds m and the numerator, the residual uses the raw g.
-    ours_kw = dict(lr=1e-2, rectify=False, weight_decay=1e-2, agr=mode, foreach=foreach)
+    ours_kw = dict(lr=1e-2, rectify=False, weight_decay=1e-2, agr=mode, agr_scope="all", foreach=foreach)
     if mode == "code":
         oracle = acprop_oracle(1e-2, 0.9, 0.999, 1e-16, 1e-2, rectify=False)
         ours, ref = run_pair(

@@ -248,7 +248,9 @@ def test_adan_counts_steps_per_parameter():
 @pytest.mark.parametrize("foreach", [False, True])
 def test_adan_agr_code_mode_is_kozistr_adan_fed_agr_gradients(foreach):
     ours, ref = run_models(
-        lambda m: optarena.create_optimizer(m.parameters(), "adan_agr", lr=1e-2, weight_decay=0.02, foreach=foreach),
+        lambda m: optarena.create_optimizer(
+            m.parameters(), "adan_agr", lr=1e-2, weight_decay=0.02, agr_scope="all", foreach=foreach
+        ),
         lambda m: pytorch_optimizer.Adan(m.parameters(), lr=1e-2, weight_decay=0.02, foreach=False),
         ref_grad=agr,
     )
@@ -274,7 +276,14 @@ def test_adan_agr_with_clipping_matches_the_authors_adan_agr(foreach, mode, m_tr
 
 def create_adan_agr(model, mode, foreach):
     return optarena.create_optimizer(
-        model.parameters(), "adan_agr", agr=mode, lr=1e-2, weight_decay=0.02, max_grad_norm=0.3, foreach=foreach
+        model.parameters(),
+        "adan_agr",
+        agr=mode,
+        agr_scope="all",
+        lr=1e-2,
+        weight_decay=0.02,
+        max_grad_norm=0.3,
+        foreach=foreach,
     )
 
 
@@ -378,7 +387,9 @@ def test_lion_agr_is_kozistr_lion_fed_agr_gradients_in_both_modes(foreach):
     runs = {}
     for mode in ("code", "paper"):
         runs[mode] = run_models(
-            lambda m, mode=mode: Lion(m.parameters(), lr=1e-3, weight_decay=0.1, agr=mode, foreach=foreach),
+            lambda m, mode=mode: Lion(
+                m.parameters(), lr=1e-3, weight_decay=0.1, agr=mode, agr_scope="all", foreach=foreach
+            ),
             lambda m: pytorch_optimizer.Lion(m.parameters(), lr=1e-3, weight_decay=0.1, foreach=False),
             ref_grad=agr,
         )

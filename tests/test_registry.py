@@ -9,6 +9,7 @@ from torch import nn
 import optarena
 from optarena.optim import AGR, Adaburst, AdamNX, AdamW, OptarenaOptimizer
 from optarena.optim.registry import get_optimizer_info
+from tests.helpers import build
 
 REQUIRED_NAMES = {"adaburst", "adamnx", "adax", "adamw_agr", "adamw", "adam", "sgdm", "radam", "adafactor"}
 
@@ -73,7 +74,7 @@ def test_module_input_exempts_1d_params_from_weight_decay():
     assert all(p.requires_grad for p in group["params"])
     # Plain parameter lists pass through untouched.
     params = list(model().parameters())
-    (group,) = optarena.create_optimizer(params, "adaburst").param_groups
+    (group,) = optarena.create_optimizer(params, "adaburst", total_steps=10).param_groups
     assert group["params"] == params
 
 
@@ -110,8 +111,8 @@ ERROR_INPUTS = [
 @pytest.mark.parametrize("cid,name,error", ERROR_INPUTS, ids=[c[0] for c in ERROR_INPUTS])
 def test_declared_error_inputs_are_refused_by_the_constructor_and_add_param_group(cid, name, error):
     with pytest.raises(ValueError, match=error.match):
-        optarena.create_optimizer([torch.zeros(2, requires_grad=True)], name, **error.kwargs)
-    optimizer = optarena.create_optimizer([torch.zeros(2, requires_grad=True)], name)
+        build([torch.zeros(2, requires_grad=True)], name, **error.kwargs)
+    optimizer = build([torch.zeros(2, requires_grad=True)], name)
     group_keys = {k: v for k, v in error.kwargs.items() if k in optimizer.param_groups[0]}
     if group_keys == error.kwargs:  # a rule between group keys holds for every group
         with pytest.raises(ValueError, match=error.match):
@@ -127,7 +128,7 @@ def test_error_message_states_the_allowed_range():
     with pytest.raises(ValueError, match=r"Invalid betas\[1\]: 1\.5; expected a finite value in \[0, 1\)"):
         AdamNX([torch.zeros(1, requires_grad=True)], betas=(0.9, 1.5))
     with pytest.raises(ValueError, match=r"Invalid lr: -0\.1; expected a finite value in \[0, inf\)"):
-        Adaburst([torch.zeros(1, requires_grad=True)], lr=-0.1)
+        Adaburst([torch.zeros(1, requires_grad=True)], lr=-0.1, total_steps=10)
 
 
 def test_add_param_group_validates_and_keeps_existing_groups():
@@ -145,7 +146,7 @@ NO_SPARSE = [name for name in optarena.list_optimizers() if not get_optimizer_in
 @pytest.mark.parametrize("name", NO_SPARSE)
 def test_sparse_gradients_get_a_clear_error(name):
     emb = nn.Embedding(10, 3, sparse=True)
-    opt = optarena.create_optimizer(list(emb.parameters()), name)
+    opt = build(list(emb.parameters()), name)
     emb(torch.tensor([1, 2])).sum().backward()
     before = emb.weight.detach().clone()
     with pytest.raises(RuntimeError, match=r"(?i)sparse"):
@@ -155,6 +156,6 @@ def test_sparse_gradients_get_a_clear_error(name):
 
 
 def test_adaburst_epoch_end_rejects_nan_metric():
-    opt = Adaburst([torch.zeros(1, requires_grad=True)])
+    opt = Adaburst([torch.zeros(1, requires_grad=True)], total_steps=10)
     with pytest.raises(ValueError, match="metric"):
         opt.epoch_end(float("nan"))

@@ -165,14 +165,14 @@ def test_lr_burst_load_writes_the_resumed_value_in_any_order():
 
 
 def test_lr_burst_refuses_a_key_the_optimizer_schedules_itself():
-    opt = Adaburst([torch.zeros(1, requires_grad=True)])
+    opt = Adaburst([torch.zeros(1, requires_grad=True)], total_steps=10)
     with pytest.raises(ValueError, match="schedules 'burst_lr' itself"):
         LRBurst(opt, T_max=4, key="burst_lr")
 
 
 def test_lr_burst_drives_adaburst_burst_lr_and_tensor_lr():
     p = torch.zeros(3, requires_grad=True)
-    opt = Adaburst([p], lr=1e-3, variant="adamw_sgdm", burst_max=2.0, burst_start=False)
+    opt = Adaburst([p], lr=1e-3, variant="adamw_sgdm", burst_max=2.0, burst_start=False, total_steps=10)
     sched = LRBurst(opt, T_max=4, key="burst_lr")
     for k in range(6):
         assert opt.param_groups[0]["burst_lr"] == pytest.approx(cosine(0.0, 2.0, k, 4), abs=1e-15)
@@ -215,7 +215,15 @@ def test_lr_burst_rejects_bad_input(kwargs, match):
 def test_adaburst_builtin_burst_follows_the_closed_form(unit):
     p = torch.zeros(2, requires_grad=True)
     T, steps_per_epoch = 4, 3
-    opt = Adaburst([p], burst_T_max=T, burst_unit=unit, burst_max=1.5, burst_min=0.1, burst_patience=0)
+    opt = Adaburst(
+        [p],
+        burst_T_max=T,
+        burst_unit=unit,
+        burst_max=1.5,
+        burst_min=0.1,
+        burst_trigger="metric_plateau",
+        burst_patience=0,
+    )
     accuracies = [0.1, 0.2, 0.3, 0.3, 0.4, 0.5, 0.6, 0.7]
     k, seen, expected = 0, [], []
     for acc in accuracies:
@@ -236,7 +244,9 @@ def test_adaburst_resumes_mid_burst_exactly():
     def run(split: int | None):
         torch.manual_seed(0)
         p = torch.randn(5, requires_grad=True)
-        make = lambda params: Adaburst(params, lr=1e-2, burst_T_max=5, burst_patience=1)  # noqa: E731
+        make = lambda params: Adaburst(  # noqa: E731
+            params, lr=1e-2, burst_T_max=5, burst_trigger="metric_plateau", burst_patience=1
+        )
         opt = make([p])
         for k in range(12):
             if k == split:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from optarena.optim import AdamW, create_optimizer, list_optimizers
+from tests.helpers import build
 
 NAMES = list_optimizers()
 
@@ -29,7 +30,7 @@ def _train(model: torch.nn.Module, optimizer, steps: int = 3, seed: int = 1) -> 
 
 def _saved(name: str) -> dict:
     model = _model()
-    optimizer = create_optimizer(model.parameters(), name)
+    optimizer = build(model.parameters(), name)
     _train(model, optimizer)
     return optimizer.state_dict()
 
@@ -47,7 +48,7 @@ def saved(name: str) -> dict:
 @pytest.mark.parametrize("source,target", list(itertools.permutations(NAMES, 2)))
 def test_another_optimizers_state_is_refused_at_load_time(source, target):
     model = _model()
-    optimizer = create_optimizer(model.parameters(), target)
+    optimizer = build(model.parameters(), target)
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"Invalid state_dict for .*(saved by|wrapper)"):
         optimizer.load_state_dict(saved(source))
@@ -58,7 +59,7 @@ def test_another_optimizers_state_is_refused_at_load_time(source, target):
 @pytest.mark.parametrize("name", NAMES)
 def test_own_state_round_trips(name):
     model = _model()
-    optimizer = create_optimizer(model.parameters(), name)
+    optimizer = build(model.parameters(), name)
     optimizer.load_state_dict(saved(name))
     _train(model, optimizer, steps=1)
 
@@ -75,7 +76,7 @@ def test_the_message_names_both_optimizers():
 def _continue(name: str, state: dict, convert: bool, **kwargs) -> list[torch.Tensor]:
     """Train 3 steps, load ``state`` (as saved after them), train 3 more; the final parameters."""
     model = _model()
-    optimizer = create_optimizer(model.parameters(), name, **kwargs)
+    optimizer = build(model.parameters(), name, **kwargs)
     _train(model, optimizer)  # same 3 steps as the saver: the parameters match the state
     optimizer.load_state_dict(state, convert=convert)
     _train(model, optimizer, seed=2)
@@ -163,13 +164,13 @@ def test_a_state_from_torch_itself_loads_into_the_baseline():
 
 
 def test_a_malformed_state_dict_is_a_clear_error():
-    optimizer = create_optimizer(_model().parameters(), "adaburst")
+    optimizer = build(_model().parameters(), "adaburst")
     for bad in (None, {}, {"state": {}}, {"state": {}, "param_groups": "x"}):
         with pytest.raises(ValueError, match="Invalid state_dict: expected a dict with 'state' and 'param_groups'"):
             optimizer.load_state_dict(bad)
     state = saved("adaburst")
     with pytest.raises(ValueError, match=r"it has 1 param group\(s\), Adaburst has 2"):
-        two = create_optimizer(
+        two = build(
             [{"params": list(_model().parameters())[:2]}, {"params": list(_model().parameters())[2:]}], "adaburst"
         )
         two.load_state_dict(state)

@@ -21,6 +21,7 @@ from optarena.optim import create_optimizer, list_optimizers
 from optarena.optim.registry import declared_hyperparameters, get_optimizer_info
 from optarena.schedules import SGDR, AdamNXLR, LRBurst
 from optarena.validation import Constraint, Flag, Integer, Items, OneOf, Real
+from tests.helpers import build
 
 NAMES = list_optimizers()
 NOT_A_NUMBER = st.one_of(st.text(max_size=3), st.just([1.0]), st.just({}), st.booleans())
@@ -85,14 +86,14 @@ def test_constructor_refuses_bad_values_naming_the_keyword(name, data):
     key = data.draw(st.sampled_from(sorted(declared)), label="keyword")
     value = data.draw(bad_values(declared[key]), label="value")
     with pytest.raises(ValueError, match=rf"Invalid {key}\b"):
-        create_optimizer(_params(), name, **{key: value})
+        build(_params(), name, **{key: value})
 
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_add_param_group_refuses_bad_values_and_keeps_the_groups(name, data):
-    optimizer = create_optimizer(_params()[:1], name)
+    optimizer = build(_params()[:1], name)
     declared = get_optimizer_info(name).cls.declared_hyperparameters()
     key = data.draw(st.sampled_from(sorted(k for k in declared if k in optimizer.param_groups[0])), label="keyword")
     value = data.draw(bad_values(declared[key]), label="value")
@@ -103,7 +104,7 @@ def test_add_param_group_refuses_bad_values_and_keeps_the_groups(name, data):
 
 @pytest.mark.parametrize("name", ["adamw", "sgdm", "rmsprop", "adafactor", "adaburst", "lion"])
 def test_a_loaded_state_dict_with_bad_values_is_refused(name):
-    optimizer = create_optimizer(_params(), name)
+    optimizer = build(_params(), name)
     state = optimizer.state_dict()
     state["param_groups"][0]["lr"] = math.nan
     with pytest.raises(ValueError, match=r"param group 0: Invalid lr: nan"):

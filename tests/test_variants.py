@@ -95,11 +95,22 @@ def test_sgdr_variant_of_the_evidence_ends_its_second_cycle_with_the_run():
 
 
 def test_fixed_options_leave_the_search_space():
-    spec = parse_variant("adaburst_fixed", {"optimizer": "adaburst", "options": {"burst_max": 1.0}})
-    assert set(spec.search_space()) == {"burst_patience"}
+    assert set(resolve("lookahead_adaburst").search_space()) == {"lookahead_alpha", "burst_max"}
+    spec = parse_variant("la_fixed", {"optimizer": "lookahead_adaburst", "options": {"burst_max": 1.0}})
+    assert set(spec.search_space()) == {"lookahead_alpha"}
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     params = suggest(trial, spec)
-    assert set(params) == {"lr", "burst_patience"}
+    assert set(params) == {"lr", "lookahead_alpha"}
+
+
+def test_a_variant_is_tuned_over_its_own_lr_range():
+    # Adaburst's SGD-momentum ablation applies an SGD update: it is tuned over an SGD range, not AdamW's.
+    entry = {"optimizer": "adaburst", "options": {"variant": "sgdm_burst"}, "lr_range": [1e-3, 1.0]}
+    spec = parse_variant("sgdm_burst", entry)
+    assert spec.tuned_lr_range() == (1e-3, 1.0) and resolve("adaburst").tuned_lr_range() == (1e-4, 1e-1)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    lrs = [suggest(study.ask(), spec)["lr"] for _ in range(50)]
+    assert all(1e-3 <= lr <= 1.0 for lr in lrs) and max(lrs) > 1e-1
 
 
 @pytest.mark.parametrize(
@@ -117,6 +128,12 @@ def test_fixed_options_leave_the_search_space():
         ({"optimizer": "adamw", "agr_stop_epoch": 2}, r"agr_stop_epoch needs AGR on"),
         ({"optimizer": "adamw_agr", "agr_stop_epoch": 0}, r"agr_stop_epoch 0; expected an integer >= 1"),
         ({"optimizer": "adamnx", "options": {"beta2_decay": "x"}}, r"variant 'v'.*beta2_decay"),
+        (
+            {"optimizer": "adamw", "lr_range": [1e-2, 1e-3]},
+            r"variant 'v': lr_range \[0\.01, 0\.001\]; expected 0 < low",
+        ),
+        ({"optimizer": "adamw", "lr_range": [0.0, 1.0]}, r"lr_range \[0\.0, 1\.0\]; expected 0 < low"),
+        ({"optimizer": "adamw", "lr_range": 0.1}, r"lr_range 0\.1; expected \[low, high\]"),
     ],
 )
 def test_bad_variants_are_named(entry, message):

@@ -1,18 +1,28 @@
-"""The learning-rate burst, written once: a plateau trigger and a restartable cosine clock.
+"""The learning-rate burst, written once: two triggers and a restartable cosine clock.
 
 A neutral module: the optimizers (``optarena.optim``) and the schedules (``optarena.schedules``) both
 use it, and it imports neither.
 
 Adaburst (seed 000, Algorithm 3 "Lrburst") anneals a rate along a cosine and *restarts* the
-annealing when a monitored metric — training accuracy in the paper — stops improving. Both
+annealing when training stalls. :class:`CosineBurst` is the clock; a trigger decides when to restart:
+
+* :class:`PlateauDetector` — the paper's: a monitored metric (training accuracy) has not improved for
+  more than ``patience`` epochs (``ReduceLROnPlateau``'s semantics);
+* :class:`LossTrendDetector` — a test with no patience to tune: the per-step training loss shows no
+  significant downward trend over a window (Kendall's τ, one-sided).
+
 :class:`~optarena.schedules.lr_burst.LRBurst` (a scheduler for any optimizer) and
-:class:`~optarena.optim.adaburst.Adaburst` (its built-in burst) use the two classes here.
+:class:`~optarena.optim.adaburst.Adaburst` (its built-in burst) both use them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections import deque
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from scipy import stats
 
 from optarena.validation import check_choice, check_int, check_range
 
@@ -123,12 +133,79 @@ class PlateauDetector:
         self.cooldown_counter = int(state["cooldown_counter"])
 
 
-class CosineBurst:
-    """A cosine clock from 1 down to 0 over ``T_max`` ticks, restartable at any time.
+class LossTrendDetector:
+    """Decides when the training loss has stopped falling, from the last ``window`` per-step values.
 
-    ``factor()`` is ``½(1 + cos(π·T_cur/T_max))`` while ``T_cur < T_max``; after that it is 0
+    Kendall's τ between the step and the loss, one-sided (``scipy.stats.kendalltau(alternative='less')``,
+    the Mann–Kendall trend test): while the loss falls, τ < 0 with a p-value below ``significance``; on a
+    plateau, or a rise, it is not, and the detector fires. After it fires the window empties, so the next
+    test waits for ``window`` new values: the window is the only scale, and the optimizer derives it from
+    the run's length. A full window is tested every ``stride`` values (default a quarter of the window),
+    which keeps the test's cost per step small. Under ``torch.distributed`` each value is first agreed
+    across ranks (``reduce``), so every rank fires at the same step.
+    """
+
+    def __init__(
+        self, window: int, significance: float = 0.05, stride: int | None = None, reduce: MetricReduce = "mean"
+    ) -> None:
+        check_int("window", window, 3)
+        check_range("significance", significance, 0.0, 1.0, low_open=True, high_open=True)
+        stride = max(1, window // 4) if stride is None else stride
+        check_int("stride", stride, 1)
+        check_choice("reduce", reduce, METRIC_REDUCTIONS)
+        self.window = window
+        self.significance = float(significance)
+        self.stride = stride
+        self.reduce = reduce
+        self.values: deque[float] = deque(maxlen=window)
+        self.seen = 0  # values since the window last emptied
+
+    def p_value(self) -> float:
+        """The one-sided p-value of "the loss falls" over the current window (1 for a constant window)."""
+        p = stats.kendalltau(np.arange(len(self.values)), np.asarray(self.values), alternative="less").pvalue
+        return 1.0 if math.isnan(p) else float(p)
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True when the window shows no significant decrease."""
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise ValueError(f"Invalid loss: {loss}; the burst trigger needs finite training losses")
+        self.values.append(agreed_metric(loss, self.reduce))
+        self.seen += 1
+        if self.seen < self.window or (self.seen - self.window) % self.stride:
+            return False
+        if self.p_value() < self.significance:
+            return False
+        self.values.clear()
+        self.seen = 0
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values), "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = deque((float(v) for v in state["values"]), maxlen=self.window)
+        self.seen = int(state["seen"])
+
+
+class Trigger(Protocol):
+    """What restarts a burst: :class:`PlateauDetector` or :class:`LossTrendDetector`."""
+
+    def update(self, value: float) -> bool: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CosineBurst:
+    """A cosine clock from 1 down to 0, restartable at any time by its trigger.
+
+    ``factor()`` is ``½(1 + cos(π·T_cur/length))`` while ``T_cur < length``; after that it is 0
     (``cyclic=False``: wait at the floor for the next trigger) or the clock wraps to 0
     (``cyclic=True``: periodic warm restarts, as the only public sketch of Adaburst does).
+    ``length`` is ``T_max``; with a ``horizon`` (the run's length in ticks) a restart anneals over the
+    ticks left instead, so the clock still reaches the floor when the run ends.
     ``start_in_burst=False`` starts the clock at the floor, so only a trigger starts a burst.
     """
 
@@ -138,19 +215,24 @@ class CosineBurst:
         *,
         cyclic: bool = False,
         start_in_burst: bool = True,
-        plateau: PlateauDetector | None = None,
+        plateau: Trigger | None = None,
+        horizon: int | None = None,
     ) -> None:
         check_int("T_max", T_max, 1)
+        check_int("horizon", horizon, 1, allow_none=True)
         self.T_max = T_max
         self.cyclic = bool(cyclic)
-        self.plateau = plateau if plateau is not None else PlateauDetector()
+        self.plateau: Trigger = plateau if plateau is not None else PlateauDetector()
+        self.horizon = horizon
+        self.length = T_max
         self.T_cur = 0 if start_in_burst else T_max
+        self.ticks = 0  # every tick so far
         self.num_bursts = 0  # restarts caused by the trigger
 
     def factor(self) -> float:
-        if self.T_cur >= self.T_max:
+        if self.T_cur >= self.length:
             return 0.0
-        return 0.5 * (1.0 + math.cos(math.pi * self.T_cur / self.T_max))
+        return 0.5 * (1.0 + math.cos(math.pi * self.T_cur / self.length))
 
     def value(self, low: float, high: float) -> float:
         """The annealed value between ``low`` (floor) and ``high`` (peak)."""
@@ -158,27 +240,39 @@ class CosineBurst:
 
     def advance(self) -> None:
         """One tick of the clock."""
+        self.ticks += 1
         self.T_cur += 1
-        if self.cyclic and self.T_cur >= self.T_max:
+        if self.cyclic and self.T_cur >= self.length:
             self.T_cur = 0
-        elif self.T_cur > self.T_max:
-            self.T_cur = self.T_max  # idle at the floor; keeps the state bounded
+        elif self.T_cur > self.length:
+            self.T_cur = self.length  # idle at the floor; keeps the state bounded
 
     def restart(self) -> None:
+        """Back to the peak; with a horizon, the annealing spans the ticks left (at least one)."""
         self.T_cur = 0
         self.num_bursts += 1
+        if self.horizon is not None:
+            self.length = max(1, min(self.T_max, self.horizon - self.ticks))
 
-    def observe(self, metric: float) -> bool:
-        """Feed the monitored metric; restarts the burst and returns True on a plateau."""
-        if self.plateau.update(metric):
+    def observe(self, value: float) -> bool:
+        """Feed the trigger (a metric or a loss); restarts the burst and returns True when it fires."""
+        if self.plateau.update(value):
             self.restart()
             return True
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"T_cur": self.T_cur, "num_bursts": self.num_bursts, "plateau": self.plateau.state_dict()}
+        return {
+            "T_cur": self.T_cur,
+            "length": self.length,
+            "ticks": self.ticks,
+            "num_bursts": self.num_bursts,
+            "plateau": self.plateau.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.T_cur = int(state["T_cur"])
+        self.length = int(state.get("length", self.T_max))  # files written before restarts had a length
+        self.ticks = int(state.get("ticks", 0))
         self.num_bursts = int(state["num_bursts"])
         self.plateau.load_state_dict(state["plateau"])

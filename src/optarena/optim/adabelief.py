@@ -355,7 +355,8 @@ class AdaBelief(OptarenaOptimizer):
             rectified branch ignores it.
         weight_decouple: decoupled decay ``θ(1 − lr·λ)`` (default True); False is L2 (``g + λθ``).
         fixed_decay: with ``weight_decouple``, decay ``θ(1 − λ)`` not scaled by lr (default False).
-        rectify: RAdam's rectified step, ρ_t ≥ 5 (default True).
+        rectify: RAdam's rectified step, ρ_t ≥ 5 (default False, the paper's algorithm; True is the package's
+            default).
         degenerated_to_sgd: below the rectification threshold take the step
             ``lr·m/(1 − β1^t)`` (default True); False takes no step there.
         eps_in_state: add ε into ``s`` in place every step, as the authors' code (default True).
@@ -381,7 +382,7 @@ class AdaBelief(OptarenaOptimizer):
         amsgrad: bool = False,
         weight_decouple: bool = True,
         fixed_decay: bool = False,
-        rectify: bool = True,
+        rectify: bool = False,
         degenerated_to_sgd: bool = True,
         *,
         eps_in_state: bool = True,
@@ -419,22 +420,23 @@ REGISTRY_ENTRIES = [
         ),
         code="github.com/juntang-zhuang/Adabelief-Optimizer (PyPI adabelief-pytorch 0.2.1)",
         notes=(
-            "defaults are adabelief-pytorch 0.2.1's: eps 1e-16 accumulated into s, decoupled decay, rectify on; "
-            "eps_in_state=False gives the non-accumulating form"
+            "the paper's algorithm (no rectification) on adabelief-pytorch 0.2.1's other defaults: eps 1e-16 "
+            "accumulated into s, decoupled decay; rectify=True is the package; "
+            "eps_in_state=False the non-accumulating form"
         ),
         test_inputs=(
-            OptimizerInput("rectify_off", {"rectify": False}),
+            OptimizerInput("rectify_on", {"rectify": True}),
             OptimizerInput("amsgrad", {"amsgrad": True}, checkpointed=True),
-            OptimizerInput("amsgrad-rectify_off", {"amsgrad": True, "rectify": False}),
+            OptimizerInput("amsgrad-rectify_on", {"amsgrad": True, "rectify": True}),
             OptimizerInput("l2", {"weight_decouple": False, "weight_decay": 1e-2}),
             OptimizerInput(
                 "fixed_decay", {"fixed_decay": True, "weight_decay": 1e-3}, still={"lr": 0.0, "weight_decay": 0.0}
             ),
-            OptimizerInput("no_sgd_fallback", {"degenerated_to_sgd": False}),
+            OptimizerInput("no_sgd_fallback", {"degenerated_to_sgd": False, "rectify": True}),
             OptimizerInput("eps_not_in_state", {"eps_in_state": False}),
-            OptimizerInput("eps_not_in_state-amsgrad", {"eps_in_state": False, "amsgrad": True, "rectify": False}),
+            OptimizerInput("eps_not_in_state-amsgrad", {"eps_in_state": False, "amsgrad": True}),
             OptimizerInput("agr_paper", {"agr": "paper"}),
-            OptimizerInput("agr_code", {"agr": "code", "rectify": False}),
+            OptimizerInput("agr_code-rectify_on", {"agr": "code", "rectify": True}),
         ),
     )
 ]

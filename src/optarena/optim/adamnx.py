@@ -149,9 +149,6 @@ class AdamNX(OptarenaOptimizer):
         **ADAM_HYPERPARAMETERS,
         "beta2_decay": OneOf(tuple(BETA2_DECAYS)),
     }
-    backfilled_keys: ClassVar[frozenset[str]] = frozenset(
-        {"beta2_decay"}
-    )  # state_dicts saved before the option existed
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adamnx_single_tensor)
     multi_tensor_kernel = staticmethod(adamnx_multi_tensor)
@@ -170,8 +167,11 @@ class AdamNX(OptarenaOptimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, beta2_decay=beta2_decay)
         super().__init__(params, defaults, **options)
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
+    def _backfill(self, group: dict[str, Any]) -> None:
+        super()._backfill(group)
         group.setdefault("beta2_decay", "adamnx")  # state dicts saved before the option existed
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
         if group["beta2_decay"] in ("adax", "adafactor") and group["betas"][1] <= 0:
             raise ValueError(

@@ -68,9 +68,22 @@ def agr_multi_tensor(grads: list[Tensor], *, official_edge_cases: bool = False) 
     return out
 
 
+AGR_SCOPES: tuple[str, ...] = ("weights", "all")
+"""``'weights'``: tensors of two or more dimensions — the weights of linear and convolutional layers, where the
+paper applies AGR (§5.1) — while biases and normalization weights keep their gradients; ``'all'``: every tensor,
+as the authors' optimizers do."""
+
 AGR_OPTIONS: dict[str, Constraint] = {
     "agr": OneOf(AGR_MODES, optional=True),
     "agr_stop_step": Integer(0, optional=True),
     "agr_official_edge_cases": Flag(),
+    "agr_scope": OneOf(AGR_SCOPES),
 }
+
+
+def in_scope(grad: Tensor, scope: str) -> bool:
+    """Whether AGR regularizes this gradient under ``scope`` (a shape test: static under ``torch.compile``)."""
+    return scope == "all" or grad.dim() >= 2
+
+
 """The AGR keywords every optimizer on the engine takes, and the AGR wrapper's."""

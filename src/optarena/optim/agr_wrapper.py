@@ -32,6 +32,7 @@ class AGR(OptimizerWrapper):
         stop_step: regularize only the first ``stop_step`` steps (None: always).
         official_edge_cases: reproduce the authors' NaN on all-zero gradients and freezing
             of 1-element tensors.
+        scope: ``'weights'`` (tensors of two or more dimensions, as the paper; default) or ``'all'``.
     """
 
     state_key = "agr_wrapper"  # not "agr": that is the engine's AGR mode in every param group
@@ -43,15 +44,18 @@ class AGR(OptimizerWrapper):
         *,
         stop_step: int | None = None,
         official_edge_cases: bool = False,
+        scope: str = "weights",
     ) -> None:
-        check_declared({"agr_stop_step": stop_step, "agr_official_edge_cases": official_edge_cases}, AGR_OPTIONS)
+        options = {"agr_stop_step": stop_step, "agr_official_edge_cases": official_edge_cases, "agr_scope": scope}
+        check_declared(options, AGR_OPTIONS)
         super().__init__(optimizer)
         self.stop_step = stop_step
         self.official_edge_cases = official_edge_cases
+        self.scope = scope
         self.steps_taken = 0
 
     def _repr_options(self) -> dict[str, Any]:
-        return {"stop_step": self.stop_step, "official_edge_cases": self.official_edge_cases}
+        return {"stop_step": self.stop_step, "official_edge_cases": self.official_edge_cases, "scope": self.scope}
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {"steps_taken": self.steps_taken}
@@ -80,7 +84,7 @@ class AGR(OptimizerWrapper):
         # The engine's AGR transform, on real views (complex gradients as view_as_real), one tensor at a time.
         real = [torch.view_as_real(g) if g.is_complex() else g for g in originals]
         steps = [float(self.steps_taken)] * len(real)
-        done, _ = transforms.agr(real, real, steps, False, "code", self.stop_step, self.official_edge_cases)
+        done, _ = transforms.agr(real, real, steps, False, "code", self.stop_step, self.official_edge_cases, self.scope)
         regularized = [torch.view_as_complex(r) if g.is_complex() else r for g, r in zip(originals, done)]
         try:
             for p, g in zip(params, regularized):

@@ -71,6 +71,8 @@ class OptarenaOptimizer(GuardedOptimizer):
         agr_stop_step: apply AGR only for steps ``t <= agr_stop_step`` (the paper's ablation).
         agr_official_edge_cases: reproduce the authors' NaN on all-zero gradients and freezing
             of 1-element tensors (default: leave those gradients unchanged).
+        agr_scope: which tensors AGR regularizes: ``'weights'`` (two or more dimensions: the weights of
+            linear and convolutional layers, as the paper; default) or ``'all'`` (the authors' optimizers).
         nonfinite: what a NaN or infinite gradient does — ``'propagate'`` (default), ``'skip'`` the
             step (counted in ``skipped_steps``) or ``'raise'``; see :mod:`optarena.optim.guarded`.
     """
@@ -99,6 +101,7 @@ class OptarenaOptimizer(GuardedOptimizer):
         agr: str | None = None,
         agr_stop_step: int | None = None,
         agr_official_edge_cases: bool = False,
+        agr_scope: str = "weights",
         nonfinite: str = "propagate",
     ) -> None:
         self._set_nonfinite_policy(nonfinite)
@@ -109,6 +112,7 @@ class OptarenaOptimizer(GuardedOptimizer):
             agr=agr,
             agr_stop_step=agr_stop_step,
             agr_official_edge_cases=agr_official_edge_cases,
+            agr_scope=agr_scope,
         )
         super().__init__(params, defaults)
 
@@ -122,6 +126,9 @@ class OptarenaOptimizer(GuardedOptimizer):
         missing = [name for name in required if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
+
+    def _backfill(self, group: dict[str, Any]) -> None:
+        group.setdefault("agr_scope", "all")  # saved before AGR had a scope: it ran on every tensor
 
     # -- state -------------------------------------------------------------------------------
 

@@ -203,6 +203,8 @@ class GuardedOptimizer(Optimizer):
                 f"Invalid state_dict: it has {len(saved_groups)} param group(s), {type(self).__name__} has "
                 f"{len(self.param_groups)}"
             )
+        for group in saved_groups:
+            self._backfill(group)
         stamps = [group.pop(SAVED_BY, None) for group in saved_groups]
         skipped = [group.pop(SKIPPED_STEPS, None) for group in saved_groups]
         problem = self._foreign(stamps, saved_groups)
@@ -227,6 +229,9 @@ class GuardedOptimizer(Optimizer):
         state_dict["param_groups"] = saved_groups
         super().load_state_dict(state_dict)
         self.skipped_steps = next((int(s) for s in skipped if s is not None), 0)
+
+    def _backfill(self, group: dict[str, Any]) -> None:
+        """Give a saved group the keys it lacks because it was written before they existed (none here)."""
 
     def _describe(self) -> str:
         stamps = sorted({self._saved_by(g) for g in self.param_groups})

@@ -10,7 +10,7 @@ An optimizer class declares ``loop_hooks`` (a :class:`LoopHooks`); the registry 
     optimizer = create_optimizer(model, name, **{**hooks.options(context), **user_options})
     for epoch ...:
         for batch ...:
-            ...; optimizer.step(); hooks.after_step(optimizer, model, inputs, step, context)
+            ...; optimizer.step(); events = hooks.after_step(optimizer, model, inputs, step, context, loss)
         events = hooks.after_epoch(optimizer, {"train_metric": ...}, context)   # e.g. ["burst"]
 """
 
@@ -43,9 +43,17 @@ class LoopHooks:
         return {}
 
     def after_step(
-        self, optimizer: Optimizer, model: nn.Module, inputs: Tensor, step: int, context: LoopContext
-    ) -> None:
-        """Called after every ``optimizer.step()``; ``step`` counts from 1, ``inputs`` is the batch's input."""
+        self,
+        optimizer: Optimizer,
+        model: nn.Module,
+        inputs: Tensor,
+        step: int,
+        context: LoopContext,
+        loss: Tensor | None = None,
+    ) -> list[str]:
+        """Called after every ``optimizer.step()``; ``step`` counts from 1, ``inputs`` is the batch's input and
+        ``loss`` the step's training loss (detached). Returns the names of the events it caused."""
+        return []
 
     def after_epoch(self, optimizer: Optimizer, metrics: Mapping[str, float], context: LoopContext) -> list[str]:
         """Called after each epoch's evaluation with its metrics (``train_metric``, ...); returns the

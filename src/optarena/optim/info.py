@@ -66,6 +66,9 @@ class OptimizerInfo:
     zero_grad_moves: str = ""
     lr_range: tuple[float, float] = (1e-4, 1e-1)
     search_space: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: Keywords the test suites add to every construction of this entry: values for the keywords it
+    #: requires (Adaburst's ``total_steps``), which a training loop supplies through its hooks.
+    test_defaults: dict[str, Any] = field(default_factory=dict)
     test_inputs: tuple[OptimizerInput, ...] = ()
     error_inputs: tuple[OptimizerErrorInput, ...] = ()
     no_empty_params: str = ""  # why it cannot take a 0-size parameter ("" when it can)

@@ -112,7 +112,7 @@ def create_optimizer(
         Lookahead.hyperparameters[key].check(f"lookahead_{key}", value)
     wrap_agr = None
     if not issubclass(info.cls, OptarenaOptimizer) and kwargs.get("agr") is not None:
-        agr_keys = ("agr", "agr_stop_step", "agr_official_edge_cases")
+        agr_keys = ("agr", "agr_stop_step", "agr_official_edge_cases", "agr_scope")
         wrap_agr = {key: kwargs.pop(key) for key in agr_keys if key in kwargs}
         if wrap_agr["agr"] != "code":
             raise ValueError(
@@ -133,6 +133,7 @@ def create_optimizer(
             optimizer,
             stop_step=wrap_agr.get("agr_stop_step"),
             official_edge_cases=wrap_agr.get("agr_official_edge_cases", False),
+            scope=wrap_agr.get("agr_scope", "weights"),
         )
     if use_lookahead:
         optimizer = Lookahead(optimizer, **lookahead)

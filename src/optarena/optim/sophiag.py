@@ -276,10 +276,17 @@ class SophiaGHooks(LoopHooks):
         return {"bs": context.batch_size} if context.batch_size else {}
 
     def after_step(
-        self, optimizer: Optimizer, model: nn.Module, inputs: Tensor, step: int, context: LoopContext
-    ) -> None:
+        self,
+        optimizer: Optimizer,
+        model: nn.Module,
+        inputs: Tensor,
+        step: int,
+        context: LoopContext,
+        loss: Tensor | None = None,
+    ) -> list[str]:
         if context.classification and step % self.interval == 0:
             sophiag_gnb_update(model, inputs, optimizer)  # type: ignore[arg-type]
+        return []
 
 
 SophiaG.loop_hooks = SophiaGHooks()

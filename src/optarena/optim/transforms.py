@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optarena.optim.agr import agr_multi_tensor, agr_single_tensor
+from optarena.optim.agr import agr_multi_tensor, agr_single_tensor, in_scope
 from optarena.optim.functional import Scalar
 
 Pipeline = tuple[tuple[Any, ...], ...]
@@ -45,27 +45,29 @@ def agr(
     mode: str,
     stop_step: int | None,
     official_edge_cases: bool,
+    scope: str = "weights",
 ) -> Gradients:
-    """Adaptive gradient regularization (:mod:`optarena.optim.agr`) of ``m_grads``, for steps ``t ≤ stop_step``.
+    """Adaptive gradient regularization (:mod:`optarena.optim.agr`) of ``m_grads``, for steps ``t ≤ stop_step``,
+    on the tensors of ``scope`` (``'weights'``: two or more dimensions; ``'all'``).
 
     ``mode='code'``: every moment sees the regularized gradient; ``'paper'``: the first moment only.
     """
-    if steps and isinstance(steps[0], Tensor):  # compiled: every tensor regularized, the step picks which to keep
-        regularized = agr_multi_tensor(m_grads, official_edge_cases=official_edge_cases)
-        if stop_step is not None:
-            regularized = [torch.where(t <= stop_step, r, g) for t, r, g in zip(steps, regularized, m_grads)]
+    scoped = [i for i, g in enumerate(m_grads) if in_scope(g, scope)]
+    compiled = bool(steps) and isinstance(steps[0], Tensor)
+    # Eagerly, only the tensors still within stop_step; compiled, all of them, the step picking which to keep.
+    active = scoped if compiled else [i for i in scoped if stop_step is None or steps[i] <= stop_step]
+    if not active:
+        return grads, m_grads
+    chosen = [m_grads[i] for i in active]
+    if foreach or compiled:
+        done = agr_multi_tensor(chosen, official_edge_cases=official_edge_cases)
     else:
-        active = [i for i, t in enumerate(steps) if stop_step is None or t <= stop_step]
-        if not active:
-            return grads, m_grads
-        chosen = [m_grads[i] for i in active]
-        if foreach:
-            done = agr_multi_tensor(chosen, official_edge_cases=official_edge_cases)
-        else:
-            done = [agr_single_tensor(g, official_edge_cases=official_edge_cases) for g in chosen]
-        regularized = list(m_grads)
-        for i, r in zip(active, done):
-            regularized[i] = r
+        done = [agr_single_tensor(g, official_edge_cases=official_edge_cases) for g in chosen]
+    if compiled and stop_step is not None:
+        done = [torch.where(steps[i] <= stop_step, r, m_grads[i]) for i, r in zip(active, done)]
+    regularized = list(m_grads)
+    for i, r in zip(active, done):
+        regularized[i] = r
     if mode == "paper":
         return grads, regularized
     return regularized, regularized
@@ -81,7 +83,8 @@ def pipeline(group: dict[str, Any]) -> Pipeline:
     if group["maximize"]:
         entries.append(("maximize",))
     if group["agr"] is not None:
-        entries.append(("agr", group["agr"], group["agr_stop_step"], bool(group["agr_official_edge_cases"])))
+        agr_options = (group["agr_stop_step"], bool(group["agr_official_edge_cases"]), group["agr_scope"])
+        entries.append(("agr", group["agr"], *agr_options))
     return tuple(entries)
 
 

@@ -134,11 +134,15 @@ def check_optimizer(
     import torch
     from torch import nn
 
-    from optarena.optim import create_optimizer
+    from optarena.optim import create_optimizer, get_optimizer_info
+    from optarena.optim.hooks import LoopContext
+
+    # What the training loop supplies (e.g. Adaburst's total_steps), for the dummy run's 100 steps.
+    supplied = get_optimizer_info(optimizer).hooks.options(LoopContext(steps_per_epoch=10, total_steps=100))
 
     def attempt(kwargs: Mapping[str, Any]) -> None:
         model = nn.Linear(2, 2).to(device)
-        built = create_optimizer(model, optimizer, **kwargs)
+        built = create_optimizer(model, optimizer, **{**supplied, **kwargs})
         schedule = spec.build_schedule(built, 100, 10) if spec is not None else None
         if kwargs.get("compile"):
             return  # a compiled step would compile here: building is the check

@@ -212,7 +212,9 @@ def train(
             if schedule is not None:
                 schedule.step()
             step += 1
-            hooks.after_step(optimizer, problem.model, batch[0] if batch is not None else None, step, context)
+            inputs = batch[0] if batch is not None else None
+            for event in hooks.after_step(optimizer, problem.model, inputs, step, context, loss.detach()):
+                result.events.setdefault(event, []).append(step)
             if layers:
                 with torch.no_grad():
                     for (name, p), b in zip(layers.items(), before):

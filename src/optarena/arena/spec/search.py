@@ -21,7 +21,6 @@ import numpy as np
 import optuna
 
 from optarena.arena.spec.variants import OptimizerSpec, parse_variant, resolve
-from optarena.optim import get_optimizer_info
 
 if TYPE_CHECKING:
     from optarena.arena.spec.experiment import Experiment
@@ -32,7 +31,7 @@ PRUNER_STARTUP_TRIALS = 3
 def suggest(trial: optuna.Trial, optimizer: str | OptimizerSpec) -> dict[str, Any]:
     """Sample ``lr`` log-uniformly over the optimizer's range, then the knobs it leaves to tuning."""
     variant = optimizer if isinstance(optimizer, OptimizerSpec) else resolve(optimizer)
-    low, high = get_optimizer_info(variant.optimizer).lr_range
+    low, high = variant.tuned_lr_range()
     params: dict[str, Any] = {"lr": trial.suggest_float("lr", low, high, log=True)}
     for name, spec in variant.search_space().items():
         kind = spec[0]
@@ -151,4 +150,4 @@ def describe_search_space(name: str, variants: Mapping[str, Any]) -> SearchSpace
         variant = parse_variant(name, variants[name]) if name in variants else resolve(name)
     except ValueError:
         return None
-    return SearchSpace(get_optimizer_info(variant.optimizer).lr_range, variant.search_space(), variant.describe())
+    return SearchSpace(variant.tuned_lr_range(), variant.search_space(), variant.describe())

@@ -19,8 +19,14 @@ file declares them beside its list of optimizers and then lists them like any re
     options = { agr = "paper" }           # fixed: taken out of the search space
     agr_stop_epoch = 2                    # AGR off after epoch 2
 
-A variant is tuned exactly as its optimizer is (``lr`` plus the optimizer's knobs, less those the
-variant fixes) and stored under its own name. Schedules are stepped once per batch.
+    [variants.adaburst_sgdm_burst]
+    optimizer = "adaburst"
+    options = { variant = "sgdm_burst" }  # an ablation whose update is SGD's...
+    lr_range = [1e-3, 1.0]                # ...is tuned over an SGD learning-rate range
+
+A variant is tuned exactly as its optimizer is (``lr`` over the optimizer's range, or the variant's own
+``lr_range``, plus the optimizer's knobs, less those the variant fixes) and stored under its own name.
+Schedules are stepped once per batch.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
 from optarena.optim import get_optimizer_info, list_optimizers
 from optarena.schedules import SGDR, AdamNXLR
 
-VARIANT_KEYS = ("optimizer", "options", "schedule", "schedule_options", "agr_stop_epoch")
+VARIANT_KEYS = ("optimizer", "options", "schedule", "schedule_options", "agr_stop_epoch", "lr_range")
 
 
 def _step_decay(
@@ -106,6 +112,11 @@ class OptimizerSpec:
     schedule: str | None = None
     schedule_options: dict[str, Any] = field(default_factory=dict)
     agr_stop_epoch: int | None = None
+    lr_range: tuple[float, float] | None = None  # None: the registered optimizer's
+
+    def tuned_lr_range(self) -> tuple[float, float]:
+        """The range ``lr`` is tuned over, log-uniform: the variant's own, else the optimizer's."""
+        return self.lr_range if self.lr_range is not None else get_optimizer_info(self.optimizer).lr_range
 
     def describe(self) -> str:
         """What the variant fixes, e.g. ``adamnx; beta2_decay=adam; schedule adamnx`` (``—`` for none)."""
@@ -192,7 +203,15 @@ def parse_variant(name: str, entry: Mapping[str, Any]) -> OptimizerSpec:
             raise ValueError(f"Invalid {where}: agr_stop_epoch needs AGR on (options agr = 'code' or 'paper')")
         if "agr_stop_step" in options:
             raise ValueError(f"Invalid {where}: give agr_stop_epoch or options.agr_stop_step, not both")
-    spec = OptimizerSpec(name, base, options, schedule, schedule_options, stop)
+    lr_range = entry.get("lr_range")
+    if lr_range is not None:
+        numbers = isinstance(lr_range, (list, tuple)) and len(lr_range) == 2
+        if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lr_range):
+            raise ValueError(f"Invalid {where}: lr_range {lr_range!r}; expected [low, high]")
+        if not 0 < lr_range[0] < lr_range[1] < float("inf"):
+            raise ValueError(f"Invalid {where}: lr_range {lr_range!r}; expected 0 < low < high, both finite")
+        lr_range = (float(lr_range[0]), float(lr_range[1]))
+    spec = OptimizerSpec(name, base, options, schedule, schedule_options, stop, lr_range)
     _check_buildable(spec, where)
     return spec
 
@@ -200,11 +219,15 @@ def parse_variant(name: str, entry: Mapping[str, Any]) -> OptimizerSpec:
 def _check_buildable(spec: OptimizerSpec, where: str) -> None:
     """Build the variant once on a throwaway parameter, so bad values fail when the experiment is read."""
     from optarena.optim import create_optimizer
+    from optarena.optim.hooks import LoopContext
 
     param = torch.nn.Parameter(torch.zeros(2))
-    lr = get_optimizer_info(spec.optimizer).lr_range[0]
+    lr = spec.tuned_lr_range()[0]
+    # What the training loop supplies (e.g. Adaburst's total_steps), for a 100-step run.
+    supplied = get_optimizer_info(spec.optimizer).hooks.options(LoopContext(steps_per_epoch=10, total_steps=100))
     try:
-        optimizer = create_optimizer([param], spec.optimizer, lr=lr, **spec.options_for(steps_per_epoch=10))
+        options = {**supplied, **spec.options_for(steps_per_epoch=10)}
+        optimizer = create_optimizer([param], spec.optimizer, lr=lr, **options)
         spec.build_schedule(optimizer, total_steps=100, steps_per_epoch=10)
     except (TypeError, ValueError) as error:
         raise ValueError(f"Invalid {where}: {error}") from error
