@@ -45,6 +45,7 @@ from torch.optim import Optimizer
 
 import optarena
 from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.hooks import LoopContext
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.registry import create_optimizer, get_optimizer_info
 from optarena.optim.wrapper import OptimizerWrapper
@@ -254,9 +255,10 @@ def make_configs(names: Sequence[str], modes: Sequence[str]) -> list[Config]:
             if mode == "kozistr":
                 configs.append(Config(name, mode, lambda params, n=name: third_party(n, params)))
                 continue
-            configs.append(
-                Config(name, mode, lambda params, n=name, kw=MODES[mode].kwargs: create_optimizer(params, n, **kw))
-            )
+            # What a training loop supplies (Adaburst's total_steps): a run longer than any benchmark.
+            supplied = info.hooks.options(LoopContext(total_steps=1_000_000))
+            kwargs = {**supplied, **MODES[mode].kwargs}
+            configs.append(Config(name, mode, lambda params, n=name, kw=kwargs: create_optimizer(params, n, **kw)))
     return configs
 
 

@@ -10,6 +10,7 @@ then rerun over three seeds and reported on the test split. A small stand-in for
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -18,6 +19,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import optarena
+from optarena.optim.hooks import LoopContext
 
 LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 DEFAULT_OPTIMIZERS = ("adamw", "sgdm", "adaburst", "adamnx", "adax", "adamw_agr")
@@ -42,15 +44,24 @@ def accuracy(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float
 def train(name: str, lr: float, seed: int, splits, epochs: int, batch_size: int = 64) -> dict[str, float]:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    opt = optarena.create_optimizer(model, name, lr=lr)
     x, y = splits["train"]
+    # What the loop must do for this optimizer beyond zero_grad/backward/step, as its registry entry declares:
+    # Adaburst needs the run's length and every step's loss (its burst trigger); most optimizers need nothing.
+    hooks = optarena.get_optimizer_info(name).hooks
+    steps_per_epoch = math.ceil(len(y) / batch_size)
+    context = LoopContext(batch_size=batch_size, classification=True, steps_per_epoch=steps_per_epoch,
+                          total_steps=epochs * steps_per_epoch)  # fmt: skip
+    opt = optarena.create_optimizer(model, name, lr=lr, **hooks.options(context))
+    step = 0
     for _ in range(epochs):
         for idx in torch.randperm(len(y)).split(batch_size):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
             opt.step()
-        if hasattr(opt, "epoch_end"):  # Adaburst's burst trigger watches training accuracy
-            opt.epoch_end(accuracy(model, splits["train"]))
+            step += 1
+            hooks.after_step(opt, model, x[idx], step, context, loss.detach())
+        hooks.after_epoch(opt, {"train_metric": accuracy(model, splits["train"])}, context)
     return {split: accuracy(model, splits[split]) for split in ("train", "val", "test")}
 
 

@@ -136,25 +136,39 @@ class PlateauDetector:
 class LossTrendDetector:
     """Decides when the training loss has stopped falling, from the last ``window`` per-step values.
 
-    Kendall's τ between the step and the loss, one-sided (``scipy.stats.kendalltau(alternative='less')``,
-    the Mann–Kendall trend test): while the loss falls, τ < 0 with a p-value below ``significance``; on a
-    plateau, or a rise, it is not, and the detector fires. After it fires the window empties, so the next
-    test waits for ``window`` new values: the window is the only scale, and the optimizer derives it from
-    the run's length. A full window is tested every ``stride`` values (default a quarter of the window),
-    which keeps the test's cost per step small. Under ``torch.distributed`` each value is first agreed
-    across ranks (``reduce``), so every rank fires at the same step.
+    Two robust statistics of the window, both from scipy:
+
+    * Kendall's τ between the step and the loss, one-sided (``kendalltau(alternative='less')``, the
+      Mann–Kendall trend test): while the loss falls, τ < 0 with a p-value below ``significance``;
+    * the Theil–Sen slope (``theilslopes``, the median of the pairwise slopes): the drop it projects over the
+      window, relative to the window's median loss.
+
+    The detector fires when the fall is not significant (a plateau, or a rise, in noisy minibatch losses) or
+    when it is significant but smaller than ``min_drop`` of the loss per window (a rank test alone would call
+    a deterministic loss creeping down by 1e-9 per step "falling"). After it fires the window empties, so
+    the next test waits for ``window`` new values: the window is the only scale, and the optimizer derives it
+    from the run's length. A full window is tested every ``stride`` values (default a quarter of the window),
+    which keeps the cost per step small. Under ``torch.distributed`` each value is first agreed across ranks
+    (``reduce``), so every rank fires at the same step.
     """
 
     def __init__(
-        self, window: int, significance: float = 0.05, stride: int | None = None, reduce: MetricReduce = "mean"
+        self,
+        window: int,
+        significance: float = 0.05,
+        min_drop: float = 1e-3,
+        stride: int | None = None,
+        reduce: MetricReduce = "mean",
     ) -> None:
         check_int("window", window, 3)
         check_range("significance", significance, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("min_drop", min_drop, 0.0)
         stride = max(1, window // 4) if stride is None else stride
         check_int("stride", stride, 1)
         check_choice("reduce", reduce, METRIC_REDUCTIONS)
         self.window = window
         self.significance = float(significance)
+        self.min_drop = float(min_drop)
         self.stride = stride
         self.reduce = reduce
         self.values: deque[float] = deque(maxlen=window)
@@ -165,6 +179,17 @@ class LossTrendDetector:
         p = stats.kendalltau(np.arange(len(self.values)), np.asarray(self.values), alternative="less").pvalue
         return 1.0 if math.isnan(p) else float(p)
 
+    def relative_drop(self) -> float:
+        """The fall over one window that the Theil–Sen slope projects, relative to the window's median loss."""
+        values = np.asarray(self.values)
+        slope = stats.theilslopes(values).slope
+        scale = max(abs(float(np.median(values))), np.finfo(np.float64).tiny)
+        return -float(slope) * len(values) / scale
+
+    def stalled(self) -> bool:
+        """No significant fall over the window, or one smaller than ``min_drop`` of the loss."""
+        return self.p_value() >= self.significance or self.relative_drop() < self.min_drop
+
     def update(self, loss: float) -> bool:
         """Record one step's loss; True when the window shows no significant decrease."""
         loss = float(loss)
@@ -174,7 +199,7 @@ class LossTrendDetector:
         self.seen += 1
         if self.seen < self.window or (self.seen - self.window) % self.stride:
             return False
-        if self.p_value() < self.significance:
+        if not self.stalled():
             return False
         self.values.clear()
         self.seen = 0

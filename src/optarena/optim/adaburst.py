@@ -158,8 +158,11 @@ class Adaburst(OptarenaOptimizer):
             loss shows no significant decrease over ``burst_window`` steps; no patience to tune),
             ``'metric_plateau'`` (the paper's: the metric passed to :meth:`epoch_end` — training
             accuracy — has not improved for more than ``burst_patience`` epochs) or ``'none'``.
-        burst_window: the loss-trend window in steps (default None: 5% of ``total_steps``, at least 16).
+        burst_window: the loss-trend window in steps (default None: 10% of ``total_steps``, at least 50 and at
+            most 1,000).
         burst_significance: the loss-trend test's level (default 0.05).
+        burst_min_drop: the smallest fall of the loss over a window, relative to its level, that counts as
+            falling (default 1e-3: a loss creeping down by less has stalled).
         burst_patience: ``'metric_plateau'``: epochs without improvement before a burst restarts
             (default 5; the paper's per-task Table 2 values are lost).
         burst_mode: ``'metric_plateau'``: ``'max'`` (accuracy, default) or ``'min'`` (a loss).
@@ -191,6 +194,7 @@ class Adaburst(OptarenaOptimizer):
         "burst_trigger": OneOf(TRIGGERS),
         "burst_window": Integer(3, optional=True),
         "burst_significance": Real(0.0, 1.0, low_open=True, high_open=True),
+        "burst_min_drop": NON_NEGATIVE,
         "burst_patience": Integer(0),
         "burst_mode": OneOf(("min", "max")),
         "burst_threshold": NON_NEGATIVE,
@@ -222,6 +226,7 @@ class Adaburst(OptarenaOptimizer):
         burst_trigger: str = "loss_trend",
         burst_window: int | None = None,
         burst_significance: float = 0.05,
+        burst_min_drop: float = 1e-3,
         burst_patience: int = 5,
         burst_mode: str = "max",
         burst_threshold: float = 1e-4,
@@ -241,6 +246,7 @@ class Adaburst(OptarenaOptimizer):
             burst_trigger=burst_trigger,
             burst_window=burst_window,
             burst_significance=burst_significance,
+            burst_min_drop=burst_min_drop,
             burst_patience=burst_patience,
             burst_mode=burst_mode,
             burst_threshold=burst_threshold,
@@ -261,8 +267,13 @@ class Adaburst(OptarenaOptimizer):
         T_max = burst_T_max if burst_T_max is not None else total_steps
         if burst_trigger == "loss_trend":
             steps = total_steps or (T_max if burst_unit == "step" else None)
-            window = burst_window if burst_window is not None else max(16, (steps or 320) // 20)
-            trigger: Trigger = LossTrendDetector(window, burst_significance, reduce=burst_metric_reduce)  # type: ignore[arg-type]
+            window = burst_window if burst_window is not None else max(50, min(1000, (steps or 500) // 10))
+            trigger: Trigger = LossTrendDetector(
+                window,
+                burst_significance,
+                burst_min_drop,
+                reduce=burst_metric_reduce,  # type: ignore[arg-type]
+            )
         else:
             trigger = PlateauDetector(
                 mode=burst_mode,  # type: ignore[arg-type]
