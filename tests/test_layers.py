@@ -23,15 +23,15 @@ Sources = dict[str, tuple[str, bool]]  # module name -> (source, is a package's 
 def arena_sources(folder: Path = ARENA) -> Sources:
     sources = {}
     for path in sorted(folder.rglob("*.py")):
-        parts = path.relative_to(folder.parent.parent).with_suffix("").parts
+        parts = path.relative_to(ARENA.parents[1]).with_suffix("").parts  # from src/: optarena.arena....
         package = parts[-1] == "__init__"
         name = ".".join(parts[:-1] if package else parts)
         sources[name] = (path.read_text(encoding="utf-8"), package)
     return sources
 
 
-def imports_of(name: str, source: str, package: bool, known: set[str]) -> set[str]:
-    """The arena modules that module ``name`` imports, anywhere in its code."""
+def imports_of(name: str, source: str, package: bool, known: set[str], root: str = ROOT) -> set[str]:
+    """The modules under ``root`` (the arena) that module ``name`` imports, anywhere in its code."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -49,14 +49,14 @@ def imports_of(name: str, source: str, package: bool, known: set[str]) -> set[st
         for target in targets:
             while target and target not in known:  # `import optarena.arena.x.y` names module x.y
                 target = target.rpartition(".")[0]
-            if target.startswith(ROOT) and target != name:
+            if target.startswith(root) and target != name:
                 found.add(target)
     return found
 
 
-def import_graph(sources: Sources) -> dict[str, set[str]]:
+def import_graph(sources: Sources, root: str = ROOT) -> dict[str, set[str]]:
     known = set(sources)
-    return {name: imports_of(name, source, package, known) for name, (source, package) in sources.items()}
+    return {name: imports_of(name, source, package, known, root) for name, (source, package) in sources.items()}
 
 
 def layer(name: str) -> int | None:
@@ -128,6 +128,33 @@ def test_no_import_cycle_between_arena_modules() -> None:
 def test_arena_modules_stay_short() -> None:
     lengths = {name: source.count("\n") for name, (source, _) in arena_sources().items()}
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+# --- the library around the arena ---------------------------------------------------------------------------
+
+# The neutral modules (the version, validation, the burst clock) import nothing of optarena; the optimizers and
+# the schedules use them and not each other; the arena uses everything; the package re-exports the first layers.
+LIBRARY_LAYERS = {"version": 0, "validation": 0, "burst": 0, "optim": 1, "schedules": 1, "arena": 2}
+
+
+def library_layer(name: str) -> int:
+    part = name.removeprefix("optarena").strip(".").split(".")[0]
+    return 3 if part in ("", "__main__") else LIBRARY_LAYERS.get(part, -1)
+
+
+def test_the_library_layers_point_one_way_with_no_cycle() -> None:
+    sources = arena_sources(ARENA.parent)  # every module of the optarena package
+    graph = import_graph(sources, root="optarena")
+    assert [name for name in sources if library_layer(name) == -1] == []
+    wrong = [
+        f"{name} imports {target}"
+        for name, imported in sorted(graph.items())
+        for target in sorted(imported)
+        if library_layer(target) > library_layer(name)
+        or (library_layer(target) == library_layer(name) == 1 and target.split(".")[1] != name.split(".")[1])
+    ]
+    assert wrong == []
+    assert cycles(graph) == []
 
 
 # --- the checks themselves ----------------------------------------------------------------------------------

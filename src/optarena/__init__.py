@@ -21,8 +21,7 @@ from optarena.optim import (
     list_optimizers,
 )
 from optarena.schedules import SGDR, AdamNXLR, LRBurst
-
-__version__ = "0.1.0"
+from optarena.version import __version__
 
 __all__ = [
     "AGR",

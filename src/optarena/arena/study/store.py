@@ -244,10 +244,10 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    import optarena
+    from optarena.version import __version__
 
     return {
-        "optarena": optarena.__version__,
+        "optarena": __version__,
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "numpy": numpy.__version__,
