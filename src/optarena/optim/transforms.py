@@ -14,6 +14,10 @@ data-dependent branch when they are tensors.
 
 Adding a transform: write its function here, register it in :data:`TRANSFORMS`, and say in
 :func:`pipeline` which group keys turn it on and where it goes in the order.
+
+Weight decay is not a transform here: the papers put it at different points of the update (L2 into the
+gradient the moments see, decoupled decay before the update, Adan's proximal decay after it), so each kernel
+calls its form where its paper does — each form written once, in :mod:`optarena.optim.weight_decay`.
 """
 
 from __future__ import annotations
