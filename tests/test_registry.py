@@ -159,3 +159,13 @@ def test_adaburst_epoch_end_rejects_nan_metric():
     opt = Adaburst([torch.zeros(1, requires_grad=True)], total_steps=10)
     with pytest.raises(ValueError, match="metric"):
         opt.epoch_end(float("nan"))
+
+
+def test_hooks_of_an_optimizer_object_reach_through_wrappers():
+    from optarena.optim.hooks import NO_HOOKS, hooks_of
+
+    params = [torch.zeros(2, requires_grad=True)]
+    wrapped = optarena.create_optimizer(params, "lookahead_adaburst", total_steps=10)
+    assert hooks_of(wrapped) is get_optimizer_info("adaburst").hooks
+    assert hooks_of(optarena.create_optimizer(params, "sgdm", agr="code")) is NO_HOOKS
+    assert hooks_of(torch.optim.SGD(params, lr=0.1)) is NO_HOOKS

@@ -62,3 +62,11 @@ class LoopHooks:
 
 
 NO_HOOKS = LoopHooks()
+
+
+def hooks_of(optimizer: Optimizer) -> LoopHooks:
+    """The hooks of an optimizer object (a wrapper's are the optimizer's inside it): what a training framework's
+    callback calls when it holds the optimizer but not its registry name."""
+    while not hasattr(type(optimizer), "loop_hooks") and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer  # Lookahead, the AGR wrapper
+    return getattr(type(optimizer), "loop_hooks", NO_HOOKS)
