@@ -92,17 +92,33 @@ def test_the_loss_trend_trigger_fires_on_a_plateau_and_not_while_the_loss_falls(
     assert not any(detector.update(v) for v in falling)
     detector = LossTrendDetector(window=50)
     fired = [i for i, v in enumerate(plateau) if detector.update(v)]
-    assert fired and fired[0] == 49  # the first full window already shows no decrease
+    # A window of pure noise projects a chance fall about half the time, so a test a quarter window later
+    # usually fires: a plateau is found within a few tests, and again after every refill.
+    assert fired and fired[0] < 100 and len(fired) >= 3
     assert all(b - a >= 50 for a, b in itertools.pairwise(fired))  # the window refills after each burst
 
 
 def test_a_loss_that_creeps_down_by_a_negligible_amount_has_stalled():
-    # Every step lower than the last, so the rank test alone says "falling"; the Theil–Sen drop over the
-    # window (5e-8 of the loss) is below min_drop, so it has stalled. A real fall of 1% per window has not.
+    # Every step lower than the last, so a rank test would say "falling"; the Theil–Sen drop over the
+    # window (5e-8 of the loss) is below min_drop (1e-2), so it has stalled. A fall of 5% per window has not.
     creeping = LossTrendDetector(window=50)
-    assert any(creeping.update(1.0 - 1e-9 * k) for k in range(50))
+    assert creeping.update(1.0) is False
+    assert any(creeping.update(1.0 - 1e-9 * k) for k in range(1, 50))
     falling = LossTrendDetector(window=50)
-    assert not any(falling.update(1.0 - 2e-4 * k) for k in range(200))
+    assert not any(falling.update(1.0 - 1e-3 * k) for k in range(200))
+
+
+def test_the_loss_trend_scale_is_the_first_window_so_a_loss_halving_near_zero_still_falls():
+    # Relative to its own level the tail of 2·exp(-k/100) always falls 1 − e^(-1/2) ≈ 39% per window,
+    # but against the first window's level (≈ 1.6) it falls below 1%, which is a stall: min_drop is a
+    # rate in the units of the run's early loss, the same at step 50 and step 5,000.
+    decay = LossTrendDetector(window=50)
+    fired = [k for k in range(1000) if decay.update(2.0 * math.exp(-k / 100))]
+    assert decay.scale == pytest.approx(float(np.median([2.0 * math.exp(-k / 100) for k in range(50)])))
+    assert fired and fired[0] > 400  # falling while the loss is still far from zero
+    # The fall where the first burst fires is below 1e-2 of the scale, a window earlier it was not.
+    slope = lambda k: 2.0 * math.exp(-k / 100) * (1 - math.exp(-0.5))  # noqa: E731
+    assert slope(fired[0] - 49) < 1.2e-2 * decay.scale and slope(fired[0] - 49 - 50) > 1e-2 * decay.scale
 
 
 def test_the_loss_trend_trigger_is_deterministic_and_survives_a_state_dict_round_trip():
@@ -167,8 +183,7 @@ def test_a_run_that_stalls_bursts_and_one_that_improves_does_not(trigger):
             lr=lr,
             total_steps=epochs * per_epoch,
             burst_trigger=trigger,
-            burst_patience=2,
-            burst_window=24,
+            burst_patience=2,  # the loss trend's window is its default, 15% of the run (50 steps)
         )
         g = torch.Generator().manual_seed(0)
         for _ in range(epochs):

@@ -51,7 +51,7 @@ from optarena.optim.hooks import LoopContext, LoopHooks
 from optarena.optim.info import OptimizerErrorInput, OptimizerInfo, OptimizerInput
 from optarena.optim.lookahead import LOOKAHEAD_CODE, LOOKAHEAD_PAPER
 from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
-from optarena.validation import NON_NEGATIVE, Constraint, Flag, Integer, OneOf, Real, check_declared, check_range
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, Integer, OneOf, check_declared, check_range
 
 VARIANTS = ("adaburst", "adamw_sgdm", "sgdm_burst", "adamw_burst")
 """``adaburst``: the full method. The paper's Table 6 ablations: ``adamw_sgdm`` (both updates,
@@ -155,14 +155,13 @@ class Adaburst(OptarenaOptimizer):
         burst_unit: ``'step'`` (the clock advances every ``step()``, default) or ``'epoch'``
             (it advances in :meth:`epoch_end`; ``burst_T_max`` is then needed, in epochs).
         burst_trigger: what restarts the annealing: ``'loss_trend'`` (default: the per-step training
-            loss shows no significant decrease over ``burst_window`` steps; no patience to tune),
+            loss has stopped falling over ``burst_window`` steps; no patience to tune),
             ``'metric_plateau'`` (the paper's: the metric passed to :meth:`epoch_end` — training
             accuracy — has not improved for more than ``burst_patience`` epochs) or ``'none'``.
-        burst_window: the loss-trend window in steps (default None: 10% of ``total_steps``, at least 50 and at
-            most 1,000).
-        burst_significance: the loss-trend test's level (default 0.05).
-        burst_min_drop: the smallest fall of the loss over a window, relative to its level, that counts as
-            falling (default 1e-3: a loss creeping down by less has stalled).
+        burst_window: the loss-trend window in steps (default None: 15% of ``total_steps``, at least 50 and at
+            most 2,000).
+        burst_min_drop: the smallest fall of the loss over a window (by its Theil–Sen slope) that counts as
+            falling, as a fraction of the loss's scale, the median of the run's first window (default 1e-2).
         burst_patience: ``'metric_plateau'``: epochs without improvement before a burst restarts
             (default 5; the paper's per-task Table 2 values are lost).
         burst_mode: ``'metric_plateau'``: ``'max'`` (accuracy, default) or ``'min'`` (a loss).
@@ -193,7 +192,6 @@ class Adaburst(OptarenaOptimizer):
         "burst_unit": OneOf(("step", "epoch")),
         "burst_trigger": OneOf(TRIGGERS),
         "burst_window": Integer(3, optional=True),
-        "burst_significance": Real(0.0, 1.0, low_open=True, high_open=True),
         "burst_min_drop": NON_NEGATIVE,
         "burst_patience": Integer(0),
         "burst_mode": OneOf(("min", "max")),
@@ -225,8 +223,7 @@ class Adaburst(OptarenaOptimizer):
         burst_unit: str = "step",
         burst_trigger: str = "loss_trend",
         burst_window: int | None = None,
-        burst_significance: float = 0.05,
-        burst_min_drop: float = 1e-3,
+        burst_min_drop: float = 1e-2,
         burst_patience: int = 5,
         burst_mode: str = "max",
         burst_threshold: float = 1e-4,
@@ -245,7 +242,6 @@ class Adaburst(OptarenaOptimizer):
             burst_unit=burst_unit,
             burst_trigger=burst_trigger,
             burst_window=burst_window,
-            burst_significance=burst_significance,
             burst_min_drop=burst_min_drop,
             burst_patience=burst_patience,
             burst_mode=burst_mode,
@@ -267,10 +263,9 @@ class Adaburst(OptarenaOptimizer):
         T_max = burst_T_max if burst_T_max is not None else total_steps
         if burst_trigger == "loss_trend":
             steps = total_steps or (T_max if burst_unit == "step" else None)
-            window = burst_window if burst_window is not None else max(50, min(1000, (steps or 500) // 10))
+            window = burst_window if burst_window is not None else max(50, min(2000, (steps or 500) * 15 // 100))
             trigger: Trigger = LossTrendDetector(
                 window,
-                burst_significance,
                 burst_min_drop,
                 reduce=burst_metric_reduce,  # type: ignore[arg-type]
             )
