@@ -1,4 +1,4 @@
-"""The ``optarena`` command: list, compare, worker, run, evidence, report.
+"""The ``optarena`` command: list, compare, worker, run, evidence, report, export.
 
 This module parses the arguments, checks what only the command line can get wrong, calls the
 layer each command belongs to and prints what it returns; a user's mistake is one line (:func:`main`).
@@ -8,9 +8,7 @@ Layers are imported inside the commands, so ``optarena list`` does not load matp
 from __future__ import annotations
 
 import argparse
-import logging
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -101,9 +99,13 @@ def _parser() -> argparse.ArgumentParser:
                                "name beside it (docs/results/)")  # fmt: skip
 
     report = sub.add_parser("report", help="rebuild the report of an experiment from its store")
-    report.add_argument("--name", default="default")
-    report.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
-    report.add_argument("--storage", help="SQLAlchemy URL of the results store (default: SQLite in --out)")
+    export = sub.add_parser("export", help="write an experiment's results as a table: a row per run and evaluation")
+    for stored in (report, export):
+        stored.add_argument("--name", default="default")
+        stored.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
+        stored.add_argument("--storage", help="SQLAlchemy URL of the results store (default: SQLite in --out)")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv", help="parquet needs pyarrow")
+    export.add_argument("--to", type=Path, required=True, metavar="FILE", help="the file to write")
     return parser
 
 
@@ -283,8 +285,8 @@ def cmd_evidence(args: argparse.Namespace) -> Path:
     return outcome.page
 
 
-def cmd_report(args: argparse.Namespace) -> Path:
-    from optarena.arena.render.report import build_report
+def _stored_experiment(args: argparse.Namespace, *, writable_out: bool = False) -> tuple[Path, str]:
+    """The output folder and store URL of experiment ``--name`` (``--out``, ``--storage``), checked to hold it."""
     from optarena.arena.run import preflight
     from optarena.arena.spec.experiment import default_storage_url
     from optarena.arena.study import store
@@ -293,45 +295,32 @@ def cmd_report(args: argparse.Namespace) -> Path:
     url = args.storage or default_storage_url(out)
     if args.storage is None and not (out / "optarena.db").is_file():
         raise ValueError(f"Invalid --out: {out} holds no optarena.db; run 'optarena compare' first or pass --storage")
-    preflight.check_writable_dir(out, "--out")
+    if writable_out:
+        preflight.check_writable_dir(out, "--out")
     if args.name not in store.list_experiments(url):
         raise ValueError(f"Unknown experiment {args.name!r} in {url}; found: {', '.join(store.list_experiments(url))}")
+    return out, url
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    from optarena.arena.render.report import build_report
+
+    out, url = _stored_experiment(args, writable_out=True)
     report = build_report(url, args.name, out)
     console.print(f"report: [bold]{escape(str(report))}[/]")
     return report
 
 
+def cmd_export(args: argparse.Namespace) -> Path:
+    from optarena.arena.analysis import frames
+
+    rows = frames.load_rows(_stored_experiment(args)[1], args.name)
+    frames.write_table(rows, args.to, args.format)  # an unwritable --to is an OSError: one line
+    console.print(f"{len(rows)} rows: [bold]{escape(str(args.to))}[/]")
+    return args.to
+
+
 # --- errors --------------------------------------------------------------------------------------------------
-
-
-class _QuietFailedTrials(logging.Filter):
-    """Drop Optuna's report of a trial that raised (its message and full traceback).
-
-    ``study.optimize(catch=())`` logs the failure with the traceback and then re-raises the error, which
-    :func:`main` reports in one line — a user's mistake, or Ctrl-C — or, for a bug, Python shows with its
-    traceback. Without this a Ctrl-C or a user's mistake would print some 25 lines of traceback first.
-    """
-
-    _FAILED = re.compile(r"Trial (\d+) failed with (parameters|value)")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raised: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        match = self._FAILED.match(str(record.msg))
-        if match is None:
-            return True
-        if match.group(2) == "parameters" and record.exc_info is not None:
-            self.raised.add(match.group(1))
-            return False
-        return not (match.group(2) == "value" and match.group(1) in self.raised)
-
-
-def _quiet_optuna_failures() -> None:
-    logger = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _QuietFailedTrials) for f in logger.filters):
-        logger.addFilter(_QuietFailedTrials())
 
 
 def _error(message: str) -> None:
@@ -360,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     is one line; only an unexpected error (a bug) shows a traceback.
     """
     from optarena.arena.run.single import ResultsSavedElsewhere
+    from optarena.arena.study.optuna_logs import quiet_failed_trials
 
     args = _parser().parse_args(argv)
-    _quiet_optuna_failures()
+    quiet_failed_trials()
     try:
         if args.command == "list":
             cmd_list()
@@ -376,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_evidence(args)
         elif args.command == "report":
             cmd_report(args)
+        elif args.command == "export":
+            cmd_export(args)
     except KeyboardInterrupt:
         message = INTERRUPTED.get(args.command, "stopped")
         console.print(f"\n[yellow]interrupted[/]: {message}", soft_wrap=True)
