@@ -110,6 +110,16 @@ Adafactor = _baseline(
         "weight_decay": NON_NEGATIVE,
     },
 )
+Adagrad = _baseline(
+    torch.optim.Adagrad,
+    {
+        "lr": NON_NEGATIVE,
+        "lr_decay": NON_NEGATIVE,
+        "weight_decay": NON_NEGATIVE,
+        "initial_accumulator_value": NON_NEGATIVE,
+        "eps": NON_NEGATIVE,
+    },
+)
 
 REGISTRY_ENTRIES = [
     OptimizerInfo(
@@ -155,6 +165,9 @@ REGISTRY_ENTRIES = [
         lr_range=(1e-3, 1.0),
         test_inputs=(
             OptimizerInput("agr_wrapper", {"agr": "code"}, sharded=True),
+            OptimizerInput(
+                "transforms_wrapper", {"clip_norm": 1.0, "centralize": "weights", "normalize": "std"}, sharded=True
+            ),
             OptimizerInput("lookahead_reset", {"lookahead": True, "lookahead_pullback": "reset", "lookahead_k": 2}),
         ),
     ),
@@ -175,6 +188,20 @@ REGISTRY_ENTRIES = [
         notes="torch's deviations from the paper are listed in its docstring",
         lr_range=(1e-3, 1.0),
         no_empty_params="torch.optim.Adafactor (2.13) divides by numel(): ZeroDivisionError on a 0-size tensor",
+    ),
+    OptimizerInfo(
+        "adagrad",
+        Adagrad,
+        "torch.optim.Adagrad: per-coordinate rates from the sum of all past squared gradients (baseline)",
+        supports_sparse=True,  # torch's single-tensor path (foreach falls back to it for sparse gradients)
+        supports_fused=True,  # CPU only in torch 2.13
+        paper="Duchi, Hazan & Singer, Adaptive Subgradient Methods for Online Learning and Stochastic "
+        "Optimization, JMLR 2011",
+        code="torch.optim",
+        notes="torch's defaults: accumulator starts at 0 (Keras/TF: 0.1), eps 1e-10 outside the root",
+        lr_range=(1e-3, 1.0),
+        search_space={"initial_accumulator_value": ("choice", (0.0, 0.1))},
+        test_inputs=(OptimizerInput("decayed", {"lr_decay": 1e-2, "initial_accumulator_value": 0.1}),),
     ),
     OptimizerInfo(
         "lookahead_adamw",

@@ -199,8 +199,12 @@ class GuardedOptimizer(Optimizer):
         state_dict = dict(state_dict)
         saved_groups = [dict(group) for group in state_dict["param_groups"]]
         if len(saved_groups) != len(self.param_groups):
+            # Another optimizer's state is named as such, whatever its number of groups (Muon splits its own).
+            saved_stamps = {group.get(SAVED_BY) for group in saved_groups}
+            foreign = sorted(s for s in saved_stamps if s and self._owner_of(s) != self.state_owner)
+            whose = f" for {self._describe()}: param group(s) saved by {', '.join(foreign)};" if foreign else ":"
             raise ValueError(
-                f"Invalid state_dict: it has {len(saved_groups)} param group(s), {type(self).__name__} has "
+                f"Invalid state_dict{whose} it has {len(saved_groups)} param group(s), {type(self).__name__} has "
                 f"{len(self.param_groups)}"
             )
         for group in saved_groups:
