@@ -9,7 +9,6 @@ from optarena.optim.adamw import AdamW
 from optarena.optim.adan import Adan
 from optarena.optim.adax import AdaX
 from optarena.optim.agr import agr_multi_tensor, agr_single_tensor
-from optarena.optim.agr_wrapper import AGR
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
 from optarena.optim.guarded import NONFINITE_POLICIES, GuardedOptimizer, NonFiniteGradientError
@@ -25,6 +24,7 @@ from optarena.optim.registry import (
 )
 from optarena.optim.sophiag import SophiaG, sophiag_gnb_update
 from optarena.optim.swats import SWATS
+from optarena.optim.transform_wrapper import AGR, GradientTransforms
 
 __all__ = [
     "AGR",
@@ -38,6 +38,7 @@ __all__ = [
     "AdamNX",
     "AdamW",
     "Adan",
+    "GradientTransforms",
     "GuardedOptimizer",
     "Lion",
     "Lookahead",

@@ -120,6 +120,10 @@ REGISTRY_ENTRIES = [
             OptimizerInput("paper", {"agr": "paper"}, sharded=True),
             OptimizerInput("stop", {"agr_stop_step": 3}),
             OptimizerInput("lookahead_pullback", {"lookahead": True, "lookahead_pullback": "pullback"}),
+            # The other gradient transforms, alone and composed with AGR (see optarena.optim.transforms).
+            OptimizerInput("clip_gc", {"clip_norm": 0.5, "clip_value": 0.1, "centralize": "weights"}, sharded=True),
+            OptimizerInput("normalize_norm", {"normalize": "norm", "agr": None}, sharded=True),
+            OptimizerInput("std_gcc", {"normalize": "std", "centralize": "conv", "agr": "paper"}, sharded=True),
         ),
     )
 ]

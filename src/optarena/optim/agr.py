@@ -8,7 +8,7 @@ For each tensor's gradient ``g``::
 The transform is written once here, run by the gradient-transform pipeline
 (:func:`optarena.optim.transforms.agr`) for every optimizer built on
 :class:`~optarena.optim.base.OptarenaOptimizer` (``agr='code'`` or ``agr='paper'``) and by the
-:class:`~optarena.optim.agr_wrapper.AGR` wrapper around any other ``torch.optim.Optimizer``
+:class:`~optarena.optim.transform_wrapper.AGR` wrapper around any other ``torch.optim.Optimizer``
 (``'code'`` mode only). It never writes into ``p.grad``: it returns new tensors.
 
 Edge cases. The authors' code divides by ``Σ|g|`` with no guard, so an all-zero gradient gives

@@ -12,8 +12,8 @@ hyperparameters (``_validate_group``), turns a param group into kernel keyword a
 
 ``grad`` is the gradient every moment sees; ``m_grad`` is the one the *first* moment sees. They
 are the same tensor unless AGR runs in the paper's mode. The base class does everything else
-once: lazy state, the step counter, the gradient transforms (``maximize``, AGR: see
-:mod:`optarena.optim.transforms`), complex parameters (as ``view_as_real``), sparse-gradient
+once: lazy state, the step counter, the gradient transforms (``maximize``, clipping, centralization,
+normalization, AGR: see :mod:`optarena.optim.transforms`), complex parameters (as ``view_as_real``), sparse-gradient
 refusal, the closure, and choosing the path (``foreach``).
 """
 
@@ -26,10 +26,9 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from optarena.optim.agr import AGR_OPTIONS
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
 from optarena.optim.guarded import GuardedOptimizer
-from optarena.optim.transforms import apply_pipeline, pipeline
+from optarena.optim.transforms import TRANSFORM_OPTIONS, apply_pipeline, global_clip_factor, pipeline
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -73,6 +72,15 @@ class OptarenaOptimizer(GuardedOptimizer):
             of 1-element tensors (default: leave those gradients unchanged).
         agr_scope: which tensors AGR regularizes: ``'weights'`` (two or more dimensions: the weights of
             linear and convolutional layers, as the paper; default) or ``'all'`` (the authors' optimizers).
+        clip_norm: scale every gradient by ``min(1, clip_norm / (‖g‖₂ + 1e-6))``, the norm over every
+            parameter of the optimizer (``torch.nn.utils.clip_grad_norm_``; optimizer-wide, so every group keeps
+            the constructor's value). None (default): no clipping.
+        clip_value: clamp every gradient element into ``[−clip_value, clip_value]`` (``clip_grad_value_``).
+        centralize: gradient centralization (Yong et al. 2020): ``'weights'`` (tensors of two or more
+            dimensions, GC), ``'conv'`` (four or more, GCC) or None (default).
+        normalize: gradient normalization per tensor: ``'norm'`` (g/‖g‖₂), ``'std'`` (g/(std(g) + 1e-8)) or None.
+            The transforms run in the order maximize → clip_norm → clip_value → centralize → normalize → agr
+            (see :mod:`optarena.optim.transforms`).
         nonfinite: what a NaN or infinite gradient does — ``'propagate'`` (default), ``'skip'`` the
             step (counted in ``skipped_steps``) or ``'raise'``; see :mod:`optarena.optim.guarded`.
     """
@@ -80,7 +88,7 @@ class OptarenaOptimizer(GuardedOptimizer):
     hyperparameters: ClassVar[dict[str, Constraint]] = {
         "foreach": Flag(optional=True),
         "maximize": Flag(),
-        **AGR_OPTIONS,
+        **TRANSFORM_OPTIONS,
     }
     identity_keys: ClassVar[tuple[str, ...]] = ("agr",)
     state_names: ClassVar[tuple[str, ...]] = ()
@@ -102,9 +110,14 @@ class OptarenaOptimizer(GuardedOptimizer):
         agr_stop_step: int | None = None,
         agr_official_edge_cases: bool = False,
         agr_scope: str = "weights",
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        centralize: str | None = None,
+        normalize: str | None = None,
         nonfinite: str = "propagate",
     ) -> None:
         self._set_nonfinite_policy(nonfinite)
+        self._global_clip: Tensor | None = None  # this step's clip_norm factor (see _apply_step)
         defaults = dict(
             defaults,
             foreach=foreach,
@@ -113,6 +126,10 @@ class OptarenaOptimizer(GuardedOptimizer):
             agr_stop_step=agr_stop_step,
             agr_official_edge_cases=agr_official_edge_cases,
             agr_scope=agr_scope,
+            clip_norm=clip_norm,
+            clip_value=clip_value,
+            centralize=centralize,
+            normalize=normalize,
         )
         super().__init__(params, defaults)
 
@@ -129,6 +146,16 @@ class OptarenaOptimizer(GuardedOptimizer):
 
     def _backfill(self, group: dict[str, Any]) -> None:
         group.setdefault("agr_scope", "all")  # saved before AGR had a scope: it ran on every tensor
+        for key in ("clip_norm", "clip_value", "centralize", "normalize"):  # saved before these transforms
+            group.setdefault(key, None)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        if "clip_norm" in group and group["clip_norm"] != self.defaults["clip_norm"]:
+            raise ValueError(
+                f"Invalid clip_norm: {group['clip_norm']!r}; the norm is the optimizer's, over every parameter, so "
+                f"a param group must keep the constructor's value {self.defaults['clip_norm']!r}"
+            )
 
     # -- state -------------------------------------------------------------------------------
 
@@ -175,6 +202,7 @@ class OptarenaOptimizer(GuardedOptimizer):
     def _apply_step(self, **kwargs: Any) -> None:
         """The update of every group, after the closure and the ``nonfinite`` policy (see ``step``)."""
         self._before_step()
+        self._global_clip = self._clip_factor_of_step()
         compiled: list[GroupWork] = []
         for group in self.param_groups:
             work = self._prepare(group)
@@ -186,7 +214,23 @@ class OptarenaOptimizer(GuardedOptimizer):
                 self._update(work)
         if compiled:
             self._compiled_step(compiled)  # type: ignore[misc]
+        self._global_clip = None
         self._after_step()
+
+    def _clip_factor_of_step(self) -> Tensor | None:
+        """``clip_norm``'s factor, from the raw gradients of every group (None when it is off)."""
+        max_norm = self.defaults["clip_norm"]
+        if max_norm is None:
+            return None
+        grads = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                grads.append(torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad)
+        return global_clip_factor(grads, float(max_norm))
 
     def _prepare(self, group: dict[str, Any]) -> GroupWork | None:
         """Gather a group's tensors and advance their step counters; None if nothing has a gradient."""
@@ -200,7 +244,9 @@ class OptarenaOptimizer(GuardedOptimizer):
         """The eager update of one group: the foreach kernel per (device, dtype), or the reference loop."""
         group, params, states, step_values = work.group, work.params, work.states, work.step_values
         foreach = self._use_foreach(group)
-        grads, m_grads = apply_pipeline(pipeline(group), work.grads, step_values, foreach=foreach)
+        grads, m_grads = apply_pipeline(
+            pipeline(group), work.grads, step_values, foreach=foreach, clip_factor=self._global_clip
+        )
         hyper = self._kernel_hyperparameters(group)
         if foreach:
             for idx in group_by_device_and_dtype(params):

@@ -1,7 +1,7 @@
 """The compiled step: an optimizer's whole multi-tensor update as one ``torch.compile``'d graph.
 
 ``compile_step(optimizer)`` makes every later ``optimizer.step()`` run the optimizer's foreach
-kernel (with ``maximize`` and AGR) through ``torch.compile(fullgraph=True)``. Float
+kernel (with the gradient transforms) through ``torch.compile(fullgraph=True)``. Float
 hyperparameters and the step counts reach the graph as one float64 tensor, so a scheduler that
 changes the learning rate every step changes data, not code: nothing recompiles. Where the
 platform cannot compile, the first step warns once and the optimizer goes on eagerly (foreach).
@@ -20,15 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optarena.optim.agr_wrapper import AGR
 from optarena.optim.base import GroupWork, OptarenaOptimizer
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
+from optarena.optim.transform_wrapper import AGR
 from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline
 from optarena.optim.wrapper import OptimizerWrapper
 
 # One graph input per (device, dtype) slice of a param group:
 # (static hyperparameters, float hyperparameter names, the gradient-transform pipeline (static),
-#  params, grads, state lists, float64 tensor of the float hyperparameters then the step counts)
+#  params, grads, state lists, float64 tensor of the float hyperparameters then the step counts,
+#  the step's clip_norm factor (a 0-d tensor, or None))
 Slice = tuple[
     tuple[tuple[str, Any], ...],
     tuple[str, ...],
@@ -37,16 +38,18 @@ Slice = tuple[
     list[Tensor],
     list[list[Tensor]],
     Tensor,
+    Tensor | None,
 ]
 
 
 def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
     """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once."""
-    for static, names, transforms, params, grads, states, scalars in slices:
+    for static, names, transforms, params, grads, states, scalars, clip_factor in slices:
         values = scalars.unbind(0)
         hyper = dict(zip(names, values))
         steps = list(values[len(names) :])
-        grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True)  # the eager step's transforms
+        # The eager step's transforms, the same functions.
+        grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True, clip_factor=clip_factor)
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
 
 
@@ -84,6 +87,7 @@ class CompiledStep:
         floats = {k: scalar_value(v) for k, v in hyper.items() if _is_float(v)}
         static = tuple((k, v) for k, v in hyper.items() if k not in floats)
         transforms = pipeline(group)
+        clip_factor = self.optimizer._global_clip
         out = []
         for idx in group_by_device_and_dtype(work.params):
             params = [work.params[i] for i in idx]
@@ -99,6 +103,7 @@ class CompiledStep:
                     [work.grads[i] for i in idx],
                     [[lst[i] for i in idx] for lst in work.states],
                     scalars,
+                    None if clip_factor is None else clip_factor.to(params[0].device),
                 )
             )
         return out

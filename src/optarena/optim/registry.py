@@ -16,12 +16,13 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
-from optarena.optim.agr_wrapper import AGR
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.lookahead import Lookahead
-from optarena.validation import Constraint, check_bool
+from optarena.optim.transform_wrapper import AGR, GradientTransforms
+from optarena.optim.transforms import NO_TRANSFORMS, TRANSFORM_OPTIONS
+from optarena.validation import Constraint, check_bool, check_declared
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
 
@@ -54,6 +55,8 @@ def declared_hyperparameters(name: str) -> dict[str, Constraint]:
     info = get_optimizer_info(name)
     keywords = info.hyperparameter_defaults()
     declared = {k: c for k, c in info.cls.declared_hyperparameters().items() if k in keywords}
+    if not issubclass(info.cls, OptarenaOptimizer):  # the transforms come from the wrapper
+        declared.update(TRANSFORM_OPTIONS)
     if info.defaults.get("lookahead"):
         declared.update({f"lookahead_{key}": c for key, c in Lookahead.hyperparameters.items()})
     return declared
@@ -93,8 +96,11 @@ def create_optimizer(
     Given an ``nn.Module``, 1-D parameters (biases, norm weights) get no weight decay unless
     ``decay_1d=True``; given parameters or param groups, they are passed through unchanged.
     ``lookahead=True`` wraps the optimizer in :class:`~optarena.optim.lookahead.Lookahead`
-    (with ``lookahead_k=5``, ``lookahead_alpha=0.5``, ``lookahead_pullback='none'``). ``agr='code'`` on an optimizer
-    not built on the engine (the torch baselines) wraps it in :class:`~optarena.optim.agr_wrapper.AGR`.
+    (with ``lookahead_k=5``, ``lookahead_alpha=0.5``, ``lookahead_pullback='none'``). The gradient transforms'
+    keywords (``clip_norm``, ``clip_value``, ``centralize``, ``normalize``, ``agr='code'`` and AGR's options) on an
+    optimizer not built on the engine (the torch baselines) wrap it in
+    :class:`~optarena.optim.transform_wrapper.GradientTransforms` (:class:`~optarena.optim.transform_wrapper.AGR`
+    when AGR is the only one).
     ``compile=True`` runs the step through :func:`~optarena.optim.compiled.compile_step`.
     Every other keyword (``lr``, ``foreach``, ...) goes to the optimizer.
     """
@@ -110,15 +116,19 @@ def create_optimizer(
         raise ValueError(f"Invalid {', '.join('lookahead_' + k for k in lookahead)}: set lookahead=True to use them")
     for key, value in lookahead.items():  # named as the caller wrote them
         Lookahead.hyperparameters[key].check(f"lookahead_{key}", value)
-    wrap_agr = None
-    if not issubclass(info.cls, OptarenaOptimizer) and kwargs.get("agr") is not None:
-        agr_keys = ("agr", "agr_stop_step", "agr_official_edge_cases", "agr_scope")
-        wrap_agr = {key: kwargs.pop(key) for key in agr_keys if key in kwargs}
-        if wrap_agr["agr"] != "code":
+    wrap: dict[str, Any] = {}
+    if not issubclass(info.cls, OptarenaOptimizer):
+        wrap = {key: kwargs.pop(key) for key in TRANSFORM_OPTIONS if key in kwargs}
+        check_declared(wrap, TRANSFORM_OPTIONS)
+        if wrap.get("agr") not in (None, "code"):
             raise ValueError(
-                f"Invalid agr: {wrap_agr['agr']!r}; {name} is not built on the optarena engine, "
+                f"Invalid agr: {wrap['agr']!r}; {name} is not built on the optarena engine, "
                 "so only agr='code' (AGR in front of the whole optimizer) is available"
             )
+        wrap = {key: value for key, value in wrap.items() if value != NO_TRANSFORMS[key]}
+        if wrap and wrap.get("agr") is None and any(key.startswith("agr_") for key in wrap):
+            agr_keys = ", ".join(k for k in wrap if k.startswith("agr_"))
+            raise ValueError(f"Invalid {agr_keys}: set agr='code' to use them")
     if isinstance(model_or_params, nn.Module):
         weight_decay = kwargs.get("weight_decay", info.hyperparameter_defaults().get("weight_decay", 0.0))
         if weight_decay:
@@ -128,13 +138,15 @@ def create_optimizer(
     else:
         params = model_or_params
     optimizer = info.cls(params, **kwargs)
-    if wrap_agr is not None:
+    if set(wrap) <= {"agr", "agr_stop_step", "agr_official_edge_cases", "agr_scope"} and "agr" in wrap:
         optimizer = AGR(
             optimizer,
-            stop_step=wrap_agr.get("agr_stop_step"),
-            official_edge_cases=wrap_agr.get("agr_official_edge_cases", False),
-            scope=wrap_agr.get("agr_scope", "weights"),
+            stop_step=wrap.get("agr_stop_step"),
+            official_edge_cases=wrap.get("agr_official_edge_cases", False),
+            scope=wrap.get("agr_scope", "weights"),
         )
+    elif wrap:
+        optimizer = GradientTransforms(optimizer, **wrap)
     if use_lookahead:
         optimizer = Lookahead(optimizer, **lookahead)
     if compile:

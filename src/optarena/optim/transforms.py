@@ -5,15 +5,26 @@ A transform is one function ``transform(grads, m_grads, steps, foreach, *options
 object unless a transform (AGR in the paper's mode) gives the first moment its own, so that kernels can
 skip work when they are one. A transform returns new tensors and never writes into ``p.grad``.
 
-A param group's *pipeline* is a tuple of ``(name, *options)`` entries in a fixed order —
-``maximize``, then ``agr`` — built by :func:`pipeline`; :func:`apply_pipeline` runs it. The eager step
-and the compiled step both call :func:`apply_pipeline` (the compiled one with the pipeline as a static
-input of the graph), so the two cannot drift. ``steps`` are Python floats in the eager step and 0-d
-tensors in the compiled one; a transform that depends on the step chooses per tensor without a
-data-dependent branch when they are tensors.
+A param group's *pipeline* is a tuple of ``(name, *options)`` entries in a fixed order, built by
+:func:`pipeline` from the group's keys (:data:`TRANSFORM_OPTIONS`); :func:`apply_pipeline` runs it::
 
-Adding a transform: write its function here, register it in :data:`TRANSFORMS`, and say in
-:func:`pipeline` which group keys turn it on and where it goes in the order.
+    maximize → clip_norm → clip_value → centralize → normalize → agr
+
+Why this order: ``maximize`` only flips the sign, which every later transform commutes with. Clipping guards
+the raw gradient against spikes, as ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_`` do between
+``backward()`` and ``step()``; ``clip_norm``'s factor is optimizer-wide, from the raw gradients of every group
+(:func:`global_clip_factor`). Centralization then normalization: normalizing first and centralizing after would
+undo the unit norm. AGR, the method the others are compared with, comes last, so ``agr='paper'`` still gives
+only the first moment the regularized gradient.
+
+The eager step and the compiled step both call :func:`apply_pipeline` (the compiled one with the pipeline as a
+static input of the graph and the clip factor as a tensor input), so the two cannot drift. ``steps`` are Python
+floats in the eager step and 0-d tensors in the compiled one; a transform that depends on the step chooses per
+tensor without a data-dependent branch when they are tensors. Torch's own optimizers get the same functions
+through the :class:`~optarena.optim.transform_wrapper.GradientTransforms` wrapper.
+
+Adding a transform: write its function here, register it in :data:`TRANSFORMS`, declare its keys in
+:data:`TRANSFORM_OPTIONS`, and say in :func:`pipeline` where it goes in the order.
 
 Weight decay is not a transform here: the papers put it at different points of the update (L2 into the
 gradient the moments see, decoupled decay before the update, Adan's proximal decay after it), so each kernel
@@ -28,17 +39,120 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optarena.optim.agr import agr_multi_tensor, agr_single_tensor, in_scope
-from optarena.optim.functional import Scalar
+from optarena.optim.agr import AGR_OPTIONS, agr_multi_tensor, agr_single_tensor, in_scope
+from optarena.optim.functional import Scalar, global_l2_norm
+from optarena.validation import Constraint, OneOf, Real
 
 Pipeline = tuple[tuple[Any, ...], ...]
 Gradients = tuple[list[Tensor], list[Tensor]]
 
+#: ``centralize=``: which tensors gradient centralization (Yong et al., ECCV 2020) re-centres. ``'weights'``:
+#: every tensor of two or more dimensions (convolutional and fully connected weights: the paper's GC);
+#: ``'conv'``: four or more (convolution kernels only: the paper's GCC).
+CENTRALIZE_SCOPES: tuple[str, ...] = ("weights", "conv")
+#: ``normalize=``: ``'norm'`` divides each tensor's gradient by its L2 norm (a unit-length direction per tensor,
+#: "decoupling the length of gradients from their direction", as the AGR paper describes gradient
+#: normalization); ``'std'`` divides it by its standard deviation + 1e-8 (pytorch-optimizer's
+#: ``normalize_gradient``, Ranger21's).
+NORMALIZE_KINDS: tuple[str, ...] = ("norm", "std")
+CLIP_NORM_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s
+NORMALIZE_STD_EPS = 1e-8  # pytorch-optimizer's normalize_gradient's
+
+#: The keys of a param group (and of the wrapper) that turn the transforms on, with their allowed values.
+TRANSFORM_OPTIONS: dict[str, Constraint] = {
+    "clip_norm": Real(0.0, low_open=True, optional=True),
+    "clip_value": Real(0.0, low_open=True, optional=True),
+    "centralize": OneOf(CENTRALIZE_SCOPES, optional=True),
+    "normalize": OneOf(NORMALIZE_KINDS, optional=True),
+    **AGR_OPTIONS,
+}
+#: Every transform off (AGR's options at their defaults).
+NO_TRANSFORMS: dict[str, Any] = {
+    "maximize": False,
+    "clip_norm": None,
+    "clip_value": None,
+    "centralize": None,
+    "normalize": None,
+    "agr": None,
+    "agr_stop_step": None,
+    "agr_official_edge_cases": False,
+    "agr_scope": "weights",
+}
+
+
+def _on_both(fn: Callable[[list[Tensor]], list[Tensor]], grads: list[Tensor], m_grads: list[Tensor]) -> Gradients:
+    """Apply an elementwise-in-spirit transform to the gradient of every moment (once when they are one list)."""
+    done = fn(grads)
+    return done, done if m_grads is grads else fn(m_grads)
+
 
 def maximize(grads: list[Tensor], m_grads: list[Tensor], steps: Sequence[Scalar], foreach: bool) -> Gradients:
     """Ascend: every moment sees −g."""
-    negated = list(torch._foreach_neg(grads))
-    return negated, negated if m_grads is grads else list(torch._foreach_neg(m_grads))
+    return _on_both(lambda gs: list(torch._foreach_neg(gs)), grads, m_grads)
+
+
+def global_clip_factor(grads: Sequence[Tensor], max_norm: float) -> Tensor:
+    """``min(1, max_norm / (‖g‖₂ + 1e-6))``, ‖g‖₂ over every tensor of ``grads``: ``clip_grad_norm_``'s coefficient.
+
+    A 0-d float64 tensor (the sum of squares is accumulated in float64), computed without a host read.
+    """
+    return torch.clamp(max_norm / (global_l2_norm(grads) + CLIP_NORM_EPS), max=1.0)
+
+
+def clip_norm(
+    grads: list[Tensor], m_grads: list[Tensor], steps: Sequence[Scalar], foreach: bool, factor: Tensor
+) -> Gradients:
+    """Scale every gradient by the optimizer-wide ``factor`` of :func:`global_clip_factor` (as ``clip_grad_norm_``)."""
+    return _on_both(lambda gs: [g * factor.to(device=g.device, dtype=g.dtype) for g in gs], grads, m_grads)
+
+
+def clip_value(
+    grads: list[Tensor], m_grads: list[Tensor], steps: Sequence[Scalar], foreach: bool, limit: float
+) -> Gradients:
+    """Clamp every element into ``[−limit, limit]`` (``torch.nn.utils.clip_grad_value_``)."""
+
+    def clamp(gs: list[Tensor]) -> list[Tensor]:
+        if foreach:
+            return list(torch._foreach_clamp_min(torch._foreach_clamp_max(gs, limit), -limit))
+        return [g.clamp(-limit, limit) for g in gs]
+
+    return _on_both(clamp, grads, m_grads)
+
+
+def centralize_single_tensor(grad: Tensor, scope: str = "weights") -> Tensor:
+    """Gradient centralization of one tensor, as Yong et al. (2020) write it: ``g − mean(g)``, the mean over
+    every dimension but the first (each output channel's or row's gradient is re-centred to zero mean).
+    Tensors outside ``scope`` are returned as they are."""
+    if grad.dim() < (4 if scope == "conv" else 2):
+        return grad
+    return grad - grad.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+
+
+def centralize(
+    grads: list[Tensor], m_grads: list[Tensor], steps: Sequence[Scalar], foreach: bool, scope: str
+) -> Gradients:
+    """Gradient centralization (:func:`centralize_single_tensor`) of the tensors in ``scope``."""
+    return _on_both(lambda gs: [centralize_single_tensor(g, scope) for g in gs], grads, m_grads)
+
+
+def normalize_single_tensor(grad: Tensor, kind: str = "norm") -> Tensor:
+    """One tensor's gradient divided by its L2 norm (``'norm'``) or by its standard deviation + 1e-8 (``'std'``).
+
+    ``'norm'`` leaves an all-zero gradient at zero; ``'std'`` leaves tensors of at most 2 elements alone, as
+    pytorch-optimizer's ``normalize_gradient`` does (the unbiased std of so few values means little).
+    """
+    if kind == "std":
+        return grad if grad.numel() <= 2 else grad / (grad.std() + NORMALIZE_STD_EPS)
+    norm = torch.linalg.vector_norm(grad)
+    return grad / torch.where(norm == 0, torch.ones_like(norm), norm)
+
+
+def normalize(
+    grads: list[Tensor], m_grads: list[Tensor], steps: Sequence[Scalar], foreach: bool, kind: str
+) -> Gradients:
+    """Gradient normalization (:func:`normalize_single_tensor`) of every tensor (a reduction per tensor: one
+    path for the reference and the foreach step)."""
+    return _on_both(lambda gs: [normalize_single_tensor(g, kind) for g in gs], grads, m_grads)
 
 
 def agr(
@@ -78,7 +192,14 @@ def agr(
 
 
 #: Every transform by name: a pipeline entry ``(name, *options)`` calls ``TRANSFORMS[name](..., *options)``.
-TRANSFORMS: dict[str, Callable[..., Gradients]] = {"maximize": maximize, "agr": agr}
+TRANSFORMS: dict[str, Callable[..., Gradients]] = {
+    "maximize": maximize,
+    "clip_norm": clip_norm,
+    "clip_value": clip_value,
+    "centralize": centralize,
+    "normalize": normalize,
+    "agr": agr,
+}
 
 
 def pipeline(group: dict[str, Any]) -> Pipeline:
@@ -86,15 +207,37 @@ def pipeline(group: dict[str, Any]) -> Pipeline:
     entries: list[tuple[Any, ...]] = []
     if group["maximize"]:
         entries.append(("maximize",))
+    if group["clip_norm"] is not None:
+        entries.append(("clip_norm",))  # its factor is the step's, from every group: apply_pipeline's clip_factor
+    if group["clip_value"] is not None:
+        entries.append(("clip_value", float(group["clip_value"])))
+    if group["centralize"] is not None:
+        entries.append(("centralize", group["centralize"]))
+    if group["normalize"] is not None:
+        entries.append(("normalize", group["normalize"]))
     if group["agr"] is not None:
         agr_options = (group["agr_stop_step"], bool(group["agr_official_edge_cases"]), group["agr_scope"])
         entries.append(("agr", group["agr"], *agr_options))
     return tuple(entries)
 
 
-def apply_pipeline(transforms: Pipeline, grads: list[Tensor], steps: Sequence[Scalar], *, foreach: bool) -> Gradients:
-    """Run ``transforms`` on ``grads``; returns (gradient for every moment, gradient for the first moment)."""
+def apply_pipeline(
+    transforms: Pipeline,
+    grads: list[Tensor],
+    steps: Sequence[Scalar],
+    *,
+    foreach: bool,
+    clip_factor: Tensor | None = None,
+) -> Gradients:
+    """Run ``transforms`` on ``grads``; returns (gradient for every moment, gradient for the first moment).
+
+    ``clip_factor`` is the step's :func:`global_clip_factor`, needed when the pipeline clips the norm.
+    """
     m_grads = grads
     for name, *options in transforms:
+        if name == "clip_norm":
+            if clip_factor is None:
+                raise RuntimeError("apply_pipeline: the pipeline clips the global norm but got no clip_factor")
+            options = [clip_factor]
         grads, m_grads = TRANSFORMS[name](grads, m_grads, steps, foreach, *options)
     return grads, m_grads
