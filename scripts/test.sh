@@ -6,7 +6,8 @@
 #   bash scripts/test.sh tests/test_registry.py -x   # arguments go to pytest
 #
 # Needed beyond Python (Debian packages, installed with apt-get when run as root):
-#   chromium, chromium-driver   the report's headless-browser check (tests/test_report.py)
+#   chromium, chromium-driver   the headless-browser checks of the report and the docs site (tests/test_report.py,
+#                               tests/test_docs_site.py)
 #   postgresql                  a throwaway server for the worker tests (tests/test_workers.py)
 #   dataset-fashion-mnist       Fashion-MNIST for the CI-size studies (tests/test_evidence.py, test_tasks_data.py)
 # Also needed: CIFAR-10 and Tiny Shakespeare in ../shared/data beside the checkout (or OPTARENA_SHARED_DATA).
@@ -90,7 +91,7 @@ problems=()  # "what: why\n    get it: command", one per missing thing
 without_hint=()  # names for OPTARENA_TEST_WITHOUT beyond the missing packages
 for pkg in "${packages[@]}"; do
     case $pkg in
-        chromium) problems+=("Chromium ($CHROMIUM): tests/test_report.py::test_report_renders_in_headless_chromium fails without it
+        chromium) problems+=("Chromium ($CHROMIUM): the headless-browser checks of tests/test_report.py and tests/test_docs_site.py fail without it
     get it: ${sudo_}apt-get install -y chromium") ;;
         chromium-driver) problems+=("ChromeDriver ($CHROMEDRIVER): the same browser check fails without it
     get it: ${sudo_}apt-get install -y chromium-driver") ;;
@@ -151,7 +152,10 @@ if [ ${#problems[@]} -gt 0 ]; then
 fi
 
 pytest_args=()
-wanted chromium || pytest_args+=(--deselect tests/test_report.py::test_report_renders_in_headless_chromium)
+if ! wanted chromium; then
+    pytest_args+=(--deselect tests/test_report.py::test_report_renders_in_headless_chromium)
+    pytest_args+=(--deselect tests/test_docs_site.py::test_the_site_renders_in_headless_chromium)
+fi
 if ! wanted fashion-mnist || ! wanted shared-data; then
     pytest_args+=(--deselect tests/test_evidence.py::test_every_study_of_the_project_runs_at_ci_size)
 fi
@@ -167,8 +171,8 @@ say "installing torch==2.13.0 and optarena[test] into $PYTHON ..."
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 
 say "ruff check, ruff format --check ..."
-"$PYTHON" -m ruff check src tests examples benchmarks
-"$PYTHON" -m ruff format --check src tests examples benchmarks
+"$PYTHON" -m ruff check src tests examples benchmarks docs/gen_cards.py
+"$PYTHON" -m ruff format --check src tests examples benchmarks docs/gen_cards.py
 
 # --------------------------------------------------------------------------------------------------
 # A throwaway PostgreSQL server for tests/test_workers.py: its own data directory in a fresh temporary
