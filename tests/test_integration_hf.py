@@ -172,3 +172,13 @@ def test_an_optimizer_built_for_another_run_length_is_refused(tmp_path: Path) ->
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"built for a run of 18 steps and the Trainer runs 24"):
         trainer.train()
+
+
+def test_sophiag_refreshes_its_hessian_from_the_models_logits(tmp_path: Path) -> None:
+    """SophiaG's hooks through the Trainer: the batch's inputs (without labels) go to the model, labels are
+    sampled from its logits, and the Hessian estimate is refreshed at step 10 of 18."""
+    callback = optarena_hf.OptarenaTrainerCallback(classification=True)
+    trainer = train(tmp_path, callback, name="sophiag", lr=1e-3)
+    optimizer = trainer.optimizer.optimizer
+    assert all(group["bs"] == BATCH for group in optimizer.param_groups)
+    assert all(state["hessian"].abs().sum() > 0 for state in optimizer.state.values())

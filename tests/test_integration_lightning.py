@@ -177,3 +177,16 @@ def test_the_lr_burst_schedule_is_fed_the_epoch_metric(tmp_path: Path) -> None:
     replay = PlateauDetector(mode="max", patience=0)
     assert scheduler.num_bursts == sum(replay.update(v) for v in recorder.accuracies)
     assert scheduler.burst.plateau.best == max(recorder.accuracies)
+
+
+@pytest.mark.parametrize("classification", [True, False])
+def test_sophiag_refreshes_its_hessian_from_the_batch_on_a_classifier(tmp_path: Path, classification: bool) -> None:
+    """Not only Adaburst: SophiaG's hooks take the loss's batch size and, every 10 steps, a Hessian estimate
+    from the batch's inputs through the module's forward (labels sampled from its logits)."""
+    hooks = optarena_lightning.OptarenaCallback(classification=classification)
+    fit = trainer(2, [hooks], tmp_path)
+    fit.fit(TinyClassifier("sophiag", lr=1e-3), loader())  # 12 steps: one refresh, at step 10
+    optimizer = fit.optimizers[0]
+    assert all(group["bs"] == BATCH for group in optimizer.param_groups)
+    refreshed = [bool(state["hessian"].abs().sum() > 0) for state in optimizer.state.values()]
+    assert refreshed == [classification] * 4
