@@ -141,7 +141,9 @@ class MuonWithAuxAdamW(GuardedOptimizer):
     @staticmethod
     def _check_muon_eps(eps: Any) -> None:
         if isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == 0:
-            raise ValueError("Invalid eps: 0; a Muon group's eps must be > 0 (a zero update would divide 0 by 0)")
+            raise ValueError(
+                f"Invalid eps: {eps!r}; a Muon group's eps must be > 0 (a zero update would divide 0 by 0)"
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group: as it is if it sets ``use_muon``, else split into its 2-D (Muon) and other (AdamW) tensors.
