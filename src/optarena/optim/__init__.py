@@ -12,8 +12,10 @@ from optarena.optim.agr import agr_multi_tensor, agr_single_tensor
 from optarena.optim.base import OptarenaOptimizer
 from optarena.optim.compiled import compile_step
 from optarena.optim.guarded import NONFINITE_POLICIES, GuardedOptimizer, NonFiniteGradientError
+from optarena.optim.lamb import Lamb
 from optarena.optim.lion import Lion
 from optarena.optim.lookahead import Lookahead
+from optarena.optim.muon import MuonWithAuxAdamW, muon_param_groups
 from optarena.optim.registry import (
     OptimizerInfo,
     create_optimizer,
@@ -25,6 +27,7 @@ from optarena.optim.registry import (
 from optarena.optim.sophiag import SophiaG, sophiag_gnb_update
 from optarena.optim.swats import SWATS
 from optarena.optim.transform_wrapper import AGR, GradientTransforms
+from optarena.optim.yogi import Yogi
 
 __all__ = [
     "AGR",
@@ -40,18 +43,22 @@ __all__ = [
     "Adan",
     "GradientTransforms",
     "GuardedOptimizer",
+    "Lamb",
     "Lion",
     "Lookahead",
+    "MuonWithAuxAdamW",
     "NonFiniteGradientError",
     "OptarenaOptimizer",
     "OptimizerInfo",
     "SophiaG",
+    "Yogi",
     "agr_multi_tensor",
     "agr_single_tensor",
     "compile_step",
     "create_optimizer",
     "get_optimizer_info",
     "list_optimizers",
+    "muon_param_groups",
     "param_groups_for",
     "register",
     "sophiag_gnb_update",
