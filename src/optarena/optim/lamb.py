@@ -168,18 +168,18 @@ class Lamb(OptarenaOptimizer):
         lr: learning rate: each step moves a tensor by about ``lr·‖θ‖`` (default 1e-3: TF Addons' LAMB and
             kozistr; the paper tunes it per batch size).
         betas: (β1, β2) (default (0.9, 0.999): the paper, TF Addons, kozistr).
-        eps: added to √v̂ (default 1e-6: TF Addons, NVIDIA apex and kozistr).
+        eps: added to √v̂ (default 1e-6: TF Addons and kozistr).
         weight_decay: λ (default 0.0: TF Addons and kozistr; the paper's BERT runs use 0.01).
-        weight_decay_mode: ``'update'`` (λθ added to r inside the trust ratio: the paper, TF Addons, apex;
+        weight_decay_mode: ``'update'`` (λθ added to r inside the trust ratio: the paper and TF Addons;
             default), ``'decoupled'`` (θ(1 − lr·λ) before the ratio: kozistr's default), ``'unscaled'``
             (θ(1 − λ), kozistr's ``fixed_decay``) or ``'l2'`` (g + λθ on a copy, before the moments).
-        bias_correction: divide m and v by ``1 − β^t`` (default True: the paper's Algorithm 2, TF Addons,
-            apex); False is the v3 text's reading (cybertronai, kozistr with ``adam_debias=True``).
+        bias_correction: divide m and v by ``1 − β^t`` (default True: the paper's Algorithm 2 and TF Addons);
+            False is the v3 text's reading (cybertronai, kozistr with ``adam_debias=True``).
         trust_scope: ``'all'`` (every tensor gets the trust ratio: the paper; default) or ``'weights'``
             (tensors of 2+ dimensions; biases and norm weights take the plain Adam step, as BERT's recipe
             excludes them by name).
         weight_norm_bounds: ``(γ_l, γ_u)`` of ``φ(z) = min(max(z, γ_l), γ_u)``, or None for φ the identity
-            (default: TF Addons and apex; kozistr clamps with (0, 10), GluonNLP with (1e-3, 10)).
+            (default: TF Addons; kozistr clamps with (0, 10), GluonNLP with (1e-3, 10)).
         options: the engine's keywords (``foreach``, ``maximize``, ``agr``, ``agr_stop_step``,
             ``agr_official_edge_cases``, ``agr_scope``, ``nonfinite``), see
             :class:`~optarena.optim.base.OptarenaOptimizer`.
