@@ -173,6 +173,16 @@ def test_lamb_without_bias_correction_matches_kozistr(foreach, mode, flags, wd, 
     assert max_diff(ours, ref) <= TOL
 
 
+def test_kozistr_s_epsilon_in_the_trust_ratio_shows_at_its_default_epsilon():
+    """Why the parity above runs at ε = 1e-12: kozistr's ``‖u‖ + ε`` is not the paper's ``‖u‖``."""
+    kw = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2)
+    ours, ref = run_pair(
+        lambda p: Lamb(p, bias_correction=False, weight_norm_bounds=(0.0, 10.0), weight_decay_mode="update", **kw),
+        lambda p: kozistr_lamb(p, 10.0, weight_decouple=False, **kw),
+    )
+    assert max_diff(ours, ref) > TOL
+
+
 def lamb_oracle(lr, b1, b2, eps, wd, *, bias_correction=True, bounds=None, scope="all"):
     """Algorithm 2 of the LAMB paper: x ← x − η·φ(‖x‖)/‖r + λx‖·(r + λx), r = m̂/(√v̂ + ε), per tensor;
     the ratio is 1 where φ(‖x‖) or ‖r + λx‖ is 0, and (``scope='weights'``) for tensors of fewer than 2 dims."""

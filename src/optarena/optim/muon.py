@@ -230,8 +230,8 @@ class MuonWithAuxAdamW(GuardedOptimizer):
         """torch's functional Muon; a sharded matrix (DTensor) is updated whole, on every rank, then re-sharded.
 
         The Newton–Schulz iteration needs the whole matrix: torch's code on a DTensor would multiply shards in
-        bfloat16 in another order than one process does (differences of 1e-3). Gathered, the update is
-        one process's, bit for bit; the cost is one matrix's gradient, momentum and weight at a time.
+        bfloat16 in another order than one process does. Gathered, the update is one process's, bit for bit;
+        the cost is one matrix's gradient, momentum and weight at a time.
         """
         if group["maximize"]:
             grads = list(torch._foreach_neg(grads))  # torch's Muon has no maximize: ascend on a copy
