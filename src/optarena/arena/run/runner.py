@@ -1,9 +1,9 @@
 """One training run: one optimizer, one task, one seed, a fixed number of epochs.
 
 The runner records per-epoch curves (step, wall time, train loss/metric, validation and test
-metric), and on request the diagnostics the report draws: the 2-D trajectory of a function task
-and the per-layer update magnitude per epoch (the Adaburst paper's Fig. 1). A run whose loss
-turns non-finite stops and is marked diverged.
+metric), and on request the diagnostics the report draws: the 2-D trajectory of a function task,
+the per-layer update magnitude per epoch (the Adaburst paper's Fig. 1), and a generative task's FID
+and grids of samples. A run whose loss turns non-finite stops and is marked diverged.
 
 What an optimizer needs from the loop besides ``step`` (Adaburst's trigger, SophiaG's Hessian
 refresh) is what its registry entry declares (:mod:`optarena.optim.hooks`): the runner calls those
@@ -45,6 +45,8 @@ class RunResult:
     events: dict[str, list[int]] = field(default_factory=dict)  # event name -> the steps it happened after
     trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
     update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
+    samples: dict[int, str] = field(default_factory=dict)  # generative tasks: epoch -> base64 PNG grid of samples
+    generation: dict[str, Any] = field(default_factory=dict)  # how those samples were made and scored (FID features)
     threads: int = 1
     load_average: list[float] = field(default_factory=list)
     device: str = "cpu"
@@ -130,6 +132,8 @@ def train(
     A variant's fixed options are applied under ``hyperparameters`` and its schedule is stepped after
     every batch.
 
+    ``diagnostics`` records the per-layer update magnitudes and a function task's trajectory, and lets the task
+    measure what is costly (a generative task's FID and samples, kept in ``samples`` and ``generation``).
     ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
     ``tensorboard_dir`` also writes every record as TensorBoard scalars (needs ``tensorboard``).
     ``parallel='ddp'`` or ``'fsdp'`` (in an initialized ``torch.distributed`` process group) trains
@@ -138,14 +142,16 @@ def train(
     whole batch; every rank evaluates on the whole data and gets the same records.
     """
     writer = _tensorboard_writer(tensorboard_dir)
-    settings = replace(settings or TaskSettings(), seed=seed)  # every other setting as given
     epochs = task.epochs if epochs is None else epochs
+    # Every other setting as given; a task measures its costly extras (FID) in the reruns, which ask for diagnostics.
+    settings = replace(settings or TaskSettings(), seed=seed, epochs=epochs, diagnostics=diagnostics)
     torch.manual_seed(seed)
     problem = task.build(settings)
     model = problem.model
     rank, world = _wrap_parallel(problem, task, parallel)
     spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
     hooks = get_optimizer_info(spec.optimizer).hooks
+    problem_after_step = getattr(problem, "after_step", None)  # the diffusion tasks' EMA of the weights
     context = LoopContext(
         metric_mode=task.mode,  # the training metric the hooks watch improves in the task's direction
         batch_size=getattr(problem, "batch_size", None),  # a function task has no batches
@@ -211,6 +217,8 @@ def train(
                 break
             if schedule is not None:
                 schedule.step()
+            if problem_after_step is not None:
+                problem_after_step()
             step += 1
             inputs = batch[0] if batch is not None else None
             for event in hooks.after_step(optimizer, problem.model, inputs, step, context, loss.detach()):
@@ -233,4 +241,6 @@ def train(
             break
         for event in hooks.after_epoch(optimizer, row, context):
             result.events.setdefault(event, []).append(step)
+    result.samples = dict(getattr(problem, "samples", {}))
+    result.generation = dict(getattr(problem, "generation", {}))
     return result

@@ -48,6 +48,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prune": (bool,),
     "tensorboard": (str,),
     "variants": (dict,),
+    "task_options": (dict,),
 }
 
 

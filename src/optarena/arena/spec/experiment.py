@@ -50,6 +50,7 @@ class Experiment:
     prune: bool = True
     tensorboard: Path | None = None  # also log every rerun's curves to TensorBoard under this folder
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> variant table (spec.variants)
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> its own options (Task.options)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -79,6 +80,14 @@ class Experiment:
             raise ValueError("Invalid optimizers: expected at least one optimizer")
         for task in self.tasks:
             get_task(task)
+        if not isinstance(self.task_options, dict):
+            raise ValueError(f"Invalid task_options: {self.task_options!r}; expected a table (task -> its options)")
+        for task, options in self.task_options.items():
+            if task not in self.tasks:
+                raise ValueError(f"Invalid task_options: {task!r} is not one of the tasks ({', '.join(self.tasks)})")
+            if not isinstance(options, dict):
+                raise ValueError(f"Invalid task_options: {task} = {options!r}; expected a table of options")
+            get_task(task).parse_options(options)
         self._specs = parse_variants(self.variants)
         for name in self.optimizers:
             if name not in list_optimizers() and name not in self._specs:
@@ -99,9 +108,14 @@ class Experiment:
     def storage_url(self) -> str:
         return self.storage or default_storage_url(self.out)
 
-    def settings(self) -> TaskSettings:
+    def settings(self, task: str | None = None) -> TaskSettings:
+        """How to build ``task``'s problems (its ``task_options`` included; None: the settings every task shares)."""
         return TaskSettings(
-            device=self.device, data_dir=self.data_dir, subset=self.subset, eval_subset=self.eval_subset
+            device=self.device,
+            data_dir=self.data_dir,
+            subset=self.subset,
+            eval_subset=self.eval_subset,
+            options=dict(self.task_options.get(task, {})) if task is not None else {},
         )
 
     def epochs_for(self, task: Task) -> int:

@@ -65,7 +65,7 @@ def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Object
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        variant, settings = experiment.spec(optimizer), experiment.settings()
+        variant, settings = experiment.spec(optimizer), experiment.settings(task.name)
         result = train(task, variant, params, seed=0, epochs=epochs, settings=settings, on_epoch=report)
         records.write_run(trial, result)
         return task.worst if result.diverged else result.records[-1]["val_metric"]
@@ -91,7 +91,7 @@ def final_objective(
             params,
             seed=run_seed,
             epochs=epochs,
-            settings=experiment.settings(),
+            settings=experiment.settings(task.name),
             diagnostics=True,
             tensorboard_dir=log_dir,
         )

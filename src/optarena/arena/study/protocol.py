@@ -39,7 +39,8 @@ def check_experiment(
     if not train:
         return
     preflight.check_tensorboard(experiment.tensorboard)
-    preflight.check_data(experiment.tasks, experiment.settings())
+    for task in experiment.tasks:
+        preflight.check_data([task], experiment.settings(task))
     for name in experiment.optimizers:
         spec = experiment.spec(name)
         options = spec.options_for(10)

@@ -8,7 +8,8 @@ always written, so every existing store (``experiments/evidence/stores/*.db``) r
 
 * a trial's user attributes: its run — ``records`` (the per-epoch rows), ``diverged``,
   ``diverged_reason``, ``threads``, ``load_average``, ``device``, ``trajectory``,
-  ``update_magnitudes`` and ``<event>_events`` (Adaburst's ``burst_events``) —, a tuning trial's
+  ``update_magnitudes``, ``samples`` and ``generation`` (a generative task's sample grids by epoch, and how
+  they were made) and ``<event>_events`` (Adaburst's ``burst_events``) —, a tuning trial's
   queue ``slot``, a rerun's ``seed`` and the configuration it trained with (``param_<name>``);
 * a tuning study's user attributes: ``config`` (the experiment), ``versions``, ``target``, ``mode``,
   ``metric``, ``kind``, ``sampler`` and ``pruner``;
@@ -49,6 +50,8 @@ class RunRecord:
     events: dict[str, list[int]] = field(default_factory=dict)  # event name ('burst') -> the steps it followed
     trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
     update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
+    samples: dict[int, str] = field(default_factory=dict)  # generative tasks: epoch -> base64 PNG grid of samples
+    generation: dict[str, Any] = field(default_factory=dict)  # how they were made and scored (FID features, ...)
     threads: int | None = None  # None: not recorded (an older store)
     load_average: list[float] = field(default_factory=list)
     device: str | None = None
@@ -133,6 +136,10 @@ def write_run(trial: optuna.Trial, run: RunResult) -> None:
         trial.set_user_attr("trajectory", run.trajectory)
     if run.update_magnitudes:
         trial.set_user_attr("update_magnitudes", run.update_magnitudes)
+    if run.samples:
+        trial.set_user_attr("samples", {str(epoch): grid for epoch, grid in run.samples.items()})  # JSON keys
+    if run.generation:
+        trial.set_user_attr("generation", run.generation)
 
 
 def write_rerun(trial: optuna.Trial, seed: int, params: dict[str, Any]) -> None:
@@ -242,6 +249,8 @@ def _run(attrs: dict[str, Any]) -> RunRecord | None:
         events=events,
         trajectory=attrs.get("trajectory") or [],
         update_magnitudes=attrs.get("update_magnitudes") or {},
+        samples={int(epoch): grid for epoch, grid in (attrs.get("samples") or {}).items()},
+        generation=attrs.get("generation") or {},
         threads=attrs.get("threads"),
         load_average=attrs.get("load_average") or [],
         device=attrs.get("device"),

@@ -22,6 +22,7 @@ process running it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -40,7 +41,7 @@ from optarena.arena.tasks import Task, get_task
 ProgressCallback = Callable[[str], None]
 OPEN = (TrialState.WAITING, TrialState.RUNNING)
 # Settings that change what an experiment's stored runs mean: a second compare may not change them.
-MEANING = ("epochs", "subset", "eval_subset", "sampler", "sampler_seed", "prune", "device", "data_dir")
+MEANING = ("epochs", "subset", "eval_subset", "sampler", "sampler_seed", "prune", "device", "data_dir", "task_options")
 
 
 def qmc_configurations(experiment: Experiment, optimizer: str) -> list[dict[str, Any]]:
@@ -71,6 +72,12 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _default(key: str) -> Any:
+    """The default of the experiment's setting ``key`` (what a store made before the setting existed ran with)."""
+    spec = Experiment.__dataclass_fields__[key]
+    return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc]
+
+
 def conflicts(experiment: Experiment, storage: Any) -> list[str]:
     """The settings of ``experiment`` that differ from those its studies in ``storage`` were run with.
 
@@ -78,7 +85,7 @@ def conflicts(experiment: Experiment, storage: Any) -> list[str]:
     of a variant already run); growing an experiment (tasks, optimizers, variants, trials, seeds) does not.
     """
     asked = _plain(experiment.to_dict())
-    defaults = _plain({key: Experiment.__dataclass_fields__[key].default for key in MEANING})
+    defaults = _plain({key: _default(key) for key in MEANING})
     differences: dict[str, tuple[Any, Any]] = {}
     for (task_name, optimizer), stored in records.stored_experiment_configs(storage, experiment.name).items():
         for key in MEANING:
@@ -289,5 +296,6 @@ def worker_experiment(storage_url: str, name: str) -> Experiment:
     its TensorBoard folder (if any) can be written."""
     experiment = load_experiment_config(storage_url, name)
     preflight.check_tensorboard(experiment.tensorboard, "tensorboard (of the experiment)")
-    preflight.check_data(experiment.tasks, experiment.settings())
+    for task in experiment.tasks:
+        preflight.check_data([task], experiment.settings(task))
     return experiment

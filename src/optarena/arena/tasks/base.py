@@ -7,7 +7,7 @@ A :class:`Task` is the registry entry (name, description, metric, default target
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -20,7 +20,8 @@ Mode = Literal["max", "min"]
 
 @dataclass(frozen=True)
 class TaskSettings:
-    """How to build one problem: the seed, the device, where data lives, and size limits for tiny runs."""
+    """How to build one problem: the seed, the device, where data lives, size limits for tiny runs, the run's
+    length and whether it measures what is costly (the runner sets these two), and the task's own options."""
 
     seed: int = 0
     device: str = "cpu"
@@ -28,6 +29,9 @@ class TaskSettings:
     subset: int | None = None  # keep at most this many training examples (tests, smoke runs)
     batch_size: int | None = None  # None: the task's default
     eval_subset: int | None = None  # score at most this many examples of each split (CPU-scale studies)
+    epochs: int | None = None  # the run's epochs (None: not known)
+    diagnostics: bool = False  # also measure what is costly and never tuned on (a generative task's FID)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the task's own options (Task.parse_options)
 
 
 class Problem(Protocol):
@@ -45,8 +49,13 @@ class Problem(Protocol):
         ...
 
     def evaluate(self) -> dict[str, float]:
-        """``train_loss``, ``train_metric``, ``val_metric`` and ``test_metric`` of the current model."""
+        """``train_loss``, ``train_metric``, ``val_metric`` and ``test_metric`` of the current model (and any
+        other finite measurement, in some evaluations only if it is costly: a generative task's ``fid``)."""
         ...
+
+    # A problem may also have ``after_step()``, which the runner calls after every optimizer step (the
+    # diffusion tasks' EMA of the weights), and, if it generates images, ``samples`` (epoch -> a base64 PNG
+    # grid of generated images) and ``generation`` (how they were made and scored), which the runner records.
 
 
 @dataclass(frozen=True)
@@ -64,17 +73,28 @@ class Task:
     mode: Mode
     target: float
     epochs: int
-    kind: Literal["function", "classification", "language"] = "classification"
+    kind: Literal["function", "classification", "language", "diffusion"] = "classification"
     needs: str = ""  # what must be installed or downloaded, said when it is missing
     tags: tuple[str, ...] = field(default_factory=tuple)
     # Finds the task's data without loading it or building a model: raises MissingDataError (or a
     # DataFileError naming the file) when ``build`` would; None for tasks that need nothing.
     check: Callable[[TaskSettings], None] | None = None
+    # Checks the task's own options (``TaskSettings.options``, an experiment's ``task_options``) and returns
+    # them parsed, raising a ValueError that names a bad one; None for a task that takes no options.
+    options: Callable[[Mapping[str, Any]], Any] | None = None
 
     def check_data(self, settings: TaskSettings) -> None:
         """Raise the error ``build(settings)`` would raise for missing data, cheaply (no model, no decoding)."""
         if self.check is not None:
             self.check(settings)
+
+    def parse_options(self, options: Mapping[str, Any]) -> Any:
+        """``options`` checked and parsed by the task; a ``ValueError`` naming the option if one is not valid."""
+        if self.options is not None:
+            return self.options(options)
+        if options:
+            raise ValueError(f"Invalid task_options: {self.name} takes no options, got {', '.join(map(str, options))}")
+        return None
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
