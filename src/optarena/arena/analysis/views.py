@@ -257,3 +257,61 @@ def steps_to_target_costs(tasks: Sequence[TaskView]) -> dict[str, dict[str, floa
         if row:
             costs[task.name] = row
     return costs
+
+
+# --- generative tasks: FID and samples ---------------------------------------------------------------------
+
+
+def generation_rows(curve: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """The evaluations of a run that measured its samples (FID, precision, recall): its FID epochs."""
+    return [row for row in curve if "fid" in row]
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    """One optimizer's samples at the last FID epoch, over its non-diverged reruns."""
+
+    fid: tuple[float, float, float]  # mean and 95% interval (clipped at 0)
+    precision: float  # mean
+    recall: float  # mean
+    seeds: int
+    epoch: int
+
+
+def summarize_generation(runs: OptimizerRuns) -> GenerationSummary | None:
+    """The last FID, precision and recall of each non-diverged rerun, over the seeds; None if none measured them."""
+    last = [rows[-1] for rows in map(generation_rows, runs.curves()) if rows]
+    if not last:
+        return None
+    mean, low, high = stats.mean_ci([row["fid"] for row in last], CONFIDENCE)
+    return GenerationSummary(
+        fid=(mean, max(low, 0.0), high),  # a t-interval over few seeds can pass below 0; a distance cannot
+        precision=float(np.mean([row.get("precision", math.nan) for row in last])),
+        recall=float(np.mean([row.get("recall", math.nan) for row in last])),
+        seeds=len(last),
+        epoch=int(min(row["epoch"] for row in last)),
+    )
+
+
+def generation_info(task: TaskView) -> dict[str, Any]:
+    """How the task's samples were made and scored (FID features, their accuracy, sampler), as a rerun recorded it."""
+    for runs in task.runs:
+        for trial in runs.finals:
+            if trial.run is not None and trial.run.generation:
+                return dict(trial.run.generation)
+    return {}
+
+
+def shared_samples(task: TaskView) -> tuple[int | None, dict[str, dict[int, str]]]:
+    """The lowest seed whose rerun kept samples for every optimizer that kept any, and those sample grids
+    (optimizer -> epoch -> base64 PNG): the same seed, so the same initial noise, for every optimizer."""
+    kept = {
+        runs.name: {seed_of(t): t.run.samples for t in runs.finals if t.run is not None and t.run.samples}
+        for runs in task.runs
+    }
+    kept = {name: by_seed for name, by_seed in kept.items() if by_seed}
+    common = set.intersection(*(set(by_seed) for by_seed in kept.values())) if kept else set()
+    if not common:
+        return None, {}
+    seed = min(common)
+    return seed, {name: by_seed[seed] for name, by_seed in kept.items()}

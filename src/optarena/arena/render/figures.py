@@ -1,4 +1,6 @@
-"""The report's figures: each is one function here that draws its PNG and returns the blocks that show it.
+"""The report's figures: each is one function that draws its PNG and returns the blocks that show it.
+
+They are here, and the generative tasks' (FID curves, sample grids) in :mod:`optarena.arena.render.generation`.
 
 A task figure takes a :class:`~optarena.arena.analysis.views.TaskView`, an experiment figure the
 whole :class:`~optarena.arena.analysis.views.ExperimentView`; both get the optimizers' colours and
@@ -10,7 +12,6 @@ and :data:`EXPERIMENT_FIGURES`: a new figure is a new function added to one of t
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,19 +29,14 @@ from optarena.arena.analysis.views import (
 )
 from optarena.arena.render import plotting
 from optarena.arena.render.document import Block, Image, Paragraph, spans
-from optarena.arena.render.plotting import Colors
+from optarena.arena.render.generation import generation_curves, sample_grids
+from optarena.arena.render.plotting import FOLDER, Colors
 from optarena.arena.tasks.functions import FUNCTIONS
 
-FOLDER = "figures"  # beside the report; the pages link figures/<name>.png
 # The optimizers whose second-moment decay the β2(t) figure explains.
 BETA2_OPTIMIZERS = frozenset({"adamnx", "adax", "adam", "adamw", "adafactor"})
 TaskFigure = Callable[[TaskView, Colors, Path], list[Block]]
 ExperimentFigure = Callable[[ExperimentView, Colors, Path], list[Block]]
-
-
-def _slug(name: str) -> str:
-    """``name`` as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 # --- drawing --------------------------------------------------------------------------------------------------
@@ -291,7 +287,7 @@ def _draw_beta2(path: Path) -> None:
 
 
 def _curves(task: TaskView, colors: Colors, folder: Path, key: str, what: str, x_note: str) -> list[Block]:
-    name = f"{_slug(task.name)}_curves_{'step' if key == 'step' else 'time'}.png"
+    name = f"{plotting.slug(task.name)}_curves_{'step' if key == 'step' else 'time'}.png"
     _draw_curves(task, colors, key, folder / name)
     bursts = any(t.run is not None and t.run.events.get("burst") for runs in task.runs for t in runs.finals)
     caption = (
@@ -315,7 +311,7 @@ def curves_by_time(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
 
 def lr_sensitivity(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
     """Every tuning trial's validation score against its learning rate."""
-    name = f"{_slug(task.name)}_lr_sensitivity.png"
+    name = f"{plotting.slug(task.name)}_lr_sensitivity.png"
     draw_lr_sensitivity(task, colors, folder / name)
     trials = sum(len(r.tune) for r in task.runs)
     pruned = sum(t.state == "pruned" for r in task.runs for t in r.tune)
@@ -328,7 +324,7 @@ def lr_sensitivity(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
 
 def trajectories(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
     """A 2-D function task: each optimizer's path over the contours."""
-    name = f"{_slug(task.name)}_trajectories.png"
+    name = f"{plotting.slug(task.name)}_trajectories.png"
     if task.kind != "function" or not _draw_trajectories(task, colors, folder / name):
         return []
     caption = "The path of each optimizer's seed-1 rerun over the function's contours; circle = start, star = minimum."
@@ -337,7 +333,7 @@ def trajectories(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
 
 def update_magnitudes(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
     """Mean per-layer update size per epoch, where the reruns recorded it."""
-    name = f"{_slug(task.name)}_update_magnitudes.png"
+    name = f"{plotting.slug(task.name)}_update_magnitudes.png"
     if not _draw_update_magnitudes(task, colors, folder / name):
         return []
     caption = "Mean |Δθ| per step in each epoch, averaged over the weight layers and the seeds (log scale)."
@@ -384,5 +380,13 @@ def beta2(view: ExperimentView, colors: Colors, folder: Path) -> list[Block]:
 
 
 # The report's figures, in the order it shows them: per task after its table, then across tasks.
-TASK_FIGURES: tuple[TaskFigure, ...] = (curves_by_step, curves_by_time, lr_sensitivity, trajectories, update_magnitudes)
+TASK_FIGURES: tuple[TaskFigure, ...] = (
+    curves_by_step,
+    curves_by_time,
+    generation_curves,
+    sample_grids,
+    lr_sensitivity,
+    trajectories,
+    update_magnitudes,
+)
 EXPERIMENT_FIGURES: tuple[ExperimentFigure, ...] = (performance_profile, beta2)

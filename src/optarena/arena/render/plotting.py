@@ -8,6 +8,7 @@ does not change the caller's matplotlib backend.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from matplotlib.ticker import PercentFormatter
 from optarena.arena.analysis.views import TaskView
 
 DPI = 100
+FOLDER = "figures"  # beside the report; the pages link figures/<name>.png
 Colors = dict[str, Any]  # optimizer -> matplotlib colour
+
+
+def slug(name: str) -> str:
+    """``name`` as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def new_figure(width: float = 7.5, height: float = 4.2) -> Figure:
