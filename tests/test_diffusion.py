@@ -28,18 +28,20 @@ from scipy import linalg
 
 from optarena.arena.render.report import build_report
 from optarena.arena.run.runner import train
+from optarena.arena.spec.config import load_experiment_file
 from optarena.arena.spec.experiment import Experiment, default_storage_url
 from optarena.arena.study import store, workers
 from optarena.arena.study.protocol import compare
 from optarena.arena.study.records import load_results
-from optarena.arena.tasks import TaskSettings, get_task
+from optarena.arena.tasks import TaskSettings, cifar_files, get_task, idx
+from optarena.arena.tasks.base import MissingDataError
 from optarena.arena.tasks.ddpm import EMA, NoiseSchedule, from_uint8, png_grid, to_uint8
 from optarena.arena.tasks.diffusion import FASHION, DiffusionProblem
 from optarena.arena.tasks.fashion_mnist import DEBIAN_FASHION_MNIST, load_mnist_format_splits
 from optarena.arena.tasks.fid import fid, precision_recall, statistics
 from optarena.arena.tasks.fid_features import classifier_features
 from optarena.arena.tasks.unet import UNet
-from tests.test_tasks_data import write_cifar10_pickles
+from tests.test_tasks_data import write_cifar10_pickles, write_mnist_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "fashion_mnist_ddpm"
@@ -310,6 +312,36 @@ def test_the_cifar10_configuration_builds_and_trains_on_tiny_pickles(tmp_path: P
     row = problem.evaluate()
     assert {"fid", "precision", "recall"} <= set(row) and problem.fid_samples == 8  # the tiny test split
     assert Image.open(io.BytesIO(base64.b64decode(problem.samples[1]))).mode == "RGB"
+
+
+def test_the_diffusion_tasks_find_their_data_without_reading_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPTARENA_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    for name, error in (("cifar10_ddpm", "CIFAR-10 not found"), (TASK, "fashion_mnist needs the MNIST-format files")):
+        if name == TASK and DEBIAN_FASHION_MNIST.is_dir():
+            continue  # Debian's copy is found wherever data_dir points
+        with pytest.raises(MissingDataError, match=error):
+            get_task(name).check_data(TaskSettings(data_dir=tmp_path))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("check_data read a data file")
+
+    write_cifar10_pickles(tmp_path / "cifar-10-batches-py")
+    write_mnist_dir(tmp_path / "fashion-mnist")
+    monkeypatch.setattr(cifar_files, "read_cifar_pickle", no_reading)
+    monkeypatch.setattr(idx, "read_idx", no_reading)
+    for name in ("cifar10_ddpm", TASK):
+        get_task(name).check_data(TaskSettings(data_dir=tmp_path))
+
+
+def test_the_experiment_files_compare_the_issues_optimizers() -> None:
+    seven = ["adamw", "sgdm", "adaburst", "swats", "adan", "adan_agr", "adamw_agr"]
+    cpu = load_experiment_file(REPO / "experiments" / "diffusion" / "fashion_ddpm.toml")
+    assert cpu.optimizers == seven and cpu.tasks == [TASK] and cpu.threads == 1
+    assert get_task(TASK).parse_options(cpu.task_options[TASK]).fid_every == 2
+    gpu_file = REPO / "experiments" / "diffusion" / "cifar10_ddpm_gpu.toml"
+    gpu = load_experiment_file(gpu_file, device="cpu")  # the file asks for CUDA, which this machine may not have
+    assert gpu.optimizers[:7] == seven and gpu.tasks == ["cifar10_ddpm"]
+    assert 'device = "cuda"' in gpu_file.read_text()
 
 
 # --- the protocol and the report ----------------------------------------------------------------------------
