@@ -210,8 +210,24 @@ def is_wrapper(info: OptimizerInfo) -> bool:
     return bool(info.defaults.get("lookahead"))
 
 
+# The gradient transforms' cost (docs/algorithms/transforms.md): optarena's AdamW (``adamw_agr`` with AGR off)
+# with none, then each transform alone, then all of them; the group ``transforms`` of --optimizers.
+TRANSFORM_CASES: dict[str, dict[str, Any]] = {
+    "adamw (engine)": {"agr": None},
+    "+ clip_norm": {"agr": None, "clip_norm": 1.0},
+    "+ clip_value": {"agr": None, "clip_value": 1.0},
+    "+ centralize": {"agr": None, "centralize": "weights"},
+    "+ normalize norm": {"agr": None, "normalize": "norm"},
+    "+ normalize std": {"agr": None, "normalize": "std"},
+    "+ agr": {"agr": "code"},
+    "+ all five": {"clip_norm": 1.0, "clip_value": 1.0, "centralize": "weights", "normalize": "norm", "agr": "code"},
+}
+TRANSFORM_BASE = "adamw_agr"
+
+
 def resolve_optimizers(spec: str) -> list[str]:
-    """Registry names from ``spec``: names and the groups ``engine``, ``baselines``, ``wrappers``, ``all``."""
+    """Registry names from ``spec``: names and the groups ``engine``, ``baselines``, ``wrappers``, ``all``
+    (``transforms`` is read by :func:`make_configs`)."""
     names = optarena.list_optimizers()
     groups = {
         "engine": [n for n in names if is_engine(get_optimizer_info(n))],
@@ -225,7 +241,7 @@ def resolve_optimizers(spec: str) -> list[str]:
     }
     chosen: list[str] = []
     for item in (part.strip().lower() for part in spec.split(",")):
-        if not item:
+        if not item or item == "transforms":
             continue
         for name in groups.get(item, [item]):
             get_optimizer_info(name)  # a ValueError naming the valid names if unknown
@@ -234,8 +250,9 @@ def resolve_optimizers(spec: str) -> list[str]:
     return chosen
 
 
-def make_configs(names: Sequence[str], modes: Sequence[str]) -> list[Config]:
-    """The two references first, then every (optimizer, mode) the optimizer supports."""
+def make_configs(names: Sequence[str], modes: Sequence[str], transforms: bool = False) -> list[Config]:
+    """The two references first, then every (optimizer, mode) the optimizer supports, then (with
+    ``transforms``) every :data:`TRANSFORM_CASES` entry in the foreach and compiled modes asked for."""
     configs = [
         Config(
             REFERENCE_NAME,
@@ -259,6 +276,11 @@ def make_configs(names: Sequence[str], modes: Sequence[str]) -> list[Config]:
             supplied = info.hooks.options(LoopContext(total_steps=1_000_000))
             kwargs = {**supplied, **MODES[mode].kwargs}
             configs.append(Config(name, mode, lambda params, n=name, kw=kwargs: create_optimizer(params, n, **kw)))
+    for label, options in TRANSFORM_CASES.items() if transforms else ():
+        for mode in (m for m in modes if m in ("foreach", "compiled")):
+            kwargs = {**options, **MODES[mode].kwargs}
+            build = lambda params, kw=kwargs: create_optimizer(params, TRANSFORM_BASE, **kw)  # noqa: E731
+            configs.append(Config(label, mode, build))
     return configs
 
 
@@ -710,7 +732,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--optimizers",
         default="engine",
         help="comma-separated registry names or groups: engine (optarena engine optimizers), baselines "
-        "(torch's), wrappers (lookahead_*), all",
+        "(torch's), wrappers (lookahead_*), all, transforms (optarena's AdamW with each gradient transform)",
     )
     parser.add_argument(
         "--modes",
@@ -771,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = []
         for set_name in args.set_names:
             shapes = scale_shapes(PARAM_SETS[set_name](), args.scale)
-            configs = make_configs(names, args.mode_names)
+            configs = make_configs(names, args.mode_names, transforms="transforms" in args.optimizers.lower())
             print(
                 f"[{set_name}] {len(shapes)} tensors, {numel(shapes):,} parameters, {len(configs)} configurations",
                 file=sys.stderr,

@@ -220,3 +220,16 @@ def test_docs_table_is_the_measured_behaviour():
 
 def test_policy_is_exported():
     assert optarena.optim.NONFINITE_POLICIES == ("propagate", "skip", "raise")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_copy_keeps_the_policy_and_the_count(name):
+    """torch's ``__getstate__`` keeps only defaults, state and groups: deepcopy and pickle must not reset the policy."""
+    import pickle
+
+    params, optimizer = _problem(name, "skip")
+    _backward(params, bad=math.nan)
+    optimizer.step()
+    assert optimizer.skipped_steps == 1
+    for clone in (copy.deepcopy(optimizer), pickle.loads(pickle.dumps(optimizer))):
+        assert clone.nonfinite == "skip" and clone.skipped_steps == 1

@@ -9,6 +9,7 @@ an oracle. The invariant and compiled suites check the same transforms through t
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -245,3 +246,54 @@ def test_the_wrapper_puts_the_original_gradients_back():
     assert all(torch.equal(p.grad, b) for p, b in zip(model.parameters(), before))
     with pytest.raises(ValueError, match=r"Invalid agr: 'paper'"):
         GradientTransforms(torch.optim.SGD(model.parameters(), lr=0.1), agr="paper")
+
+
+def test_centralization_compiles_on_a_transformer_block():
+    """A GPT block's shapes (layer norms, qkv, projections): torch 2.13's CPU inductor failed to compile GC's mean
+    fused into AdamW's kernel until the mean got a buffer of its own; the compiled step must not fall back."""
+    d = 8
+    shapes = [(d,), (d,), (3 * d, d), (3 * d,), (d, d), (d,), (d,), (d,), (4 * d, d), (4 * d,), (d, 4 * d), (d,)]
+    torch.manual_seed(4)
+    grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in range(3)]
+    finals = []
+    for compile_ in (False, True):
+        params = [nn.Parameter(torch.ones(s, dtype=torch.float64)) for s in shapes]
+        opt = optarena.create_optimizer(params, "adamw_agr", agr=None, centralize="weights", compile=compile_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager warns
+            for step_grads in grads:
+                for p, g in zip(params, step_grads):
+                    p.grad = g.clone()
+                opt.step()
+        finals.append([p.detach().clone() for p in params])
+    assert max_diff(finals[0], finals[1]) <= TOL
+
+
+def test_the_arena_compares_agr_with_its_comparators_on_one_base(tmp_path):
+    """experiments/evidence/agr_comparators.toml: every method is torch's AdamW with one transform in front, and
+    the arena runs them under one budget (here digits, 1 trial, 1 seed, 1 epoch)."""
+    from pathlib import Path
+
+    from optarena.arena.cli import main
+    from optarena.arena.spec.config import load_experiment_file
+    from optarena.arena.spec.variants import parse_variants
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "evidence" / "agr_comparators.toml"
+    experiment = load_experiment_file(path)
+    specs = parse_variants(experiment.variants)
+    built = {
+        name: optarena.create_optimizer(conv_net(), spec.optimizer, **spec.options) for name, spec in specs.items()
+    }
+    assert {name: type(opt).__name__ for name, opt in built.items()} == {
+        "adamw_agr_wrapped": "AGR",
+        "adamw_gc": "GradientTransforms",
+        "adamw_gn": "GradientTransforms",
+        "adamw_clip": "GradientTransforms",
+        "adamw_gc_agr": "GradientTransforms",
+    }
+    assert all(isinstance(opt.optimizer, torch.optim.AdamW) for opt in built.values())
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    argv = ["compare", "--config", str(path), "--task", "digits", "--trials", "1", "--seeds", "1", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--storage", store]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert all(name in report for name in ("adamw_gc", "adamw_gn", "adamw_clip", "adamw_agr_wrapped"))

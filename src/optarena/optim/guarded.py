@@ -107,6 +107,10 @@ class GuardedOptimizer(Optimizer):
             out.update(vars(klass).get("hyperparameters", {}))
         return out
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's keeps only defaults, state and param_groups: a deepcopy or pickle would reset the policy.
+        return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
+
     def _set_nonfinite_policy(self, nonfinite: str) -> None:
         OneOf(NONFINITE_POLICIES).check("nonfinite", nonfinite)
         self.nonfinite = nonfinite

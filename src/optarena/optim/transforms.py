@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from optarena.optim.agr import AGR_OPTIONS, agr_multi_tensor, agr_single_tensor, in_scope
-from optarena.optim.functional import Scalar, global_l2_norm
+from optarena.optim.functional import Scalar, global_l2_norm, realize
 from optarena.validation import Constraint, OneOf, Real
 
 Pipeline = tuple[tuple[Any, ...], ...]
@@ -125,7 +125,12 @@ def centralize_single_tensor(grad: Tensor, scope: str = "weights") -> Tensor:
     Tensors outside ``scope`` are returned as they are."""
     if grad.dim() < (4 if scope == "conv" else 2):
         return grad
-    return grad - grad.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+    mean = grad.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+    if torch.compiler.is_compiling():
+        # A buffer of its own: inductor's CPU outer-loop fusion of this reduction with the optimizer's
+        # elementwise kernel fails to compile in torch 2.13 (KeyError in try_outer_loop_fusion_with_local_buf).
+        mean = realize(mean)
+    return grad - mean
 
 
 def centralize(

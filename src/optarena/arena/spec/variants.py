@@ -41,6 +41,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
 
 from optarena.optim import get_optimizer_info, list_optimizers
+from optarena.optim.registry import declared_hyperparameters
 from optarena.schedules import SGDR, AdamNXLR
 
 VARIANT_KEYS = ("optimizer", "options", "schedule", "schedule_options", "agr_stop_epoch", "lr_range")
@@ -171,7 +172,10 @@ def parse_variant(name: str, entry: Mapping[str, Any]) -> OptimizerSpec:
         raise ValueError(f"Invalid {where}: optimizer {base!r} is not registered; valid names: {valid}")
     info = get_optimizer_info(base)
     options = dict(entry.get("options", {}))
-    known = set(info.hyperparameter_defaults()) | {"lookahead_k", "lookahead_alpha", "lookahead_pullback"}
+    # The constructor's keywords, and what create_optimizer adds: Lookahead's, and the gradient transforms'
+    # (the wrapper's keywords, for a torch baseline).
+    known = set(info.hyperparameter_defaults()) | set(declared_hyperparameters(base))
+    known |= {"lookahead_k", "lookahead_alpha", "lookahead_pullback"}
     for key in options:
         if key == "lr":
             raise ValueError(f"Invalid {where}: options may not fix lr; the protocol tunes it for every optimizer")
