@@ -37,8 +37,10 @@ def agr_single_tensor(grad: Tensor, *, official_edge_cases: bool = False) -> Ten
     if not official_edge_cases and grad.numel() < 2:
         return grad.clone()
     (total,) = per_tensor_l1([grad])  # Σ|g| over the whole tensor
-    if not official_edge_cases and total == 0:
-        return grad.clone()
+    if not official_edge_cases:
+        # Floored at the smallest normal number: an all-zero gradient gets α = 0 and stays zero, and any other
+        # sum (≥ one normal |g_i|) is unchanged.
+        total = total.clamp_min(torch.finfo(grad.dtype).tiny)
     alpha = grad.abs() / total
     return grad - alpha * grad
 
@@ -53,16 +55,16 @@ def agr_multi_tensor(grads: list[Tensor], *, official_edge_cases: bool = False) 
     out = [g if i in kept else g.clone() for i, g in enumerate(grads)]  # the kept ones are replaced below
     if keep:
         sel = [grads[i] for i in keep]
-        totals = per_tensor_l1(sel)
-        if not official_edge_cases:
-            # An all-zero gradient: divide by 1 instead of 0, so it stays zero (α = 0) with no
-            # data-dependent branch.
-            stacked = torch.stack(totals)
-            totals = list(torch.where(stacked == 0, torch.ones_like(stacked), stacked).unbind(0))
         alphas = torch._foreach_abs(sel)
+        totals = [a.sum() for a in alphas]  # Σ|g| per tensor, from the |g| already at hand
+        if not official_edge_cases:  # the reference's floor, with no data-dependent branch
+            floors = [torch.finfo(t.dtype).tiny for t in totals]
+            if torch.compiler.is_compiling():  # inductor has no lowering for the foreach clamp; it fuses these
+                totals = [t.clamp_min(f) for t, f in zip(totals, floors)]
+            else:  # out of place: a sharded (DTensor) sum is a partial one, which cannot be clamped in place
+                totals = list(torch._foreach_clamp_min(totals, floors))
         torch._foreach_div_(alphas, totals)
-        torch._foreach_mul_(alphas, sel)
-        regularized = torch._foreach_sub(sel, alphas)
+        regularized = torch._foreach_addcmul(sel, alphas, sel, value=-1.0)  # g − α⊙g, bit for bit
         for i, r in zip(keep, regularized):
             out[i] = r
     return out
