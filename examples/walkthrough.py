@@ -117,6 +117,7 @@ def read_results(storage_url: str, out: Path) -> None:
     axes.legend()
     path = out / "walkthrough_curves.png"
     figure.savefig(path, dpi=100)
+    pyplot.close(figure)
     print(f"the report's curves figure, redrawn from the DataFrame: {path}")
 
 

@@ -102,6 +102,7 @@ def test_a_figure_of_the_report_redrawn_from_the_table(out: Path, frame: pandas.
     axes.legend()
     path = tmp_path / "curves.png"
     figure.savefig(path)
+    pyplot.close(figure)  # no figure left open for the tests that follow (tests/test_report.py counts them)
     assert path.read_bytes().startswith(PNG_MAGIC)
 
 
