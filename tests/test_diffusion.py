@@ -374,6 +374,21 @@ def test_compare_and_report_show_fid_curves_and_sample_grids(tmp_path: Path) -> 
 
 
 @needs_fashion
+def test_a_worker_runs_a_prepared_diffusion_study_with_its_task_options(tmp_path: Path) -> None:
+    options = {**CI_OPTIONS, "fid_samples": 16}
+    experiment = Experiment(
+        out=tmp_path, tasks=[TASK], optimizers=["adamw"], trials=1, seeds=1, epochs=1, subset=128, eval_subset=32,
+        task_options={TASK: options},
+    )  # fmt: skip
+    compare(experiment, prepare_only=True)
+    joined = workers.worker_experiment(experiment.storage_url, experiment.name)  # as `optarena worker` reads it
+    assert joined.task_options == {TASK: options}
+    assert workers.work(joined, store.open_storage(experiment.storage_url), poll_seconds=0.1) == 2
+    (pair,) = load_results(experiment.storage_url, experiment.name).pairs.values()
+    assert pair.final[0].run.generation["samples"] == 16 and "fid" in pair.final[0].run.rows[-1]
+
+
+@needs_fashion
 def test_a_killed_diffusion_compare_resumes_like_any_task(tmp_path: Path, feature_cache: Path) -> None:
     experiment = (
         f"Experiment(out={str(tmp_path)!r}, tasks=[{TASK!r}], optimizers=['adamw'], trials=2, seeds=1, epochs=2,"
