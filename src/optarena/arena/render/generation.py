@@ -56,8 +56,10 @@ def _draw_fid(task: TaskView, colors: Colors, path: Path) -> None:
         low = np.clip(low, 0, None)  # a t-interval over few seeds can pass below 0; a distance cannot
         style = plotting.linestyle(colors, runs.name)
         ax.plot(x, mean, color=colors[runs.name], linestyle=style, marker="o", label=runs.name)
-        if len(curves) > 1:
+        if len(curves) > 1 and length > 1:
             ax.fill_between(x, low, high, color=colors[runs.name], alpha=0.2, linewidth=0)
+        elif len(curves) > 1:  # one FID epoch: a band of one point would not show
+            ax.errorbar(x, mean, yerr=[mean - low, high - mean], color=colors[runs.name], capsize=4, linestyle="none")
     ax.set_xlabel("step")
     ax.set_ylabel("FID (lower is better)")
     ax.set_title(f"{task.name}: FID (mean ± 95% CI over seeds)")
@@ -95,8 +97,8 @@ def generation_curves(task: TaskView, colors: Colors, folder: Path) -> list[Bloc
             f"{FOLDER}/{name}",
             f"{task.name}: FID over training",
             "FID of each rerun's samples against as many test images at its FID epochs: mean over the non-diverged "
-            "seeds, band = 95% CI (clipped at 0). The same initial noise at every epoch and, seed for seed, for "
-            "every optimizer.",
+            "seeds, band (a bar at a single FID epoch) = 95% CI (clipped at 0). The same initial noise at every "
+            "epoch and, seed for seed, for every optimizer.",
         ),
         Table(["Optimizer", "Last FID: mean [95% CI, clipped at 0]", "Precision", "Recall", "Seeds"], rows),
         Paragraph(
