@@ -158,9 +158,10 @@ def train_and_write(single: SingleRun, parallel: str | None, writer: bool) -> Pa
     def show(epoch: int, row: dict[str, float]) -> None:
         if not writer:
             return
+        fid = f"  FID {row['fid']:.4g}" if "fid" in row else ""  # a generative task's FID epochs
         console.print(
             f"epoch {epoch:>3}  step {int(row['step']):>6}  {row['wall_time']:7.2f}s  "
-            f"train loss {row['train_loss']:.4g}  test {escape(task.metric)} {row['test_metric']:.4g}"
+            f"train loss {row['train_loss']:.4g}  test {escape(task.metric)} {row['test_metric']:.4g}{fid}"
         )
 
     result = runner.train(task, single.optimizer, single.hyperparameters, seed=single.seed, epochs=single.epochs,
