@@ -12,10 +12,11 @@ import pytest
 from scipy import stats
 
 from optarena.arena.evidence.claims import load_claims
-from optarena.arena.evidence.judgement import compare_seeds
+from optarena.arena.evidence.judgement import VERDICTS, compare_seeds
 from optarena.arena.spec.config import ConfigError, load_experiment_file
 
 REPO = Path(__file__).resolve().parents[1]
+CLAIM_KEYS = 'metric = "test accuracy"\ndirection = "higher"\nmargin = 0.01\npaper_effect_source = "none given"\n'
 
 
 def run_evidence(cwd: Path, *args: str, timeout: int = 600, env: dict | None = None) -> None:
@@ -52,7 +53,7 @@ def test_paired_interval_is_the_t_interval_of_per_seed_differences():
     welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
     assert got.welch[1:] == pytest.approx((welch.low, welch.high), rel=1e-12)  # shown beside it for reference
     # the same numbers unpaired: the shared seed effect is not removed, and nothing is decided
-    assert compare_seeds(a, b, "max").verdict == "inconclusive"
+    assert compare_seeds(a, b, "max").verdict == "underpowered"
     with pytest.raises(ValueError, match="paired comparison: 4 method seeds against 3"):
         compare_seeds(a, b[:3], "max", paired=True)
 
@@ -60,10 +61,10 @@ def test_paired_interval_is_the_t_interval_of_per_seed_differences():
 @pytest.mark.parametrize(
     "method,baseline,mode,verdict",
     [
-        ([0.80, 0.81, 0.79], [0.90, 0.91, 0.89], "max", "not confirmed"),
-        ([0.85, 0.95, 0.75], [0.86, 0.80, 0.92], "max", "inconclusive"),
+        ([0.80, 0.81, 0.79], [0.90, 0.91, 0.89], "max", "refuted"),
+        ([0.85, 0.95, 0.75], [0.86, 0.80, 0.92], "max", "underpowered"),
         ([0.30, 0.31, 0.29], [0.50, 0.52, 0.49], "min", "confirmed"),  # a lower loss is better
-        ([0.9], [0.8, 0.81], "max", "inconclusive"),  # one seed: no interval
+        ([0.9], [0.8, 0.81], "max", "underpowered"),  # one seed: no interval
     ],
 )
 def test_verdicts(method, baseline, mode, verdict):
@@ -90,15 +91,21 @@ def test_evidence_command_runs_the_experiment_and_writes_verdicts(tmp_path):
         "[[claim]]\n"
         'id = "agr-adamw"\npaper = "AGR (seed 003)"\nclaim = "AdamW+AGR beats AdamW"\n'
         'paper_result = "higher Top-1 on Tiny-ImageNet"\nexperiment = "agr_digits.toml"\n'
-        'task = "digits"\nmethod = "adamw_agr"\nbaseline = "adamw"\n'
+        'task = "digits"\nmethod = "adamw_agr"\nbaseline = "adamw"\n' + CLAIM_KEYS
     )
     out = tmp_path / "results.md"
     run_evidence(tmp_path, "--claims", str(claims), "--run", "--smoke", "--out", str(out))
     text = out.read_text()
     assert "smoke scale: not evidence" in text
-    row = next(line for line in text.splitlines() if line.startswith("| agr-adamw"))
-    assert "adamw_agr" in row and " 2/2 " in row  # two seeds each at smoke scale
-    assert any(f"**{v}**" in row for v in ("confirmed", "not confirmed", "inconclusive"))
+    row = next(line for line in text.splitlines() if line.startswith("| agr-adamw: "))
+    assert "adamw_agr" in row
+    summary = next(line for line in text.splitlines() if line.startswith("| agr-adamw |"))
+    assert " 2/2 paired " in summary  # two seeds each at smoke scale
+    assert any(f"**{v}**" in summary for v in VERDICTS)
+    per_seed = (tmp_path / "results" / "claims-per-seed.csv").read_text().splitlines()
+    assert per_seed[0].startswith("claim,experiment,task,metric,method,baseline,seed,")
+    assert len(per_seed) == 1 + 2 and all(line.startswith("agr-adamw,") for line in per_seed[1:])
+    assert (tmp_path / "results" / "figures" / "forest.png").is_file()
     assert (tmp_path / "runs" / "evidence-smoke" / "agr_digits" / "optarena.db").is_file()
 
 
@@ -124,11 +131,14 @@ def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
     claims = load_claims(claims_path)
     for claim in claims:
         row = next(line for line in text.splitlines() if line.startswith(f"| {claim.id}: "))
-        assert any(f"**{v}**" in row for v in ("confirmed", "not confirmed", "inconclusive")), row
+        assert any(f"**{v}**" in row for v in VERDICTS), row
     for section in (
-        "## What we learned",
+        "## All claims",
         "### Learning-rate sensitivity",
-        "### Budget",
+        "### Time to target",
+        "## Not re-tested",
+        "## Budget",
+        "## Commentary (hand-written, not generated from the stores)",
         "## Setups",
         "## Full reports",
     ):
@@ -143,9 +153,9 @@ def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
 @pytest.mark.parametrize(
     "method,baseline,verdict",
     [
-        ([0.9, float("nan"), 0.91], [0.5, 0.6, 0.55], "not confirmed"),  # a diverged seed loses
+        ([0.9, float("nan"), 0.91], [0.5, 0.6, 0.55], "refuted"),  # a diverged seed loses
         ([0.5, 0.6, 0.55], [0.9, 0.91, float("nan")], "confirmed"),
-        ([float("nan"), 0.9], [0.9, float("nan")], "inconclusive"),
+        ([float("nan"), 0.9], [0.9, float("nan")], "underpowered"),
     ],
 )
 def test_diverged_seeds_decide_against_their_side(method, baseline, verdict):
@@ -168,7 +178,7 @@ def test_claim_measure_keys_are_validated(tmp_path, extra, message):
     path = tmp_path / "claims.toml"
     path.write_text(
         '[[claim]]\nid = "x"\npaper = "p"\nclaim = "c"\npaper_result = "r"\nexperiment = "e.toml"\n'
-        f'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n{extra}\n'
+        f'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n{extra}\n' + CLAIM_KEYS
     )
     with pytest.raises(ConfigError, match=message):
         load_claims(path)
@@ -180,10 +190,170 @@ def test_claims_whose_runs_are_missing_are_listed_not_judged(tmp_path):
     claims = tmp_path / "claims.toml"
     claims.write_text(
         '[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "never.toml"\n'
-        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n'
+        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
     )
     out = tmp_path / "results.md"
     run_evidence(tmp_path, "--claims", str(claims), "--out", str(out))
     text = out.read_text()
     assert "## Not run yet" in text and "- x (P): adamw vs sgdm in `never.toml`" in text
     assert "| x: " not in text  # no verdict row without data
+
+
+# --- the pre-registered verdict rule -------------------------------------------------------------------------
+
+
+def test_one_sided_p_values_are_scipys_paired_tests():
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.90, 0.915, 0.91, 0.94]
+    got = compare_seeds(a, b, "max", paired=True, confirm_bound=0.002, refute_bound=0.03)
+    d = np.subtract(a, b)
+    assert got.p_confirm == pytest.approx(stats.ttest_1samp(d, 0.002, alternative="greater").pvalue, rel=1e-12)
+    assert got.p_refute == pytest.approx(stats.ttest_1samp(d, 0.03, alternative="less").pvalue, rel=1e-12)
+    mde = (stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)) * d.std(ddof=1) / 2
+    assert got.mde == pytest.approx(mde, rel=1e-12)
+
+
+def test_refuted_when_the_interval_excludes_the_papers_effect():
+    # a precise null: the paper's +5 points lie far above the interval, and so does the margin
+    method, baseline = [0.861, 0.862, 0.860, 0.863], [0.860, 0.863, 0.861, 0.862]
+    assert compare_seeds(method, baseline, "max", paired=True, refute_bound=0.05).verdict == "refuted"
+    # the same spread cannot exclude an effect inside its interval
+    assert compare_seeds(method, baseline, "max", paired=True, refute_bound=0.0015).verdict == "underpowered"
+
+
+def test_a_sure_but_negligible_difference_is_not_confirmed():
+    method, baseline = [2.50002, 2.48002, 2.51002], [2.5, 2.48, 2.51]  # +2e-5 nats, a loss: lower is better
+    plain = compare_seeds(baseline, method, "min", paired=True, refute_bound=0.01)
+    assert plain.verdict == "confirmed"  # the sign is sure...
+    judged = compare_seeds(baseline, method, "min", paired=True, refute_bound=0.01, relevant=0.01)
+    assert judged.verdict == "refuted"  # ...but the interval lies wholly below the margin
+
+
+def _claim(tmp_path, cid: str, **extra):
+    from optarena.arena.evidence.claims import Claim
+
+    return Claim(id=cid, paper="P", claim="c", paper_result="r", experiment=tmp_path / "e.toml", task="digits",
+                 method="m", baseline="b", margin=0.01, **extra)  # fmt: skip
+
+
+def test_holm_correction_across_the_page(tmp_path):
+    from optarena.arena.evidence.judgement import Judgement, correct
+    from optarena.arena.spec.experiment import Experiment
+
+    experiment = Experiment(name="e", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.8, 0.01, size=5)
+    shifts = [0.05, 0.012, 0.011, 0.0]  # one clear effect, two borderline, one null
+    judgements = []
+    for i, shift in enumerate(shifts):
+        method = base + shift + rng.normal(0, 0.004, size=5)
+        cmp = compare_seeds(list(method), list(base), "max", paired=True, relevant=0.01, refute_bound=0.01)
+        judgements.append(Judgement(_claim(tmp_path, f"c{i}"), experiment, cmp, {}, {}))
+    corrected = correct(judgements)
+    raw = [j.comparison.p_confirm for j in judgements]
+    from optarena.arena.analysis.stats import holm
+
+    assert [j.p_confirm_holm for j in corrected] == pytest.approx(holm(raw), rel=1e-12)
+    assert [j.p_refute_holm for j in corrected] == pytest.approx(holm([j.comparison.p_refute for j in judgements]))
+    for j in corrected:
+        assert (j.verdict == "confirmed") == (j.p_confirm_holm < 0.025 and j.comparison.difference[2] >= 0.01)
+    assert corrected[0].verdict == "confirmed"
+    # a single claim keeps its raw p-value: the correction is over the page's claims
+    assert correct(judgements[:1])[0].p_confirm_holm == pytest.approx(raw[0], rel=1e-12)
+
+
+def test_claim_bounds_follow_the_rule(tmp_path):
+    superiority = _claim(tmp_path, "s", paper_effect=0.05)
+    assert (superiority.confirm_bound, superiority.refute_bound) == (0.0, 0.05)
+    assert _claim(tmp_path, "n").refute_bound == 0.01  # no number from the paper: the margin
+    relevance = _claim(tmp_path, "r", rule="relevance", paper_effect=0.004)
+    assert (relevance.confirm_bound, relevance.refute_bound) == (0.01, 0.01)  # never below the confirm bound
+    non_inferiority = _claim(tmp_path, "ni", rule="non-inferiority")
+    assert (non_inferiority.confirm_bound, non_inferiority.refute_bound) == (-0.01, -0.01)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (('direction = "higher"', 'direction = "up"'), r"claim 'x': direction 'up'; expected one of higher, lower"),
+        (("margin = 0.01", "margin = 0"), r"claim 'x': margin 0.0; expected a number > 0"),
+        (("margin = 0.01", 'margin = "1"'), r"claim 'x': key 'margin' must be a finite number"),
+        (('metric = "test accuracy"', 'metric = "train accuracy"'), r"metric 'train accuracy' must start with"),
+        (("margin = 0.01", 'margin = 0.01\nrule = "maybe"'), r"rule 'maybe'; expected one of superiority"),
+        (("margin = 0.01", "margin = 0.01\npaper_effect = true"), r"key 'paper_effect' must be a finite number"),
+        (('paper_effect_source = "none given"\n', ""), r"claim 'x': missing key 'paper_effect_source'"),
+    ],
+)
+def test_pre_registration_keys_are_validated(tmp_path, change, message):
+    path = tmp_path / "claims.toml"
+    text = (
+        '[[claim]]\nid = "x"\npaper = "p"\nclaim = "c"\npaper_result = "r"\nexperiment = "e.toml"\n'
+        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
+    )
+    path.write_text(text.replace(*change))
+    with pytest.raises(ConfigError, match=message):
+        load_claims(path)
+
+
+def test_untested_entries_and_their_studies(tmp_path):
+    from optarena.arena.evidence.claims import load_claims_file
+
+    path = tmp_path / "claims.toml"
+    claim = (
+        '[[claim]]\nid = "x"\npaper = "p"\nclaim = "c"\npaper_result = "r"\nexperiment = "e.toml"\n'
+        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
+    )
+    path.write_text(claim + '[[untested]]\nid = "u"\npaper = "p"\nclaim = "GANs"\nreason = "no GAN task"\n'
+                    'experiment = "later.toml"\n')  # fmt: skip
+    untested = load_claims_file(path).untested
+    assert [(u.id, u.reason, u.experiment) for u in untested] == [("u", "no GAN task", tmp_path / "later.toml")]
+    path.write_text(claim + '[[untested]]\nid = "u"\npaper = "p"\nclaim = "GANs"\n')
+    with pytest.raises(ConfigError, match=r"untested 'u': missing key 'reason'"):
+        load_claims_file(path)
+    path.write_text(claim + '[[untested]]\nid = "x"\npaper = "p"\nclaim = "c"\nreason = "r"\n')
+    with pytest.raises(ConfigError, match=r"claim ids repeat: \['x'\]"):
+        load_claims_file(path)
+
+
+def test_the_projects_claims_carry_the_seeds_numbers():
+    """The effects read from the seeds (not 'values lost'): AdamNX Table 11, AGR Tables 1-2, 5 and 7."""
+    from optarena.arena.evidence.claims import load_claims_file
+
+    claims_file = load_claims_file(REPO / "experiments" / "evidence" / "claims.toml")
+    claims = {c.id: c for c in claims_file.claims}
+    assert claims["adamnx-sgdm"].paper_effect == pytest.approx(0.3903 - 0.3566)  # Table 11, top-1 error
+    assert claims["adamnx-radam"].paper_effect == pytest.approx(0.3612 - 0.3566)
+    assert claims["agr-adamw"].paper_effect == pytest.approx(0.6850 - 0.6764)  # Table 5
+    assert "9.34" in claims["agr-adan"].paper_result and "7.44" in claims["agr-adan"].paper_result  # Tables 1-2
+    assert not any("values lost" in c.paper_result for c in claims_file.claims)
+    # the CIFAR-10 training-accuracy number is compared on training accuracy
+    train = claims["adaburst-sgdm-cifar10-train"]
+    assert (train.split, train.metric, train.paper_effect) == ("train", "train accuracy", 0.0041)
+    assert (
+        "training" not in claims["adaburst-sgdm-cifar10"].paper_result
+        or claims["adaburst-sgdm-cifar10"].split == "train"
+    )
+    untested = {"agr-ddpm", "adamnx-tables-8-10", "adax-alone", "agr-vs-gc-normalization", "lookahead-larger-lr",
+                "adabelief-gan"}  # fmt: skip
+    assert {u.id for u in claims_file.untested} >= untested
+
+
+def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, monkeypatch):
+    from optarena.arena.evidence import sections
+    from optarena.arena.evidence.judgement import Budget
+    from optarena.arena.spec.experiment import Experiment
+
+    experiment = Experiment(name="new", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
+    recorded = {("digits", "adamw"): {"trials": 16, "tune_seeds": 2, "seconds": 12.5}, ("digits", "sgdm"): None}
+    budgets = {
+        "new": Budget(experiment, 40, 3600.0, ("cpu",), ("1",), recorded, {"trials": 16, "seeds": 10}),
+        "old": Budget(experiment, 24, 7200.0, ("cpu",), ("1",), {("digits", "adamw"): None}, {"trials": 5, "seeds": 3}),
+    }
+    monkeypatch.setattr(sections, "budget", lambda e: budgets[e.name])
+    lines = sections.budget_lines({tmp_path / "new.toml": experiment})
+    text = "\n".join(lines)
+    assert "| new.toml | 40 | 1.00 h | cpu | 1 | 16 × 10 |" in text
+    assert "| new.toml | digits | adamw | trials 16; tune_seeds 2; seconds 12.5 |" in text
+    assert "| new.toml | digits | sgdm | not recorded (store predates the budget record) |" in text
+    old = Experiment(name="old", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
+    text = "\n".join(sections.budget_lines({tmp_path / "old.toml": old}))
+    assert "| old.toml | every task | all 1 studies | not recorded (store predates the budget record) |" in text

@@ -367,18 +367,20 @@ def test_evidence_page_with_hostile_claims_is_safe(tmp_path: Path) -> None:
     claim = Claim(
         id=names["id"], paper=names["paper"], claim=names["claim"], paper_result=names["paper_result"],
         experiment=tmp_path / names["experiment"], task="digits", method=names["method"], baseline="sgdm",
-        paper_setup="setup | <u>",
+        paper_setup="setup | <u>", paper_effect_source="src <b>x</b> | `y`", commentary="note <i>z</i>",
     )  # fmt: skip
-    judgement = Judgement(claim, experiment, compare_seeds([0.90, 0.92], [0.80, 0.81], "max", paired=True))
+    comparison = compare_seeds([0.90, 0.92], [0.80, 0.81], "max", paired=True)
+    judgement = Judgement(claim, experiment, comparison, {1: 0.90, 2: 0.92}, {1: 0.80, 2: 0.81})
     md = render([judgement], title="T`<script>", missing=[claim])
     _assert_safe_markdown(md, [names["experiment"]])
     rows = [line for line in md.splitlines() if line.startswith("| c\\`1")]
-    assert len(rows) == 1 and rows[0].endswith("| **confirmed** |")
+    assert len(rows) == 2 and all(row.endswith("| **confirmed** |") for row in rows)  # summary and paper rows
     from markdown_it import MarkdownIt
 
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     assert not re.search(r"<(script|b|i|u|s)>", rendered), "a claim's text became HTML"
     texts = " ".join(_inline(_parse_markdown(md), "text"))
+    assert "src <b>x</b> | `y`" in texts and "note <i>z</i>" in texts
     for key in ("id", "paper", "paper_result"):
         assert names[key] in texts, key
 

@@ -1,26 +1,48 @@
-"""Claims files: the seed papers' claims, each with the experiment that re-tests it.
+"""Claims files: the seed papers' claims, each pre-registered with its metric, effect, margin and rule.
 
-A claims file (TOML) holds a ``title``, free-text ``notes`` and ``[[claim]]`` entries: which paper,
-what it claims, the paper's own number and setup, the experiment file that re-tests it (an ordinary
-``optarena compare`` experiment), the task, and the method and baseline optimizers (registered names
-or the experiment's variants). By default a claim compares the final *test* metric over seeds;
-``split = "train"`` compares the training metric (Adaburst reports training accuracy) and
-``at_epoch = N`` the metric after epoch N (the speed of early training).
+A claims file (TOML) holds a ``title``, hand-written ``commentary`` (shown as such, never as a finding),
+``[[claim]]`` entries and ``[[untested]]`` entries.
+
+A claim says, before it is run: which paper and what it claims (``paper_result`` quotes the paper), the
+experiment file that re-tests it, the task, the method and baseline optimizers, and
+
+* ``metric``: what is compared, ``"<split> <the task's metric>"`` (``"test accuracy"``, ``"train accuracy"``,
+  ``"test nats_per_char"``); ``split = "train"`` compares the training metric, ``at_epoch = N`` the metric
+  after epoch N (by default the last);
+* ``direction``: ``"higher"`` or ``"lower"`` is better (it must agree with the task's);
+* ``paper_effect``: the paper's effect, method − baseline in the metric's units oriented so that positive
+  favours the method (accuracy as a fraction: 0.0041 = 0.41 points), and ``paper_effect_source``: the
+  table or sentence it comes from, or why the paper gives no number (then ``paper_effect`` is absent);
+* ``margin`` (> 0, the metric's units): the smallest difference that counts as practically relevant;
+* ``rule``: what *confirmed* means — ``"superiority"`` (the difference is above 0), ``"relevance"``
+  (above the margin) or ``"non-inferiority"`` (above −margin: "matches or exceeds"); default superiority.
+
+An ``[[untested]]`` entry names a claim the studies do not re-test (``id``, ``paper``, ``claim``, ``reason``)
+and optionally the ``experiment`` file that would re-test it: the page says whether its store has runs yet.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomllib
 
 from optarena.arena.spec.config import ConfigError
 
-REQUIRED_KEYS = ("id", "paper", "claim", "paper_result", "experiment", "task", "method", "baseline")
-OPTIONAL_KEYS = ("paper_setup", "split", "at_epoch")
-FILE_KEYS = ("title", "notes", "claim")
+REQUIRED_KEYS = (
+    "id", "paper", "claim", "paper_result", "experiment", "task", "method", "baseline",
+    "metric", "direction", "margin", "paper_effect_source",
+)  # fmt: skip
+OPTIONAL_KEYS = ("paper_setup", "split", "at_epoch", "paper_effect", "rule", "commentary")
+UNTESTED_REQUIRED = ("id", "paper", "claim", "reason")
+UNTESTED_OPTIONAL = ("experiment",)
+FILE_KEYS = ("title", "commentary", "claim", "untested")
 SPLITS = ("test", "train")
+DIRECTIONS = ("higher", "lower")
+RULES = ("superiority", "relevance", "non-inferiority")
 
 
 @dataclass(frozen=True)
@@ -33,21 +55,115 @@ class Claim:
     task: str
     method: str
     baseline: str
+    metric: str = "test accuracy"
+    direction: str = "higher"
+    margin: float = 0.01
+    paper_effect_source: str = ""
     paper_setup: str = ""
     split: str = "test"
     at_epoch: int | None = None  # None: the last epoch
+    paper_effect: float | None = None  # None: the paper gives no number in this metric
+    rule: str = "superiority"
+    commentary: str = ""
 
     @property
     def measure(self) -> str:
         when = "final" if self.at_epoch is None else f"after epoch {self.at_epoch}"
-        return f"{self.split} metric, {when}"
+        return f"{self.metric}, {when}"
+
+    @property
+    def confirm_bound(self) -> float:
+        """The difference the interval must lie wholly above for *confirmed* (the pre-registered rule)."""
+        return {"superiority": 0.0, "relevance": self.margin, "non-inferiority": -self.margin}[self.rule]
+
+    @property
+    def refute_bound(self) -> float:
+        """The effect the interval must lie wholly below for *refuted*: the paper's (or, without a number,
+        the margin); for non-inferiority, −margin (the method is relevantly worse)."""
+        if self.rule == "non-inferiority":
+            return -self.margin
+        claimed = self.paper_effect if self.paper_effect is not None else self.margin
+        return max(claimed, self.confirm_bound)
+
+
+@dataclass(frozen=True)
+class Untested:
+    id: str
+    paper: str
+    claim: str
+    reason: str
+    experiment: Path | None = None
 
 
 @dataclass(frozen=True)
 class ClaimsFile:
     title: str
-    notes: str
+    commentary: str
     claims: list[Claim]
+    untested: list[Untested]
+
+
+def _number(label: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{label}: key {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _claim(path: Path, i: int, entry: dict[str, Any]) -> Claim:
+    label = f"{path}: claim {entry.get('id', i + 1)!r}"
+    unknown = sorted(set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    missing = [k for k in REQUIRED_KEYS if k not in entry]
+    if unknown:
+        valid = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
+        raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
+    if missing:
+        raise ConfigError(f"{label}: missing key {missing[0]!r}")
+    for key in (*REQUIRED_KEYS, "paper_setup", "split", "rule", "commentary"):
+        if key in entry and key != "margin" and not isinstance(entry[key], str):
+            raise ConfigError(f"{label}: key {key!r} must be a string, got {entry[key]!r}")
+    split = entry.get("split", "test")
+    if split not in SPLITS:
+        raise ConfigError(f"{label}: split {split!r}; expected one of {', '.join(SPLITS)}")
+    if not entry["metric"].startswith(split + " "):
+        raise ConfigError(f"{label}: metric {entry['metric']!r} must start with its split ({split!r})")
+    if entry["direction"] not in DIRECTIONS:
+        raise ConfigError(f"{label}: direction {entry['direction']!r}; expected one of {', '.join(DIRECTIONS)}")
+    rule = entry.get("rule", "superiority")
+    if rule not in RULES:
+        raise ConfigError(f"{label}: rule {rule!r}; expected one of {', '.join(RULES)}")
+    margin = _number(label, "margin", entry["margin"])
+    if margin <= 0:
+        raise ConfigError(f"{label}: margin {margin!r}; expected a number > 0 in the metric's units")
+    values: dict[str, Any] = {"margin": margin}
+    if "paper_effect" in entry:
+        values["paper_effect"] = _number(label, "paper_effect", entry["paper_effect"])
+    at_epoch = entry.get("at_epoch")
+    if at_epoch is not None and (isinstance(at_epoch, bool) or not isinstance(at_epoch, int) or at_epoch < 1):
+        raise ConfigError(f"{label}: at_epoch {at_epoch!r}; expected an integer >= 1")
+    return Claim(**{**entry, **values, "experiment": (path.parent / entry["experiment"]).resolve()})
+
+
+def _untested(path: Path, i: int, entry: dict[str, Any]) -> Untested:
+    label = f"{path}: untested {entry.get('id', i + 1)!r}"
+    unknown = sorted(set(entry) - set(UNTESTED_REQUIRED) - set(UNTESTED_OPTIONAL))
+    missing = [k for k in UNTESTED_REQUIRED if k not in entry]
+    if unknown:
+        valid = ", ".join(UNTESTED_REQUIRED + UNTESTED_OPTIONAL)
+        raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
+    if missing:
+        raise ConfigError(f"{label}: missing key {missing[0]!r}")
+    for key, value in entry.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{label}: key {key!r} must be a string, got {value!r}")
+    experiment = (path.parent / entry["experiment"]).resolve() if "experiment" in entry else None
+    return Untested(**{**entry, "experiment": experiment})
+
+
+def _tables(path: Path, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    entries = data.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{path}: {key!r} must be a list of tables ([[{key}]] entries), got {entries!r}")
+    return entries
 
 
 def load_claims_file(path: str | Path) -> ClaimsFile:
@@ -69,37 +185,18 @@ def load_claims_file(path: str | Path) -> ClaimsFile:
     unknown_top = sorted(set(data) - set(FILE_KEYS))
     if unknown_top:
         raise ConfigError(f"{path}: unknown key {unknown_top[0]!r}; valid keys: {', '.join(FILE_KEYS)}")
-    for key in ("title", "notes"):
+    for key in ("title", "commentary"):
         if not isinstance(data.get(key, ""), str):
             raise ConfigError(f"{path}: key {key!r} must be a string, got {data[key]!r}")
-    entries = data.get("claim", [])
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ConfigError(f"{path}: 'claim' must be a list of tables ([[claim]] entries), got {entries!r}")
-    claims = []
-    for i, entry in enumerate(entries):
-        label = f"{path}: claim {entry.get('id', i + 1)!r}"
-        unknown = sorted(set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-        missing = [k for k in REQUIRED_KEYS if k not in entry]
-        if unknown:
-            valid = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
-            raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
-        if missing:
-            raise ConfigError(f"{label}: missing key {missing[0]!r}")
-        for key in (*REQUIRED_KEYS, "paper_setup", "split"):
-            if key in entry and not isinstance(entry[key], str):
-                raise ConfigError(f"{label}: key {key!r} must be a string, got {entry[key]!r}")
-        if entry.get("split", "test") not in SPLITS:
-            raise ConfigError(f"{label}: split {entry['split']!r}; expected one of {', '.join(SPLITS)}")
-        at_epoch = entry.get("at_epoch")
-        if at_epoch is not None and (isinstance(at_epoch, bool) or not isinstance(at_epoch, int) or at_epoch < 1):
-            raise ConfigError(f"{label}: at_epoch {at_epoch!r}; expected an integer >= 1")
-        claims.append(Claim(**{**entry, "experiment": (path.parent / entry["experiment"]).resolve()}))
+    claims = [_claim(path, i, entry) for i, entry in enumerate(_tables(path, data, "claim"))]
+    untested = [_untested(path, i, entry) for i, entry in enumerate(_tables(path, data, "untested"))]
     if not claims:
         raise ConfigError(f"{path}: no [[claim]] entries")
-    ids = [c.id for c in claims]
+    ids = [c.id for c in claims] + [u.id for u in untested]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: claim ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
-    return ClaimsFile(data.get("title", "Re-testing the seed papers' claims"), data.get("notes", ""), claims)
+    title = data.get("title", "Re-testing the seed papers' claims")
+    return ClaimsFile(title, data.get("commentary", ""), claims, untested)
 
 
 def load_claims(path: str | Path) -> list[Claim]:

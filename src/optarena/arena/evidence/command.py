@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from optarena.arena.evidence.claims import Claim, load_claims_file
-from optarena.arena.evidence.judgement import Judgement, MissingRuns, judge
+from optarena.arena.evidence.judgement import Judgement, MissingRuns, correct, judge
 from optarena.arena.evidence.page import render
 from optarena.arena.render import markdown
 from optarena.arena.render.report import build_report
@@ -24,6 +24,7 @@ from optarena.arena.spec.config import ConfigError, load_experiment_file
 from optarena.arena.spec.experiment import default_storage_url
 from optarena.arena.study import store
 from optarena.arena.study.protocol import check_experiment, compare
+from optarena.arena.tasks import get_task
 
 SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2}
 
@@ -68,6 +69,17 @@ def evidence(
                     f"{claims_path}: claim {claim.id!r}: {what} {name!r} is not among the "
                     f"{'tasks' if what == 'task' else 'optimizers'} of {claim.experiment.name} ({', '.join(among)})"
                 )
+        task = get_task(claim.task)
+        if claim.direction != ("higher" if task.mode == "max" else "lower"):
+            raise ConfigError(
+                f"{claims_path}: claim {claim.id!r}: direction {claim.direction!r}, but a "
+                f"{'higher' if task.mode == 'max' else 'lower'} {task.metric} is better on {claim.task}"
+            )
+        if claim.metric != f"{claim.split} {task.metric}":
+            raise ConfigError(
+                f"{claims_path}: claim {claim.id!r}: metric {claim.metric!r}; {claim.task} measures "
+                f"{claim.split} {task.metric!r}"
+            )
     extras = out.parent / out.stem  # docs/results.md -> docs/results/: figures and full reports
     preflight.check_writable_file(out, "--out")
     preflight.check_writable_dir(extras, "--out (its figures and reports folder)")
@@ -85,7 +97,11 @@ def evidence(
         except MissingRuns:
             missing.append(claim)
     title = claims_file.title + (" (smoke scale: not evidence)" if smoke else "")
-    text = render(judgements, title, claims_file.notes, figures=extras / "figures", page=out, missing=missing)
+    judgements = correct(judgements)  # Holm over the page's claims
+    text = render(
+        judgements, title, claims_file.commentary, figures=extras / "figures", page=out, missing=missing,
+        untested=claims_file.untested,
+    )  # fmt: skip
     reports = []
     for path, experiment in experiments.items():
         if experiment.name not in store.list_experiments(experiment.storage_url):
