@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--sampler", choices=("tpe", "qmc"),
                          help="tpe (adaptive, default) or qmc (every configuration drawn up front: reproducible "
                               "whatever the number of workers)")  # fmt: skip
+    compare.add_argument("--protocol", choices=("quick", "powered"),
+                         help="preset of the unset settings: quick (default) or powered (16 trials on 2 tuning "
+                              "seeds, ranges widened up to twice, 10 seeds, full test sets)")  # fmt: skip
+    compare.add_argument("--tune-seeds", type=int, help="seeds a tuning trial trains on (it scores their mean)")
+    compare.add_argument("--max-widenings", type=int, help="times a range whose best sits on an edge is widened")
+    compare.add_argument("--widen-factor", type=float, help="a widening moves that edge out by this factor (10)")
+    compare.add_argument("--tune-weight-decay", action="store_const", const=True, help="tune weight_decay too")
     compare.add_argument("--prepare", action="store_true",
                          help="only queue the budget in --storage for 'optarena worker' processes")  # fmt: skip
     _heartbeat_arguments(compare)
@@ -141,7 +148,7 @@ def cmd_list() -> None:
 def cmd_compare(args: argparse.Namespace) -> Path:
     from optarena.arena.run import preflight
     from optarena.arena.spec.config import experiment_from
-    from optarena.arena.study.protocol import check_experiment, compare, completed_runs, planned_runs
+    from optarena.arena.study.protocol import check_experiment, compare, completed_runs, planned_budget, planned_runs
 
     if args.target is not None and not math.isfinite(args.target):
         raise ValueError(f"Invalid --target: {args.target}; expected a finite number")
@@ -151,6 +158,7 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         for key in (
             "name", "tasks", "optimizers", "trials", "seeds", "epochs", "target", "out", "storage",
             "device", "threads", "data_dir", "subset", "eval_subset", "prune", "tensorboard", "sampler",
+            "protocol", "tune_seeds", "max_widenings", "widen_factor", "tune_weight_decay",
         )
         if getattr(args, key) is not None
     }  # fmt: skip
@@ -167,6 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         f"[bold]optarena compare[/] {escape(experiment.name)}: {len(experiment.tasks)} task(s) × "
         f"{len(experiment.optimizers)} optimizers × ({experiment.trials} trials + {experiment.seeds} seeds)"
     )
+    console.print(escape(planned_budget(experiment)), soft_wrap=True, highlight=False)
     console.print(f"store: {escape(experiment.storage_url)}")
     columns = (
         SpinnerColumn(),

@@ -10,6 +10,9 @@
 
 Keys are the fields of :class:`~optarena.arena.spec.experiment.Experiment`. A malformed file, an unknown
 key or a value of the wrong type is reported with the file, the line and the key.
+
+``protocol = "powered"`` (or ``--protocol powered``) fills the settings the file and the command line leave
+unset from the preset (:data:`~optarena.arena.spec.experiment.PROTOCOLS`); whatever they set wins.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from optarena.arena.spec.experiment import Experiment
+from optarena.arena.spec.experiment import Experiment, protocol_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +52,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tensorboard": (str,),
     "variants": (dict,),
     "task_options": (dict,),
+    "protocol": (str,),
+    "tune_seeds": (int,),
+    "max_widenings": (int,),
+    "widen_factor": (int, float),
+    "tune_weight_decay": (bool,),
 }
 
 
@@ -98,6 +106,7 @@ def load_experiment_file(path: str | Path, **overrides: Any) -> Experiment:
             raise ConfigError(f"{where}: key 'target' must be a finite number, got {value!r}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
+        data = {**protocol_settings(data.get("protocol", "quick")), **data}
         return Experiment(**data)
     except ValueError as error:
         message = str(error)
@@ -115,4 +124,4 @@ def experiment_from(config: str | Path | None, **options: Any) -> Experiment:
     if config is not None:
         return load_experiment_file(config, **options)
     options.setdefault("out", Path("runs") / options.get("name", "default"))
-    return Experiment(**options)
+    return Experiment(**{**protocol_settings(options.get("protocol", "quick")), **options})

@@ -1,9 +1,13 @@
 """The search space, and the sampler and pruner that walk it: the same for every optimizer.
 
 ``lr`` is log-uniform over the optimizer's stated range, plus the knobs its registry entry declares
-(less those a variant fixes). Every study uses the same sampler with the same seed and settings — TPE
-seeded per trial, or a scrambled Sobol sequence drawn up front (``'qmc'``) — and the same median
-pruner, or none.
+(less those a variant fixes), plus, with ``tune_weight_decay``, ``weight_decay`` log-uniform over the range of
+its kind of decay (:data:`WEIGHT_DECAY_RANGES`, :func:`weight_decay_kind`): one range for every decoupled,
+lr-scaled decay (AdamW's ``θ ← θ(1 − lr·λ)``), another for coupled L2 decay (``g ← g + λθ``, SGD's), whose
+customary values are about 100× smaller because it is tuned beside learning rates about 100× larger.
+
+Every study uses the same sampler with the same seed and settings — TPE seeded per trial, or a scrambled
+Sobol sequence drawn up front (``'qmc'``) — and the same median pruner, or none.
 
 The ``describe_*`` functions say what was used from a stored experiment configuration
 (``Experiment.to_dict()``, as the store keeps it) with the same numbers the factories use, so a
@@ -21,6 +25,7 @@ import numpy as np
 import optuna
 
 from optarena.arena.spec.variants import OptimizerSpec, parse_variant, resolve
+from optarena.optim import get_optimizer_info
 
 if TYPE_CHECKING:
     from optarena.arena.spec.experiment import Experiment
@@ -28,12 +33,71 @@ if TYPE_CHECKING:
 PRUNER_STARTUP_TRIALS = 3
 
 
-def suggest(trial: optuna.Trial, optimizer: str | OptimizerSpec) -> dict[str, Any]:
-    """Sample ``lr`` log-uniformly over the optimizer's range, then the knobs it leaves to tuning."""
+#: weight_decay's range (log-uniform) by the kind of decay. Decoupled, lr-scaled decay shrinks the weights by
+#: lr·λ per step: 1e-4..1 holds AdamW's default 1e-2 at its centre, Lion's and Sophia's 0.1-1 and Adan's 0.02.
+#: Coupled L2 decay is added to the gradient; SGD's customary 1e-4..5e-4 (with lr ~0.1) sits at the centre of
+#: 1e-6..1e-2, and adaptive optimizers with coupled decay (Adam's L2, AdaX, AdaBound, SWATS) get the same
+#: range, since their papers tune it on that scale (5e-4 for CIFAR). Unscaled decay (θ ← θ(1 − λ), no lr)
+#: shrinks by λ itself: the decoupled range times a typical adaptive lr, 1e-3.
+WEIGHT_DECAY_RANGES: dict[str, tuple[float, float]] = {
+    "decoupled": (1e-4, 1.0),
+    "coupled": (1e-6, 1e-2),
+    "unscaled": (1e-7, 1e-3),
+}
+# Optimizers whose weight_decay has one fixed kind and no option that chooses it (the others say it by a flag).
+_DECOUPLED = {"adamw", "adamw_agr", "lookahead_adamw", "adamnx", "adan", "adan_agr", "lion", "sophiag"}
+_DECOUPLED |= {"adafactor", "muon"}  # torch's Adafactor and Muon: θ ← θ(1 − lr·λ)
+_COUPLED = {"sgdm", "lookahead_sgdm", "adagrad", "rmsprop"}
+_MODES = {"decoupled": "decoupled", "update": "decoupled", "l2": "coupled", "unscaled": "unscaled"}
+
+
+def weight_decay_kind(optimizer: str | OptimizerSpec) -> str | None:
+    """``'decoupled'``, ``'coupled'`` or ``'unscaled'``: how the optimizer (with a variant's fixed options)
+    applies ``weight_decay``; None when it has no ``weight_decay`` hyperparameter."""
+    spec = optimizer if isinstance(optimizer, OptimizerSpec) else resolve(optimizer)
+    settings = {**get_optimizer_info(spec.optimizer).hyperparameter_defaults(), **spec.options}
+    if "weight_decay" not in settings:
+        return None
+    if "weight_decay_mode" in settings:  # LAMB's 'update' adds λθ to the update before lr·trust: lr-scaled
+        return _MODES[settings["weight_decay_mode"]]
+    for flag in ("decoupled_weight_decay", "decoupled"):  # torch's Adam family; AdaX / AdaXW
+        if flag in settings:
+            return "decoupled" if settings[flag] else "coupled"
+    if "weight_decouple" in settings:  # AdaBelief, ACProp
+        if not settings["weight_decouple"]:
+            return "coupled"
+        return "unscaled" if settings.get("fixed_decay") else "decoupled"
+    if spec.optimizer in _DECOUPLED:
+        return "decoupled"
+    if spec.optimizer in _COUPLED:
+        return "coupled"
+    raise ValueError(
+        f"Invalid tune_weight_decay: the weight decay of {spec.optimizer!r} is not classified as decoupled or coupled "
+        "(optarena.arena.spec.search.weight_decay_kind); fix its weight_decay in a variant, or classify it"
+    )
+
+
+def search_space(optimizer: str | OptimizerSpec, tune_weight_decay: bool = False) -> dict[str, tuple[Any, ...]]:
+    """Every tuned knob, ``lr`` first: name -> ``('log', low, high)``, ``('float', ...)``, ``('int', ...)`` or
+    ``('choice', options)``. ``weight_decay`` is added when asked, unless a variant fixes it."""
     variant = optimizer if isinstance(optimizer, OptimizerSpec) else resolve(optimizer)
-    low, high = variant.tuned_lr_range()
-    params: dict[str, Any] = {"lr": trial.suggest_float("lr", low, high, log=True)}
-    for name, spec in variant.search_space().items():
+    space: dict[str, tuple[Any, ...]] = {"lr": ("log", *variant.tuned_lr_range())}
+    space.update(variant.search_space())
+    if tune_weight_decay and "weight_decay" not in variant.options and "weight_decay" not in space:
+        kind = weight_decay_kind(variant)
+        if kind is not None:
+            space["weight_decay"] = ("log", *WEIGHT_DECAY_RANGES[kind])
+    return space
+
+
+def suggest(
+    trial: optuna.Trial, optimizer: str | OptimizerSpec, space: Mapping[str, tuple[Any, ...]] | None = None
+) -> dict[str, Any]:
+    """Sample every knob of ``space`` (default: :func:`search_space` of the optimizer): ``lr`` log-uniformly over
+    the optimizer's range, then the knobs it leaves to tuning."""
+    space = search_space(optimizer) if space is None else space
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
         kind = spec[0]
         if kind == "log":
             params[name] = trial.suggest_float(name, spec[1], spec[2], log=True)

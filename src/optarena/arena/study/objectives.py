@@ -1,8 +1,12 @@
 """What one trial of the protocol is: its study, and the objective a process runs for it.
 
-A tuning trial trains on seed 0 with a configuration from the search space, reports its validation
-metric after every epoch (the pruner may stop it) and scores the last one; a rerun trains the best
-tuning configuration on its seed with full diagnostics and scores the test metric. A diverged run
+A tuning trial trains a configuration from its round's search space (:mod:`optarena.arena.study.widening`)
+on each of the experiment's tuning seeds (:func:`~optarena.arena.spec.experiment.tune_seed_list`: seed 0,
+then 1000001, 1000002, ...) in turn and scores the mean of their final validation metrics, a diverged seed
+counting as the task's worst value. The first seed reports its validation metric after every epoch, so the
+pruner compares every trial on the same seed's curve and may stop it there; the trial's stored run is the
+first seed's, and every seed's value, step count and time are kept beside it (``tune_runs``). A rerun trains
+the best tuning configuration on its seed with full diagnostics and scores the test metric. A diverged run
 scores the task's worst value. Everything a run measured is written through
 :mod:`optarena.arena.study.records`.
 """
@@ -10,15 +14,16 @@ scores the task's worst value. Everything a run measured is written through
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 
 from optarena.arena.run.runner import train
-from optarena.arena.spec.experiment import Experiment
+from optarena.arena.spec.experiment import Experiment, tune_seed_list
 from optarena.arena.spec.search import make_pruner, make_sampler, repr_pruner, repr_sampler, suggest
-from optarena.arena.study import records, store
+from optarena.arena.study import records, store, widening
 from optarena.arena.tasks import Task
 
 Objective = Callable[[optuna.Trial], float]
@@ -51,11 +56,13 @@ def open_study(
 
 
 def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Objective:
-    """One tuning trial: train on seed 0, report the validation metric per epoch, score the last one."""
+    """One tuning trial: train on every tuning seed (the first reports per epoch), score the mean validation metric."""
     epochs = experiment.epochs_for(task)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, experiment.spec(optimizer))
+        round = records.round_of(trial)
+        space = widening.space_of(experiment, optimizer, widening.recorded(trial.study), round)
+        params = suggest(trial, experiment.spec(optimizer), space)
 
         def report(epoch: int, row: dict[str, float]) -> None:
             if epoch == 0:
@@ -63,12 +70,39 @@ def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Object
             value = row["val_metric"]
             trial.report(value if math.isfinite(value) else task.worst, epoch)
             if trial.should_prune():
+                records.write_pruned_at(trial, row["step"], row["epoch"])
                 raise optuna.TrialPruned()
 
         variant, settings = experiment.spec(optimizer), experiment.settings(task.name)
-        result = train(task, variant, params, seed=0, epochs=epochs, settings=settings, on_epoch=report)
-        records.write_run(trial, result)
-        return task.worst if result.diverged else result.records[-1]["val_metric"]
+        values, runs = [], []
+        for index, seed in enumerate(tune_seed_list(experiment.tune_seeds)):
+            start = time.perf_counter()
+            result = train(
+                task,
+                variant,
+                params,
+                seed=seed,
+                epochs=epochs,
+                settings=settings,
+                on_epoch=report if index == 0 else None,
+            )
+            value = task.worst if result.diverged else result.records[-1]["val_metric"]
+            if index == 0:
+                records.write_run(trial, result)
+            last = result.records[-1] if result.records else {"step": 0.0, "epoch": 0.0}
+            runs.append(
+                {
+                    "seed": seed,
+                    "value": value,
+                    "diverged": result.diverged,
+                    "step": last["step"],
+                    "epoch": last["epoch"],
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            values.append(value)
+        records.write_tune_runs(trial, runs)
+        return sum(values) / len(values)
 
     return objective
 

@@ -4,8 +4,11 @@ For each task and optimizer:
 
 1. **Tune** — ``trials`` Optuna trials with the same sampler (TPE, same seed and settings) and the
    same pruner (median, identical for all, or none) over the same shape of search space: ``lr``
-   log-uniform over the optimizer's stated range plus its registered key knobs. A trial trains on
-   seed 0 and scores its final *validation* metric; a diverged run scores the worst value.
+   log-uniform over the optimizer's stated range plus its registered key knobs (and ``weight_decay``
+   with ``tune_weight_decay``). A trial trains on ``tune_seeds`` seeds (0, 1000001, ...) and scores the
+   mean of their final *validation* metrics; a diverged seed scores the worst value. With
+   ``max_widenings``, a log-scale knob whose best value sits on an edge of its range has that range
+   widened and more trials search it (:mod:`optarena.arena.study.widening`), the same rule for all.
 2. **Rerun** — the best configuration on seeds 1..``seeds`` (never the tuning seed), recording
    full curves and diagnostics; these, scored on the *test* split, are what the report compares.
 
@@ -21,8 +24,9 @@ import optuna
 import torch
 
 from optarena.arena.run import preflight
-from optarena.arena.spec.experiment import Experiment
+from optarena.arena.spec.experiment import PROTOCOLS, Experiment
 from optarena.arena.study import records, store, workers
+from optarena.arena.tasks import get_task
 
 
 def check_experiment(
@@ -52,6 +56,42 @@ def check_experiment(
 
 def planned_runs(experiment: Experiment) -> int:
     return len(experiment.tasks) * len(experiment.optimizers) * (experiment.trials + experiment.seeds)
+
+
+def planned_budget(experiment: Experiment) -> str:
+    """The budget ``experiment`` plans, in words: per (task, optimizer) pair and in all, in runs and epochs."""
+    pairs = len(experiment.optimizers)
+    widen = experiment.max_widenings * experiment.widen_trials()
+    tune_low = experiment.trials * experiment.tune_seeds
+    tune_high = (experiment.trials + widen) * experiment.tune_seeds
+    low, high = tune_low + experiment.seeds, tune_high + experiment.seeds
+    epochs = [experiment.epochs_for(get_task(task)) for task in experiment.tasks]
+
+    def span(first: int, last: int) -> str:
+        return f"{first}" if first == last else f"{first}-{last}"
+
+    runs, all_epochs = pairs * len(epochs), pairs * sum(epochs)
+    widening = (
+        f" + up to {experiment.max_widenings} widening(s) of {experiment.widen_trials()} trial(s)"
+        if experiment.max_widenings
+        else ""
+    )
+    scored = "full splits" if experiment.eval_subset is None else f"first {experiment.eval_subset} examples per split"
+    text = (
+        f"budget ({experiment.protocol} protocol): per task and optimizer {experiment.trials} tuning trials{widening}, "
+        f"each on {experiment.tune_seeds} tuning seed(s), + {experiment.seeds} rerun seeds = {span(low, high)} runs; "
+        f"in all {span(low * runs, high * runs)} runs, {span(low * all_epochs, high * all_epochs)} epochs; "
+        f"{'weight decay tuned; ' if experiment.tune_weight_decay else ''}scored on {scored}"
+    )
+    preset = PROTOCOLS[experiment.protocol]
+    below = [
+        f"{key} {getattr(experiment, key)!r} (preset {value!r})"
+        for key, value in preset.items()
+        if getattr(experiment, key) != value
+    ]
+    if below and experiment.protocol != "quick":  # quick is the defaults: any setting may differ from them
+        text += f"; set apart from the {experiment.protocol} preset: {', '.join(below)}"
+    return text
 
 
 def completed_runs(experiment: Experiment) -> int:

@@ -10,9 +10,14 @@ always written, so every existing store (``experiments/evidence/stores/*.db``) r
   ``diverged_reason``, ``threads``, ``load_average``, ``device``, ``trajectory``,
   ``update_magnitudes``, ``samples`` and ``generation`` (a generative task's sample grids by epoch, and how
   they were made) and ``<event>_events`` (Adaburst's ``burst_events``) —, a tuning trial's
-  queue ``slot``, a rerun's ``seed`` and the configuration it trained with (``param_<name>``);
+  queue ``slot`` and, for a trial of a widened range, its widening ``round`` (absent: 0), its ``tune_runs``
+  (one entry per tuning seed: ``seed``, ``value``, ``diverged``, ``step``, ``epoch``, ``seconds``; the first
+  seed's run is the trial's run), ``pruned_at`` (a pruned trial's ``step`` and ``epoch``), a rerun's ``seed``
+  and the configuration it trained with (``param_<name>``);
 * a tuning study's user attributes: ``config`` (the experiment), ``versions``, ``target``, ``mode``,
-  ``metric``, ``kind``, ``sampler`` and ``pruner``;
+  ``metric``, ``kind``, ``sampler`` and ``pruner``; ``widenings`` (every range widened, see
+  :class:`optarena.arena.spec.widening.Widening`, with ``trials``: the numbers of the trials queued for its
+  round) and ``budget`` (what the pair cost, see :mod:`optarena.arena.study.budget`);
 * a running trial's system attribute ``optarena_owner`` (the process that runs it) and, on a queued
   copy of a failed trial, Optuna's retry marks ``failed_trial`` and ``retry_history``.
 """
@@ -31,7 +36,9 @@ from optarena.arena.study import store
 
 EVENTS_SUFFIX = "_events"  # event 'burst' -> user attribute 'burst_events'
 PARAM_PREFIX = "param_"  # a rerun's configuration, one attribute per hyperparameter
-SLOT, SEED = "slot", "seed"
+SLOT, SEED, ROUND = "slot", "seed", "round"
+TUNE_RUNS, PRUNED_AT = "tune_runs", "pruned_at"  # a tuning trial's per-seed runs; where a pruned trial stopped
+WIDENINGS, BUDGET = "widenings", "budget"  # tuning study: the ranges widened; the pair's budget
 CONFIG = "config"  # the tuning study's attribute that says the study was described
 OWNER = "optarena_owner"  # system attribute of a RUNNING trial: the process that runs it
 FAILED_TRIAL, RETRY_HISTORY = "failed_trial", "retry_history"  # as optuna's RetryFailedTrialCallback marks a copy
@@ -92,6 +99,8 @@ class StudyConfig:
     task: TaskInfo
     sampler: str | None = None  # how the sampler and the pruner were built, in words
     pruner: str | None = None
+    widenings: list[dict[str, Any]] = field(default_factory=list)  # the ranges widened (spec.widening.Widening)
+    budget: dict[str, Any] | None = None  # what the pair cost (study.budget); None: an older store
 
 
 @dataclass(frozen=True)
@@ -173,9 +182,52 @@ def write_study_config(study: optuna.Study, config: StudyConfig) -> None:
 # --- the queue and who runs what -----------------------------------------------------------------------------
 
 
-def enqueue_tune(study: optuna.Study, slot: int, params: dict[str, Any]) -> None:
-    """Queue the tuning trial of ``slot`` (``params``: its configuration if drawn up front, else {})."""
-    study.enqueue_trial(params, user_attrs={SLOT: slot})
+def enqueue_tune(study: optuna.Study, slot: int, params: dict[str, Any], round: int = 0) -> None:
+    """Queue the tuning trial of ``slot`` of widening ``round`` (``params``: its configuration if drawn up
+    front, else {})."""
+    study.enqueue_trial(params, user_attrs={SLOT: slot, **({ROUND: round} if round else {})})
+
+
+def round_of(trial: FrozenTrial | optuna.Trial) -> int:
+    """The widening round a tuning trial searches (0: the original ranges)."""
+    value = trial.user_attrs.get(ROUND, 0)
+    return value if isinstance(value, int) else 0
+
+
+def widenings_of(study: optuna.Study | optuna.study.StudySummary) -> list[dict[str, Any]]:
+    """The ranges widened in a tuning study, oldest first (:func:`write_widenings`)."""
+    return list(study.user_attrs.get(WIDENINGS) or [])
+
+
+def write_widenings(study: optuna.Study, widenings: list[dict[str, Any]]) -> None:
+    study.set_user_attr(WIDENINGS, widenings)
+
+
+def write_budget(study: optuna.Study, budget: dict[str, Any]) -> None:
+    study.set_user_attr(BUDGET, budget)
+
+
+def write_tune_runs(trial: optuna.Trial, runs: list[dict[str, Any]]) -> None:
+    """A tuning trial's run on each tuning seed: ``seed``, ``value``, ``diverged``, ``step``, ``epoch``, ``seconds``."""
+    trial.set_user_attr(TUNE_RUNS, runs)
+
+
+def write_pruned_at(trial: optuna.Trial, step: float, epoch: float) -> None:
+    trial.set_user_attr(PRUNED_AT, {"step": step, "epoch": epoch})
+
+
+def tune_runs_of(trial: FrozenTrial) -> list[dict[str, Any]]:
+    return list(trial.user_attrs.get(TUNE_RUNS) or [])
+
+
+def pruned_at(trial: FrozenTrial) -> dict[str, Any] | None:
+    return trial.user_attrs.get(PRUNED_AT)
+
+
+def last_row(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The last evaluation row a trial stored (None: it stored no run)."""
+    rows = trial.user_attrs.get("records") or []
+    return rows[-1] if rows else None
 
 
 def enqueue_rerun(study: optuna.Study, seed: int) -> None:
@@ -297,6 +349,8 @@ def _study_config(attrs: dict[str, Any]) -> StudyConfig | None:
         task=task,
         sampler=attrs.get("sampler"),
         pruner=attrs.get("pruner"),
+        widenings=list(attrs.get(WIDENINGS) or []),
+        budget=attrs.get(BUDGET),
     )
 
 

@@ -34,25 +34,23 @@ from optuna.trial import TrialState
 
 from optarena.arena.run import preflight
 from optarena.arena.spec.experiment import Experiment
-from optarena.arena.spec.search import make_sampler, suggest
-from optarena.arena.study import objectives, ownership, records, store
+from optarena.arena.spec.search import make_sampler
+from optarena.arena.study import budget, objectives, ownership, records, store, widening
 from optarena.arena.tasks import Task, get_task
 
 ProgressCallback = Callable[[str], None]
 OPEN = (TrialState.WAITING, TrialState.RUNNING)
 # Settings that change what an experiment's stored runs mean: a second compare may not change them.
-MEANING = ("epochs", "subset", "eval_subset", "sampler", "sampler_seed", "prune", "device", "data_dir", "task_options")
+MEANING = (
+    "epochs", "subset", "eval_subset", "sampler", "sampler_seed", "prune", "device", "data_dir", "task_options",
+    "tune_seeds", "tune_weight_decay", "max_widenings", "widen_factor",
+)  # fmt: skip
 
 
 def qmc_configurations(experiment: Experiment, optimizer: str) -> list[dict[str, Any]]:
-    """The ``trials`` configurations the QMC sampler draws, in order, for ``optimizer``."""
-    study = optuna.create_study(sampler=make_sampler(experiment, experiment.trials))
-    configurations = []
-    for _ in range(experiment.trials):
-        trial = study.ask()
-        configurations.append(suggest(trial, experiment.spec(optimizer)))
-        study.tell(trial, 0.0)  # a told trial fixes the search space, as in a sequential run
-    return configurations
+    """The ``trials`` configurations the QMC sampler draws, in order, for ``optimizer`` (its original ranges)."""
+    space = widening.space_of(experiment, optimizer, [], 0)
+    return widening.qmc_configurations(experiment, space, experiment.trials)
 
 
 # --- queueing the budget ----------------------------------------------------------------------------
@@ -134,17 +132,7 @@ def prepare(experiment: Experiment, storage: Any = None) -> int:
 
 def _queue(experiment: Experiment, task: Task, optimizer: str, storage: Any) -> int:
     tune, final = _studies(experiment, task, optimizer, storage, describe=True)
-    queued = 0
-    kept = [t for t in tune.get_trials(deepcopy=False) if t.state != TrialState.FAIL]
-    slots = {records.slot_of(t) for t in kept} - {None}
-    # Trials without a slot were run one after another by optarena before the queue: each fills one.
-    unslotted = sum(records.slot_of(t) is None for t in kept)
-    missing = [slot for slot in range(experiment.trials) if slot not in slots][unslotted:]
-    configurations = qmc_configurations(experiment, optimizer) if experiment.sampler == "qmc" and missing else None
-    for slot in missing:
-        params = configurations[slot] if configurations is not None else {}
-        records.enqueue_tune(tune, slot, params)
-        queued += 1
+    queued = widening.queue_rounds(experiment, optimizer, tune)
     seeds = {records.seed_of(t) for t in final.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     for seed in range(1, experiment.seeds + 1):
         if seed not in seeds:
@@ -252,6 +240,15 @@ def work(
                     if _has_open(tune):
                         open_anywhere = True  # its reruns wait for the best configuration
                         continue
+                    if widening.extend(experiment, optimizer, tune):  # a best value on an edge: search beyond it
+                        budget.update(experiment, tune, final)
+                        trial_id = ownership.take(tune, owner)
+                        if trial_id is not None:
+                            objective = objectives.tune_objective(experiment, task, optimizer)
+                            taken = (task, optimizer, tune, trial_id, objective)
+                            break
+                        open_anywhere = True
+                        continue
                     ownership.reclaim(final, grace)
                     trial_id = ownership.take(final, owner)
                     if trial_id is not None:
@@ -267,9 +264,13 @@ def work(
             task, optimizer, study, trial_id, objective = taken
             _run(experiment, study, trial_id, objective, storage, interval)
             ran += 1
+            with store.lock(storage):
+                tune_study, final_study = next((t, f) for k, o, t, f in pairs if (k, o) == (task, optimizer))
+                budget.update(experiment, tune_study, final_study)
             if progress is not None:
                 if study.study_name.endswith("/tune"):
-                    label = f"{task.name}/{optimizer}: trial {len(store.finished(study))}/{experiment.trials}"
+                    planned = sum(widening.round_sizes(experiment, widening.recorded(study)).values())
+                    label = f"{task.name}/{optimizer}: trial {len(store.finished(study))}/{planned}"
                 else:
                     label = f"{task.name}/{optimizer}: seed rerun"
                 progress(label)
