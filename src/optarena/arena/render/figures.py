@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.transforms import blended_transform_factory
@@ -28,13 +29,12 @@ from optarena.arena.analysis.views import (
     trial_score,
 )
 from optarena.arena.render import plotting
+from optarena.arena.render.beta2 import beta2
 from optarena.arena.render.document import Block, Image, Paragraph, spans
 from optarena.arena.render.generation import generation_curves, sample_grids
 from optarena.arena.render.plotting import FOLDER, Colors
 from optarena.arena.tasks.functions import FUNCTIONS
 
-# The optimizers whose second-moment decay the β2(t) figure explains.
-BETA2_OPTIMIZERS = frozenset({"adamnx", "adax", "adam", "adamw", "adafactor"})
 TaskFigure = Callable[[TaskView, Colors, Path], list[Block]]
 ExperimentFigure = Callable[[ExperimentView, Colors, Path], list[Block]]
 
@@ -43,91 +43,95 @@ ExperimentFigure = Callable[[ExperimentView, Colors, Path], list[Block]]
 
 
 def _draw_curves(task: TaskView, colors: Colors, x_key: str, path: Path) -> None:
-    """Test metric, mean ± CI over the non-diverged seeds, against steps or wall time."""
-    fig = plotting.new_figure()
-    ax = fig.add_subplot()
-    plotted: list[float] = []
-    for runs in task.runs:
-        curves = runs.curves()
-        label = runs.name + (f" ({runs.n_diverged}/{len(runs.finals)} diverged)" if runs.n_diverged else "")
-        if not curves:
-            ax.plot([], [], color=colors[runs.name], label=f"{runs.name} (no run to draw)")
-            continue
-        length = min(len(c) for c in curves)  # equal unless a run was cut short
-        y = [[row["test_metric"] for row in c[:length]] for c in curves]
-        x = np.mean([[row[x_key] for row in c[:length]] for c in curves], axis=0)
-        mean, low, high = stats.curve_ci(y, CONFIDENCE)
-        if task.metric == "accuracy":  # a t-interval over few seeds can leave [0, 1]; accuracy cannot
-            low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
-        ax.plot(
-            x, mean, color=colors[runs.name], linestyle=plotting.linestyle(colors, runs.name), label=label, marker="o"
-        )
-        if len(curves) > 1:
-            ax.fill_between(x, low, high, color=colors[runs.name], alpha=0.2, linewidth=0)
-        plotted += list(mean)
-        # Adaburst's restarts, one dotted line per burst per seed, at the step (or that seed's time) it fired.
-        first = True
-        for trial in runs.finals:
-            events = trial.run.events.get("burst", []) if trial.run is not None else []
-            records = trial.run.rows if trial.run is not None else []
-            for event in events:
-                if x_key == "step":
-                    where = float(event)
-                else:
-                    steps = [r["step"] for r in records]
-                    where = float(np.interp(event, steps, [r["wall_time"] for r in records]))
-                ax.axvline(
-                    where,
-                    color=colors[runs.name],
-                    linestyle=":",
-                    alpha=0.7,
-                    label=f"{runs.name} burst" if first else None,
-                )
-                first = False
-    if task.target is not None:
-        ax.axhline(task.target, color="0.4", linestyle="--", linewidth=1, label="target")
-    plotting.style_metric_axis(ax, task, plotted)
-    ax.set_xlabel("step" if x_key == "step" else "wall time (s)")
-    ax.set_ylabel(f"test {task.metric}")
-    ax.set_title(f"{task.name}: test {task.metric} (mean ± 95% CI over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """Test metric, mean ± CI over the non-diverged seeds, against steps or wall time; at most
+    :data:`~optarena.arena.render.plotting.MAX_SERIES` optimizers per axes, legends outside the data."""
+    groups = plotting.chunks(task.runs)
+    fig, axes = plotting.panel_figure(len(groups))
+    for ax, group in zip(axes, groups):
+        accuracy = task.metric == "accuracy"
+        plotted = [value for runs in group for value in _draw_curve_group(ax, runs, colors, x_key, accuracy)]
+        if task.target is not None:
+            ax.axhline(task.target, color="0.4", linestyle="--", linewidth=1, label="target")
+        plotting.style_metric_axis(ax, task, plotted)
+        ax.set_xlabel("step" if x_key == "step" else "wall time (s)")
+        ax.set_ylabel(f"test {task.metric}")
+        ax.grid(alpha=0.3)
+        plotting.legend_outside(ax)
+    axes[0].set_title(f"{task.name}: test {task.metric} (mean ± 95% CI over seeds)")
     plotting.save(fig, path)
 
 
+def _draw_curve_group(ax: Any, runs: Any, colors: Colors, x_key: str, accuracy: bool) -> list[float]:
+    """One optimizer's curve, band and burst restarts on ``ax``; returns the plotted means."""
+    curves = runs.curves()
+    label = runs.name + (f" ({runs.n_diverged}/{len(runs.finals)} diverged)" if runs.n_diverged else "")
+    if not curves:
+        ax.plot([], [], color=colors[runs.name], label=f"{runs.name} (no run to draw)")
+        return []
+    length = min(len(c) for c in curves)  # equal unless a run was cut short
+    y = [[row["test_metric"] for row in c[:length]] for c in curves]
+    x = np.mean([[row[x_key] for row in c[:length]] for c in curves], axis=0)
+    mean, low, high = stats.curve_ci(y, CONFIDENCE)
+    if accuracy:  # a t-interval over few seeds can leave [0, 1]; accuracy cannot
+        low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
+    style = plotting.linestyle(colors, runs.name)
+    ax.plot(x, mean, color=colors[runs.name], linestyle=style, label=label, marker="o")
+    if len(curves) > 1:
+        ax.fill_between(x, low, high, color=colors[runs.name], alpha=0.2, linewidth=0)
+    # Adaburst's restarts, one dotted line per burst per seed, at the step (or that seed's time) it fired.
+    first = True
+    for trial in runs.finals:
+        events = trial.run.events.get("burst", []) if trial.run is not None else []
+        records = trial.run.rows if trial.run is not None else []
+        for event in events:
+            where = float(event)
+            if x_key != "step":
+                where = float(np.interp(event, [r["step"] for r in records], [r["wall_time"] for r in records]))
+            label = f"{runs.name} burst" if first else None
+            ax.axvline(where, color=colors[runs.name], linestyle=":", alpha=0.7, label=label)
+            first = False
+    return list(mean)
+
+
 def draw_lr_sensitivity(task: TaskView, colors: Colors, path: Path) -> None:
-    """Every tuning trial's lr against its validation value; hollow = pruned, x at the edge = diverged."""
-    fig = plotting.new_figure()
-    ax = fig.add_subplot()
+    """Every tuning trial's lr against its validation value; hollow = pruned, x at the edge = diverged; at most
+    :data:`~optarena.arena.render.plotting.MAX_SERIES` optimizers per axes, legends outside the data."""
+    groups = plotting.chunks(task.runs)
+    fig, axes = plotting.panel_figure(len(groups))
+    lrs = [t.params["lr"] for runs in task.runs for t in runs.tune if "lr" in t.params]
+    for ax, group in zip(axes, groups):
+        _draw_sensitivity_group(ax, task, group, colors)
+        ax.set_xscale("log")
+        if lrs:  # the diverged markers do not widen the data limits (their y is in axes units): set x by hand
+            ax.set_xlim(min(lrs) / 1.4, max(lrs) * 1.4)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(f"validation {task.metric}")
+        ax.grid(alpha=0.3, which="both")
+        plotting.legend_outside(ax)
+    axes[0].set_title(f"{task.name}: learning-rate sensitivity (every tuning trial)")
+    plotting.save(fig, path)
+
+
+def _draw_sensitivity_group(ax: Any, task: TaskView, group: list, colors: Colors) -> None:
     edge = blended_transform_factory(ax.transData, ax.transAxes)
     plotted: list[float] = []
     any_pruned = any_diverged = False
-    lrs = [t.params["lr"] for runs in task.runs for t in runs.tune if "lr" in t.params]
-    for runs in task.runs:
+    for runs in group:
         color = colors[runs.name]
         points = [(t.params["lr"], trial_score(t), t.state) for t in runs.tune if "lr" in t.params]
         done = sorted((lr, v) for lr, v, s in points if s == "complete" and v is not None and math.isfinite(v))
         pruned = [(lr, v) for lr, v, s in points if s == "pruned" and v is not None and math.isfinite(v)]
         diverged = [lr for lr, v, _ in points if v is None or not math.isfinite(v)]
+        style = plotting.linestyle(colors, runs.name)
         if done:
-            ax.plot(
-                *zip(*done), color=color, linestyle=plotting.linestyle(colors, runs.name), marker="o", label=runs.name
-            )
+            ax.plot(*zip(*done), color=color, linestyle=style, marker="o", label=runs.name)
         else:
             ax.plot([], [], color=color, marker="o", label=runs.name)
         if pruned:
             ax.scatter(*zip(*pruned), facecolors="none", edgecolors=color, marker="o", s=36)
-        if diverged:
-            # Drawn on the "worst" edge of the axes: the value is ±inf.
+        if diverged:  # drawn on the "worst" edge of the axes: the value is ±inf
             y = 0.03 if task.mode == "max" else 0.97
-            ax.scatter(
-                diverged,
-                [y] * len(diverged),
-                transform=edge,
-                color=color,
-                marker="x",
-                s=40,
-            )
+            ax.scatter(diverged, [y] * len(diverged), transform=edge, color=color, marker="x", s=40)
         any_pruned, any_diverged = any_pruned or bool(pruned), any_diverged or bool(diverged)
         plotted += [v for _, v in done + pruned]
     # Legend keys for the marker kinds, after the optimizers so those keep their order.
@@ -135,16 +139,7 @@ def draw_lr_sensitivity(task: TaskView, colors: Colors, path: Path) -> None:
         ax.scatter([], [], facecolors="none", edgecolors="0.3", marker="o", label="pruned (hollow)")
     if any_diverged:
         ax.scatter([], [], color="0.3", marker="x", label="diverged (drawn on the edge)")
-    ax.set_xscale("log")
-    if lrs:  # the diverged markers do not widen the data limits (their y is in axes units): set x by hand
-        ax.set_xlim(min(lrs) / 1.4, max(lrs) * 1.4)
     plotting.style_metric_axis(ax, task, plotted)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"validation {task.metric}")
-    ax.set_title(f"{task.name}: learning-rate sensitivity (every tuning trial)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    plotting.save(fig, path)
 
 
 def _draw_trajectories(task: TaskView, colors: Colors, path: Path) -> bool:
@@ -212,13 +207,14 @@ def _draw_update_magnitudes(task: TaskView, colors: Colors, path: Path) -> bool:
     ax.set_ylabel("mean |Δθ| per step (mean over layers)")
     ax.set_title(f"{task.name}: per-layer update magnitude per epoch")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    plotting.legend_outside(ax)
     plotting.save(fig, path)
     return True
 
 
 def _draw_profile(costs: dict[str, dict[str, float]], colors: Colors, path: Path) -> None:
-    """Dolan–Moré profiles of steps-to-target over the tasks, τ on a log axis."""
+    """Dolan–Moré profiles of steps-to-target over the tasks, τ on a log axis, in panels of at most
+    :data:`~optarena.arena.render.plotting.MAX_SERIES` optimizers."""
     ratios = [
         cost / min(row.values())
         for row in costs.values()
@@ -228,59 +224,48 @@ def _draw_profile(costs: dict[str, dict[str, float]], colors: Colors, path: Path
     tau_max = max(4.0, 1.5 * max(ratios, default=1.0))
     taus = np.logspace(0, math.log10(tau_max), 200)
     profile = stats.performance_profile(costs, list(taus))
-    fig = plotting.new_figure()
-    ax = fig.add_subplot()
-    for name in colors:
-        if name in profile:
+    groups = plotting.chunks([name for name in colors if name in profile])
+    fig, axes = plotting.panel_figure(len(groups))
+    for ax, group in zip(axes, groups):
+        for name in group:
             style = plotting.linestyle(colors, name)
             ax.step(taus, profile[name], where="post", color=colors[name], linestyle=style, label=name, linewidth=1.6)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("τ (steps-to-target within τ × the best optimizer's)")
-    ax.set_ylabel("fraction of tasks")
-    ax.set_title(f"Performance profile over {len(costs)} task(s): steps to target")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("τ (steps-to-target within τ × the best optimizer's)")
+        ax.set_ylabel("fraction of tasks")
+        ax.grid(alpha=0.3, which="both")
+        plotting.legend_outside(ax)
+    axes[0].set_title(f"Performance profile over {len(costs)} task(s): steps to target")
     plotting.save(fig, path)
 
 
-def beta2_complements(t: np.ndarray) -> dict[str, np.ndarray]:
-    """1 − β̂_t, the weight of the newest g² in each method's second moment, computed without cancellation.
+def profile_costs(view: ExperimentView) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Steps-to-target costs per task, and the tasks whose target was derived (task -> that target).
 
-    Adam (bias-corrected, β2 = 0.999): β̂ = β2(1−β2^{t−1})/(1−β2^t), so 1 − β̂ = (1−β2)/(1−β2^t).
-    AdaX (β = 1e-4): 1 − β̂ = β/((1+β)^t − 1).
-    AdamNX (Eq. 11, r = 1−β2): 1 − β̂ = β2^{r(t−1)}(1 − β2^r)/(1 − β2^{rt}), equal to 1 − ``adamnx_beta2``
-    but exact where β̂ rounds to 1 (it falls below 1e-16 within the plotted range for β2 = 0.99).
-    Adafactor: β̂ = 1 − t^−0.8.
-    """
-    t = np.asarray(t, dtype=float)
-    out = {"Adam, β2 = 0.999": 1e-3 / -np.expm1(t * math.log(0.999))}
-    beta = 1e-4
-    out["AdaX, β = 1e-4"] = beta / np.expm1(t * math.log1p(beta))
-    for beta2 in (0.99, 0.999):
-        rate, log_b = 1 - beta2, math.log(beta2)
-        newest = -math.expm1(rate * log_b)  # 1 − β2^r
-        out[f"AdamNX, β2 = {beta2}"] = np.exp(rate * (t - 1) * log_b) * newest / -np.expm1(rate * t * log_b)
-    out["Adafactor, 1 − t^−0.8"] = t**-0.8
-    return out
-
-
-def _draw_beta2(path: Path) -> None:
-    t = np.unique(np.round(np.logspace(0, 6, 800)))
-    fig = plotting.new_figure()
-    ax = fig.add_subplot()
-    for (label, values), style in zip(beta2_complements(t).items(), ("-", "--", "-", "-.", ":")):
-        # AdaX (dashed) lies on AdamNX with β2 = 0.99: draw it on top so both stay visible.
-        ax.plot(t, values, linestyle=style, linewidth=1.8, label=label, zorder=3 if label.startswith("AdaX") else 2)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(1e-12, 2)
-    ax.set_xlabel("step t")
-    ax.set_ylabel("1 − β̂2(t)  (weight of the newest g²)")
-    ax.set_title("Effective second-moment decay β̂2(t)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    plotting.save(fig, path)
+    A task keeps its fixed target where some optimizer reached it; where none did, or it has none, its target
+    is :func:`~optarena.arena.analysis.stats.reachable_target` of the optimizers' median best test metric, so
+    the profile compares them rather than drawing a line at 0."""
+    fixed = steps_to_target_costs(view.tasks)
+    costs: dict[str, dict[str, float]] = {}
+    derived: dict[str, float] = {}
+    for task in view.tasks:
+        row = fixed.get(task.name, {})
+        if any(math.isfinite(c) for c in row.values()):
+            costs[task.name] = row
+            continue
+        best = {r.name: [stats.best_value(c, task.mode) for c in r.curves()] for r in task.runs}
+        medians = [float(np.median(v)) for v in best.values() if v]
+        if not medians or not any(math.isfinite(m) for m in medians):
+            continue
+        target = stats.reachable_target(medians, task.mode)
+        derived[task.name] = target
+        costs[task.name] = {
+            r.name: float(np.median([stats.steps_to_target(c, target, task.mode) for c in curves]))
+            for r in task.runs
+            if (curves := r.curves(include_diverged=True))
+        }
+    return costs, derived
 
 
 # --- the figures of a task -----------------------------------------------------------------------------------
@@ -344,39 +329,25 @@ def update_magnitudes(task: TaskView, colors: Colors, folder: Path) -> list[Bloc
 
 
 def performance_profile(view: ExperimentView, colors: Colors, folder: Path) -> list[Block]:
-    """Dolan–Moré profiles of steps-to-target across the tasks that have a target."""
-    costs = steps_to_target_costs(view.tasks)
+    """Dolan–Moré profiles of steps-to-target across the tasks (a derived target where the fixed one is out of
+    reach: :func:`profile_costs`)."""
+    costs, derived = profile_costs(view)
     if not costs:
-        return [Paragraph(spans("No task has a target and a rerun: no performance profile."))]
+        return [Paragraph(spans("No task has a rerun: no performance profile."))]
     _draw_profile(costs, colors, folder / "performance_profile.png")
-    blocks: list[Block] = [
-        Image(
-            f"{FOLDER}/performance_profile.png",
-            "Performance profile: steps to target",
-            "For each optimizer, the fraction of tasks on which its median steps-to-target is within τ times "
-            "the best optimizer's; a task no optimizer solved counts as unsolved for all.",
+    rule = ""
+    if derived:
+        targets = "; ".join(f"{name}: {value:.4g}" for name, value in derived.items())
+        rule = (
+            " Where no optimizer reached a task's fixed target (or it has none), the target is derived from the "
+            "data: the median over optimizers of each one's median best test metric (the lower median when "
+            f"higher is better), which at least half of them reach ({targets})."
         )
-    ]
-    if not any(math.isfinite(cost) for row in costs.values() for cost in row.values()):
-        blocks.append(Paragraph(spans("No optimizer reached the target on any task, so every profile is 0.")))
-    return blocks
-
-
-def beta2(view: ExperimentView, colors: Colors, folder: Path) -> list[Block]:
-    """The effective second-moment decay of the Adam family, when the experiment has one of them."""
-    if not BETA2_OPTIMIZERS & set(view.optimizers):
-        return []
-    _draw_beta2(folder / "beta2.png")
-    return [
-        Image(
-            f"{FOLDER}/beta2.png",
-            "Effective second-moment decay",
-            "1 − β̂2(t), the weight each method gives the newest squared gradient, on log-log axes: Adam's "
-            "levels off at 1 − β2, Adafactor's falls as t^−0.8, AdaX's and AdamNX's fall towards 0 (their "
-            "preconditioner freezes); AdaX with β = 1e-4 all but coincides with AdamNX with β2 = 0.99, "
-            "as β = β2^−(1−β2) − 1 makes them equal.",
-        )
-    ]
+    caption = (
+        "For each optimizer, the fraction of tasks on which its median steps-to-target is within τ times the best "
+        "optimizer's; a task no optimizer solved counts as unsolved for all." + rule
+    )
+    return [Image(f"{FOLDER}/performance_profile.png", "Performance profile: steps to target", caption)]
 
 
 # The report's figures, in the order it shows them: per task after its table, then across tasks.

@@ -42,10 +42,38 @@ def save(fig: Figure, path: Path) -> None:
     fig.clear()  # drop the artists now rather than when the last reference goes
 
 
+# 37 distinct colours: tab10, Dark2, Set1, then tab20's light shades (a hue's dark and light shades kept apart).
+PALETTE = tuple(
+    matplotlib.colormaps[name](i)
+    for name, indices in (("tab10", range(10)), ("Dark2", range(8)), ("Set1", range(9)), ("tab20", range(1, 20, 2)))
+    for i in indices
+)
+MAX_SERIES = 8  # optimizers per axes: more are drawn as small multiples
+
+
 def optimizer_colors(optimizers: Sequence[str]) -> Colors:
-    """One colour per optimizer, in order (its line style follows from its place: :func:`linestyle`)."""
-    cmap = matplotlib.colormaps["tab10"]
-    return {name: cmap(i % 10) for i, name in enumerate(optimizers)}
+    """One colour per optimizer, in order, distinct for up to 37 (its line style follows from its place:
+    :func:`linestyle`)."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(optimizers)}
+
+
+def chunks(names: Sequence[Any], size: int = MAX_SERIES) -> list[list[Any]]:
+    """``names`` in consecutive groups of at most ``size``, balanced (28 in groups of 7, not 8+8+8+4)."""
+    count = max(1, math.ceil(len(names) / size))
+    per = math.ceil(len(names) / count) if names else 0
+    return [list(names[i : i + per]) for i in range(0, len(names), per)] if names else [[]]
+
+
+def panel_figure(panels: int, width: float = 7.5, height: float = 4.2) -> tuple[Figure, list[Any]]:
+    """A figure of ``panels`` axes stacked vertically (one when ``panels`` is 1), each ``height`` high at most."""
+    fig = new_figure(width + 1.9, height if panels == 1 else 0.8 + 3.2 * panels)  # + the legend's column
+    axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
+    return fig, list(axes)
+
+
+def legend_outside(ax: Any, fontsize: int = 8) -> None:
+    """The legend to the right of the axes, outside the data."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 LINESTYLES = ("-", "--", "-.", ":")

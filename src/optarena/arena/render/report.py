@@ -99,8 +99,9 @@ def _sampler_text(config: dict) -> str:
     sampler = describe_sampler(config)
     if sampler is None:  # an old or foreign store: say what the configuration says
         return f"seed {config.get('sampler_seed')}"
-    # QMC has no random start-up phase; the report has always said '?' there.
-    startup = "?" if sampler.startup_trials is None else sampler.startup_trials
+    if sampler.startup_trials is None:  # QMC: every trial is a point of the scrambled sequence, no start-up phase
+        return f"{sampler.name} (seed {sampler.seed}, no random start-up phase), the same for every optimizer"
+    startup = sampler.startup_trials
     return f"{sampler.name} (seed {sampler.seed}, {startup} random startup trials), the same for every optimizer"
 
 
@@ -163,8 +164,8 @@ def _protocol_blocks(view: ExperimentView) -> list[Block]:
     declared = config.get("variants") or {}
     for name in view.optimizers:
         space = describe_search_space(name, declared)
-        if space is None:
-            rows.append([spans(Span(name, code=True)), spans("not registered"), spans("—"), spans("—")])
+        if space is None:  # a variant the store does not describe (an older store): what its trials searched
+            rows.append([spans(Span(name, code=True)), *_searched(view, name)])
             continue
         low, high = space.lr_range
         knobs = "; ".join(f"{k} ∈ {fmt_space(spec)}" for k, spec in space.knobs.items()) or "none"
@@ -172,6 +173,19 @@ def _protocol_blocks(view: ExperimentView) -> list[Block]:
         rows.append([spans(Span(name, code=True)), spans(lr_text), spans(knobs), spans(space.fixed)])
     blocks.append(Table(["Optimizer", "lr range", "Knobs", "Fixed"], rows))
     return blocks
+
+
+def _searched(view: ExperimentView, name: str) -> list[Inline]:
+    """lr range, knobs and a note for an optimizer whose space the store does not record: from its trials."""
+    trials = [t for task in view.tasks for runs in task.runs if runs.name == name for t in runs.tune]
+    lrs = sorted({float(t.params["lr"]) for t in trials if "lr" in t.params})
+    knobs = sorted({k for t in trials for k in t.params if k != "lr"})
+    lr_text = f"tried {fmt_param(lrs[0])} … {fmt_param(lrs[-1])} ({len(lrs)} values)" if lrs else "—"
+    return [
+        spans(lr_text),
+        spans("; ".join(knobs) or "none"),
+        spans("a variant this store does not describe: its trials' values"),
+    ]
 
 
 # --- a task -------------------------------------------------------------------------------------------------
