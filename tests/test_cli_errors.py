@@ -78,6 +78,7 @@ def write_claims(folder: Path, baseline: str = "sgdm") -> Path:
     claims.write_text(
         '[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "exp.toml"\n'
         f'task = "digits"\nmethod = "adamw"\nbaseline = "{baseline}"\n'
+        'metric = "test accuracy"\ndirection = "higher"\nmargin = 0.01\npaper_effect_source = "none"\n'
     )
     return claims
 

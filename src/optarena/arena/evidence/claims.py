@@ -116,11 +116,11 @@ def _claim(path: Path, i: int, entry: dict[str, Any]) -> Claim:
     if unknown:
         valid = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
         raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
-    if missing:
-        raise ConfigError(f"{label}: missing key {missing[0]!r}")
     for key in (*REQUIRED_KEYS, "paper_setup", "split", "rule", "commentary"):
         if key in entry and key != "margin" and not isinstance(entry[key], str):
             raise ConfigError(f"{label}: key {key!r} must be a string, got {entry[key]!r}")
+    if missing:
+        raise ConfigError(f"{label}: missing key {missing[0]!r}")
     split = entry.get("split", "test")
     if split not in SPLITS:
         raise ConfigError(f"{label}: split {split!r}; expected one of {', '.join(SPLITS)}")

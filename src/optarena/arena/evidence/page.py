@@ -147,15 +147,22 @@ def render(
     colors = evidence_figures.palette(names)
     lines = [f"# {md(title)}", "", *(s.replace("{n}", str(len(judgements))) for s in _intro())]
     protocols = {path: _protocol(results[e.name]) for path, e in experiments.items()}
-    lines += [
-        "**The stores were run under the old protocol.** They predate the budget record and the pre-registered "
-        "margins: each optimizer was tuned on one seed with the trials listed under Setups (the tuning grid as "
-        "stored: the sensitivity tables count the distinct learning rates each optimizer tried), and the budget "
-        "record is not in them.",
-        "",
-        "## All claims",
-        "",
+    recorded = [
+        p.config is not None and getattr(p.config, "budget", None) is not None
+        for r in results.values()
+        for p in r.pairs.values()
     ]
+    if not any(recorded):
+        lines += [
+            "**The stores were run under the old protocol.** They predate the budget record and the pre-registered "
+            "margins: each optimizer was tuned with the trials listed under Setups (the tuning grid as stored: the "
+            "sensitivity tables count the distinct learning rates each optimizer tried), and no study records its "
+            "budget.",
+            "",
+        ]
+    else:
+        lines += [f"The protocol's budget is recorded by {sum(recorded)} of the {len(recorded)} studies.", ""]
+    lines += ["## All claims", ""]
     tally = {v: sum(j.verdict == v for j in judgements) for v in VERDICTS}
     lines += [", ".join(f"{v}: {k}" for v, k in tally.items()) + f" (of {len(judgements)} claims).", ""]
     if figures is not None and judgements:
@@ -238,6 +245,9 @@ def _paper_section(
                  _interval(cmp.welch))  # fmt: skip
         lines.append(sections.row(cells)[:-1] + f"| **{j.verdict}** |")
     lines.append("")
+    tally = {v: [j.claim.id for j in group if j.verdict == v] for v in VERDICTS}
+    parts = [f"{v} {len(ids)} ({md(', '.join(ids))})" for v, ids in tally.items() if ids]
+    lines += ["Verdicts: " + "; ".join(parts) + ".", ""]
     commented = [j.claim for j in group if j.claim.commentary]
     if commented:
         lines += ["Commentary (hand-written):", ""] + [f"- {md(c.id)}: {md(c.commentary)}" for c in commented] + [""]
