@@ -97,7 +97,7 @@ for pkg in "${packages[@]}"; do
     get it: ${sudo_}apt-get install -y chromium-driver") ;;
         postgresql) problems+=("PostgreSQL server (/usr/lib/postgresql/*/bin/{initdb,pg_ctl,postgres}): tests/test_workers.py skips without one (with CI=true it errors)
     get it: ${sudo_}apt-get install -y postgresql   (or set OPTARENA_TEST_POSTGRES to an existing server's URL)") ;;
-        dataset-fashion-mnist) problems+=("Fashion-MNIST ($FASHION): tests/test_evidence.py::test_every_study_of_the_project_runs_at_ci_size fails, two tests in tests/test_tasks_data.py skip
+        dataset-fashion-mnist) problems+=("Fashion-MNIST ($FASHION): tests/test_evidence.py::test_every_study_of_the_project_runs_at_ci_size and tests/test_protocol_power.py::test_every_study_runs_at_ci_size fail, two tests in tests/test_tasks_data.py skip
     get it: ${sudo_}apt-get install -y dataset-fashion-mnist") ;;
     esac
 done
@@ -158,6 +158,7 @@ if ! wanted chromium; then
 fi
 if ! wanted fashion-mnist || ! wanted shared-data; then
     pytest_args+=(--deselect tests/test_evidence.py::test_every_study_of_the_project_runs_at_ci_size)
+    pytest_args+=(--deselect "tests/test_protocol_power.py::test_every_study_runs_at_ci_size")  # Fashion-MNIST studies
 fi
 if ! wanted postgresql && [ -z "${OPTARENA_TEST_POSTGRES:-}" ] && [ "${CI:-}" = true ]; then
     pytest_args+=(--ignore tests/test_workers.py)  # it refuses to be collected under CI=true without a server

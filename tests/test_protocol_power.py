@@ -392,3 +392,49 @@ def test_report_of_a_store_without_a_budget(tmp_path):
     study.set_user_attr("budget", None)  # as a store written before the budget existed reads
     assert records.load_results(experiment.storage_url, "default").pairs["rosenbrock", "adamw"].config.budget is None
     assert build_report(experiment.storage_url, "default", tmp_path / "report").is_file()
+
+
+# --- the project's study files ------------------------------------------------------------------------------------
+
+STUDIES = sorted(p for p in (REPO / "experiments" / "evidence").glob("*.toml") if p.name != "claims.toml")
+
+
+def _judged_by_claims() -> set[str]:
+    """The study files claims.toml points at: tests/test_evidence.py runs those at CI size (`evidence --smoke`)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    claims = tomllib.loads((REPO / "experiments" / "evidence" / "claims.toml").read_text(encoding="utf-8"))
+    return {entry["experiment"] for entry in claims.get("claim", []) if "experiment" in entry}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_study_file_states_its_scale_budget_and_time(path):
+    experiment = load_experiment_file(path)
+    header = path.read_text(encoding="utf-8").split("\nname = ")[0]
+    for words in ("Claim scale", "Budget", "Estimated CPU time", "Run"):
+        assert f"# {words}" in header, (path.name, words)
+    assert f"optarena compare --config experiments/evidence/{path.name}" in header
+    assert experiment.protocol == "powered"  # every evidence study runs the powered protocol
+    assert experiment.trials >= 16 and experiment.tune_seeds >= 2 and experiment.seeds >= 10
+    assert experiment.max_widenings >= 1
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_study_runs_at_ci_size(path, tmp_path):
+    """The CI-size version of each study that no claim judges yet (tests/test_evidence.py runs the others):
+    the sizes of `optarena evidence --smoke`, the file's protocol otherwise (2 tuning seeds, widening on)."""
+    from optarena.arena.evidence.command import SMOKE
+    from optarena.arena.spec.experiment import default_storage_url
+
+    if path.name in _judged_by_claims():
+        pytest.skip(f"{path.name} is run at CI size by tests/test_evidence.py (claims.toml judges it)")
+    experiment = load_experiment_file(path, **SMOKE, out=tmp_path, storage=default_storage_url(tmp_path))
+    compare(experiment)
+    results = records.load_results(experiment.storage_url, experiment.name)
+    assert set(results.pairs) == {(t, o) for t in experiment.tasks for o in experiment.optimizers}
+    for pair in results.pairs.values():
+        got = pair.config.budget
+        assert got["trials"] == got["trials_planned"] >= 2 and got["seeds"] == 2 and got["tune_seeds"] == 2
+        assert sorted(t.seed for t in pair.final) == [1, 2]

@@ -4,7 +4,10 @@
 tuning trials per (task, optimizer) — with their configurations already drawn when the sampler is
 ``'qmc'``, drawn by TPE when a process takes them otherwise — and one trial per seed of the final
 reruns. ``work(experiment)`` takes waiting trials one at a time until none is left anywhere; a final
-rerun is taken only once its pair's tuning is complete. ``optarena compare`` does both, so any
+rerun is taken only once its pair's tuning is complete: every queued tuning trial finished and no range
+left to widen (:func:`optarena.arena.study.widening.extend`, which queues a widening round's trials like
+the rest of the budget). After every trial it runs, a process restates its pair's budget in the tuning
+study (:mod:`optarena.arena.study.budget`). ``optarena compare`` does both, so any
 number of ``compare`` and ``optarena worker`` processes on the same store (SQLite on one machine,
 PostgreSQL across machines) share the budget: every trial runs once.
 
