@@ -218,8 +218,18 @@ def render(
 
 
 def _protocol(results: records.ExperimentResults) -> dict[str, Any]:
+    """The settings the store's studies recorded (the grown experiment's: the one naming most optimizers), with
+    the optimizers the store holds; a setting the studies disagree on lists every value."""
     configs = [p.config.experiment for p in results.pairs.values() if p.config is not None and p.config.experiment]
-    return dict(configs[0]) if configs else {}
+    if not configs:
+        return {}
+    protocol = dict(max(configs, key=lambda c: len(c.get("optimizers", []))))
+    for key in ("trials", "seeds", "tune_seeds", "epochs", "subset", "eval_subset", "sampler", "sampler_seed"):
+        values = list(dict.fromkeys(str(c.get(key)) for c in configs if c.get(key) is not None))
+        if len(values) > 1:
+            protocol[key] = " or ".join(values)
+    protocol["optimizers"] = list(dict.fromkeys(o for _, o in results.pairs))
+    return protocol
 
 
 def _paper_section(
