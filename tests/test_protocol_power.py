@@ -295,6 +295,9 @@ def test_weight_decay_is_tuned_for_every_optimizer_that_has_it():
     assert weight_decay_kind(coupled) == "coupled"
     fixed = parse_variant("adamw_wd0", {"optimizer": "adamw", "options": {"weight_decay": 0.0}})
     assert "weight_decay" not in search_space(fixed, tune_weight_decay=True)  # a variant that fixes it
+    # what a report states from a stored configuration
+    assert search.describe_search_space("sgdm", {}, True).knobs == {"weight_decay": ("log", 1e-6, 1e-2)}
+    assert search.describe_search_space("sgdm", {}).knobs == {}
 
 
 def test_weight_decay_is_not_added_to_an_optimizer_without_it(monkeypatch):

@@ -207,11 +207,16 @@ class SearchSpace:
     fixed: str  # what a variant fixes, in words (:meth:`OptimizerSpec.describe`)
 
 
-def describe_search_space(name: str, variants: Mapping[str, Any]) -> SearchSpace | None:
+def describe_search_space(
+    name: str, variants: Mapping[str, Any], tune_weight_decay: bool = False
+) -> SearchSpace | None:
     """The search space of the optimizer or variant ``name`` (``variants``: the stored experiment's
-    variant tables); None when this version of optarena does not know it."""
+    variant tables; ``tune_weight_decay``: the stored setting, which adds ``weight_decay`` to the knobs); None
+    when this version of optarena does not know it. Ranges widened during tuning are the tuning study's
+    ``widenings`` (:attr:`optarena.arena.study.records.StudyConfig.widenings`)."""
     try:
         variant = parse_variant(name, variants[name]) if name in variants else resolve(name)
     except ValueError:
         return None
-    return SearchSpace(variant.tuned_lr_range(), variant.search_space(), variant.describe())
+    knobs = {k: v for k, v in search_space(variant, tune_weight_decay).items() if k != "lr"}
+    return SearchSpace(variant.tuned_lr_range(), knobs, variant.describe())
