@@ -197,6 +197,7 @@ def test_claims_whose_runs_are_missing_are_listed_not_judged(tmp_path):
     text = out.read_text()
     assert "## Not run yet" in text and "- x (P): adamw vs sgdm in `never.toml`" in text
     assert "| x: " not in text  # no verdict row without data
+    assert not (tmp_path / "optarena.db").exists()  # reading the claims created no empty store
 
 
 # --- the pre-registered verdict rule -------------------------------------------------------------------------
@@ -332,9 +333,11 @@ def test_the_projects_claims_carry_the_seeds_numbers():
         "training" not in claims["adaburst-sgdm-cifar10"].paper_result
         or claims["adaburst-sgdm-cifar10"].split == "train"
     )
-    untested = {"agr-ddpm", "adamnx-tables-8-10", "adax-alone", "agr-vs-gc-normalization", "lookahead-larger-lr",
-                "adabelief-gan"}  # fmt: skip
+    untested = {"agr-ddpm", "adamnx-tables-8-10", "adax-alone", "lookahead-larger-lr", "adabelief-gan"}
     assert {u.id for u in claims_file.untested} >= untested
+    # registered before their studies ran: AGR against its comparators, the burst trigger, AdaBelief's defaults
+    studies = {c.experiment.name for c in claims_file.claims}
+    assert {"agr_comparators.toml", "burst_trigger.toml", "adabelief_defaults.toml", "mnist1d.toml"} <= studies
 
 
 def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from optarena.arena.render import markdown
 from optarena.arena.render.report import build_report
 from optarena.arena.run import preflight
 from optarena.arena.spec.config import ConfigError, load_experiment_file
-from optarena.arena.spec.experiment import default_storage_url
+from optarena.arena.spec.experiment import Experiment, default_storage_url
 from optarena.arena.study import store
 from optarena.arena.study.protocol import check_experiment, compare
 from optarena.arena.tasks import get_task
@@ -92,6 +92,9 @@ def evidence(
             compare(experiment)
     judgements, missing = [], []
     for claim in claims_file.claims:
+        if not _store_exists(experiments[claim.experiment]):  # never create an empty store by reading it
+            missing.append(claim)
+            continue
         try:
             judgements.append(judge(claim, overrides[claim.experiment]))
         except MissingRuns:
@@ -104,7 +107,7 @@ def evidence(
     )  # fmt: skip
     reports = []
     for path, experiment in experiments.items():
-        if experiment.name not in store.list_experiments(experiment.storage_url):
+        if not _store_exists(experiment) or experiment.name not in store.list_experiments(experiment.storage_url):
             continue  # nothing run yet: its claims are listed as such
         report = build_report(experiment.storage_url, experiment.name, extras / experiment.name)
         link = report.relative_to(out.parent).as_posix()
@@ -114,3 +117,9 @@ def evidence(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return Outcome(judgements, missing, out)
+
+
+def _store_exists(experiment: Experiment) -> bool:
+    """Whether the experiment's store is there to read (a server store always is; a SQLite file may not be)."""
+    sqlite = store.sqlite_file(experiment.storage_url)
+    return sqlite is None or sqlite.exists()
