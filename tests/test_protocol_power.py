@@ -441,3 +441,21 @@ def test_every_study_runs_at_ci_size(path, tmp_path):
         got = pair.config.budget
         assert got["trials"] == got["trials_planned"] >= 2 and got["seeds"] == 2 and got["tune_seeds"] == 2
         assert sorted(t.seed for t in pair.final) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("--tune-seeds", "0", "Invalid tune_seeds: 0; expected an integer in [1, 100]"),
+        ("--max-widenings", "11", "Invalid max_widenings: 11; expected an integer in [0, 10]"),
+        ("--widen-factor", "1", "Invalid widen_factor: 1.0; expected a number in (1, 1e6]"),
+    ],
+)
+def test_bad_protocol_options_are_one_line(tmp_path, option, value, message):
+    run = subprocess.run(
+        [sys.executable, "-m", "optarena", "compare", "--task", "rosenbrock", "--optimizers", "adamw", option, value,
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stdout.strip() == f"error: {message}", run.stdout + run.stderr
+    assert not (tmp_path / "optarena.db").exists()  # refused before anything is written
