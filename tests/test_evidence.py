@@ -360,3 +360,24 @@ def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, m
     old = Experiment(name="old", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
     text = "\n".join(sections.budget_lines({tmp_path / "old.toml": old}))
     assert "| old.toml | every task | all 1 studies | not recorded (store predates the budget record) |" in text
+
+
+def test_agr_relative_change_is_the_closed_form_and_small_on_large_tensors(tmp_path):
+    import torch
+
+    from optarena.arena.evidence.agr_change import measure, relative_change
+    from optarena.arena.spec.experiment import Experiment
+
+    g = torch.randn(50, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    a = np.abs(g.numpy())
+    want = np.linalg.norm(a / a.sum() * g.numpy()) / np.linalg.norm(g.numpy())  # ‖(|g|/Σ|g|) ⊙ g‖ / ‖g‖
+    assert relative_change(g) == pytest.approx(want, rel=1e-12)
+    assert relative_change(torch.zeros(3, 3)) == 0.0
+    experiment = Experiment(name="e", tasks=["digits"], optimizers=["adamw", "adamw_agr"], out=tmp_path)
+    changes = {c.kind: c for c in measure(experiment, "digits")}
+    assert changes and all(0 < c.median <= c.maximum < 1 for c in changes.values())
+    weights = [c for c in changes.values() if c.paper_scope]
+    biases = [c for c in changes.values() if not c.paper_scope]
+    assert weights and biases
+    # the coefficients sum to 1 over a tensor: the bigger the tensor, the smaller the change
+    assert max(c.median for c in weights) < min(c.median for c in biases)

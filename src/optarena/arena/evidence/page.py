@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from optarena.arena.analysis.views import collect
+from optarena.arena.evidence import agr_change, sections
 from optarena.arena.evidence import figures as evidence_figures
-from optarena.arena.evidence import sections
 from optarena.arena.evidence.claims import Claim, Untested
 from optarena.arena.evidence.judgement import ALPHA, POWER, VERDICTS, Comparison, Judgement, correct
 from optarena.arena.render.figures import draw_lr_sensitivity
@@ -299,8 +299,9 @@ def _paper_section(
     if any("adaburst" in j.claim.method for j in group):
         lines += ["### Burst events", ""]
         lines += bursts or ["No Adaburst rerun in these stores recorded a burst event.", ""]
-    if agr:
-        lines += ["### AGR's relative change", "", *agr]
+    agr_tasks = [(key, js) for key, js in by_task.items() if any("agr" in j.claim.method for j in js)]
+    if agr_tasks:
+        lines += ["### AGR's relative change", "", *agr, *_measured_agr(agr_tasks)]
     if target_text:
         lines += ["### Time to target", "", f"Rule: {sections.TARGET_RULE}.", "", *target_text]
         if figures is not None and costs:
@@ -327,3 +328,23 @@ def _step_of_epoch(results: records.ExperimentResults, task: str, optimizer: str
             if int(row["epoch"]) == epoch:
                 return float(row["step"])
     return None
+
+
+def _measured_agr(agr_tasks: Sequence[tuple[tuple[str, str], Sequence[Judgement]]]) -> list[str]:
+    """‖AGR(g) − g‖/‖g‖ per layer type, measured now on each task's model (:mod:`.agr_change`)."""
+    lines = [
+        "Measured by this command on each task's model at seed 1 (the first rerun's initial weights), on one "
+        "gradient of its first training batch, with optarena's reference AGR: the median and largest "
+        "‖AGR(g) − g‖/‖g‖ over the tensors of each layer type. Under the paper's scope (agr_scope = 'weights') "
+        "AGR changes only the tensors of two or more dimensions; the authors' code changes all of them.",
+        "",
+        "| task | layer type | tensors | entries per tensor | median change | largest | under the paper's scope |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (_, task), js in agr_tasks:
+        for c in agr_change.measure(js[0].experiment, task):
+            entries = f"{c.smallest:,}" if c.smallest == c.largest else f"{c.smallest:,}-{c.largest:,}"
+            cells = (task, c.kind, c.tensors, entries, f"{c.median:.2g}", f"{c.maximum:.2g}",
+                     "yes" if c.paper_scope else "no")  # fmt: skip
+            lines.append(sections.row(cells))
+    return [*lines, ""]
