@@ -93,6 +93,13 @@ def tiny_shapes(count: int = 2000, size: int = 64) -> list[Shape]:
     return [(size,)] * count
 
 
+def small_cnn_shapes() -> list[Shape]:
+    """The arena's Fashion-MNIST CNN (two 3x3 convolutions, 16 and 32 channels, and a linear layer; 20,634
+    values in 6 tensors): the set where the arena lives, and where per-step overhead (gathering, packing
+    hyperparameters, dynamo's guards) rather than memory decides."""
+    return [(16, 1, 3, 3), (16,), (32, 16, 3, 3), (32,), (10, 1568), (10,)]
+
+
 def huge_shapes() -> list[Shape]:
     """One 4096 x 4096 tensor (16.8M values): the set where memory bandwidth alone decides."""
     return [(4096, 4096)]
@@ -102,6 +109,7 @@ PARAM_SETS: dict[str, Callable[[], list[Shape]]] = {
     "resnet18": resnet18_shapes,
     "transformer": transformer_shapes,
     "tiny": tiny_shapes,
+    "small_cnn": small_cnn_shapes,
     "huge": huge_shapes,
 }
 
@@ -408,15 +416,23 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def time_calls(fn: Callable[[], Any], count: int, sync: Callable[[], None]) -> list[float]:
-    """Seconds of each of ``count`` calls of ``fn``, each timed on its own."""
+#: ``wall``: elapsed time. ``thread``: the CPU time of the calling thread, which on a shared machine leaves out the
+#: time the process waits for a core (with one torch thread on a CPU the whole step runs on the calling thread);
+#: it still includes what sharing the memory bus and the caches costs.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def time_calls(
+    fn: Callable[[], Any], count: int, sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
+    """Seconds of each of ``count`` calls of ``fn``, each timed on its own by ``clock``."""
     out = []
     for _ in range(count):
         sync()
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        out.append(time.perf_counter() - start)
+        out.append(clock() - start)
     return out
 
 
@@ -485,11 +501,11 @@ def run_set(name: str, shapes: list[Shape], configs: list[Config], args: argpars
             rng.shuffle(visits)
             for config in visits:
                 if config is None:
-                    copy_times += time_calls(lambda: copy_dst.copy_(copy_src), args.steps, sync)
+                    copy_times += time_calls(lambda: copy_dst.copy_(copy_src), args.steps, sync, CLOCKS[args.clock])
                     continue
                 assert config.optimizer is not None
                 config.optimizer.step()  # untimed: bring this config's data back into the caches
-                times = time_calls(config.optimizer.step, args.steps, sync)
+                times = time_calls(config.optimizer.step, args.steps, sync, CLOCKS[args.clock])
                 config.times += times
                 config.round_medians.append(statistics.median(times))
     finally:
@@ -640,7 +656,7 @@ def render(results: Sequence[SetResult], args: argparse.Namespace) -> str:
         "# Optimizer step time and memory",
         "",
         f"torch {torch.__version__}, device {args.device}, {threads} torch thread(s), "
-        f"{os.cpu_count()} CPU(s), fp32 parameters. Ratios are medians over {args.rounds} round(s) "
+        f"{os.cpu_count()} CPU(s), fp32 parameters, {args.clock} clock. Ratios are medians over {args.rounds} round(s) "
         f"× {args.steps} timed step(s), after {args.warmup} warm-up step(s): the median over rounds of "
         "the per-round ratio of median step times; in brackets, the interquartile range of the per-round ratios. "
         f"Memory allocator: {args.malloc_note}.",
@@ -746,6 +762,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration before round 1")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; thread: the calling thread's CPU time (a CPU with --threads 1 only), which leaves "
+        "out the time other processes hold the core",
+    )
     parser.add_argument("--copy-mb", type=int, default=256, help="buffer size of the copy-bandwidth probe")
     parser.add_argument(
         "--memory",
@@ -776,6 +799,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.mode_names = modes
     if args.scale <= 0 or args.rounds < 1 or args.steps < 1 or args.warmup < 1 or args.copy_mb < 1:
         parser.error("--scale, --rounds, --steps, --warmup and --copy-mb must be positive")
+    if args.clock == "thread" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock thread measures one thread: it needs --device cpu and --threads 1")
     if args.png is None:
         args.png = args.out.with_suffix(".png")
     return args

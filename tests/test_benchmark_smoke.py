@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
@@ -71,3 +72,39 @@ def test_step_time_script_writes_a_ratio_row_per_configuration(tmp_path: Path) -
     # the per-tensor step counters, which are visible at this tiny scale).
     assert 8.0 <= float(rows[("adaburst", "foreach")]["state B/param"]) < 8.2
     assert 4.0 <= float(rows[("lion", "foreach")]["state B/param"]) < 4.2
+
+
+def test_step_time_thread_clock_on_the_small_cnn_set(tmp_path: Path) -> None:
+    bench = load_script()
+    out = tmp_path / "small.md"
+    argv = ["--sets", "small_cnn", "--optimizers", "adamw_agr", "--modes", "foreach", "--rounds", "1", "--steps", "2"]
+    argv += ["--warmup", "1", "--copy-mb", "8", "--threads", "1", "--clock", "thread", "--no-memory", "--out", str(out)]
+    assert bench.main(argv) == 0
+    text = out.read_text()
+    assert "thread clock" in text
+    assert "small_cnn (scale 1): 6 tensors, 20,490 parameters" in text
+
+
+def test_step_time_thread_clock_needs_one_cpu_thread() -> None:
+    bench = load_script()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--clock", "thread", "--threads", "2"])
+
+
+def test_arena_overhead_script_checks_the_runs_agree_and_writes_ratios(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("optarena_bench_arena_overhead", SCRIPT.parent / "arena_overhead.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "overhead.md"
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--task", "digits", "--subset", "0", "--rounds", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    text = out.read_text()
+    assert "the three runs end at the same test metric" in text
+    ratios = [line for line in text.splitlines() if line.startswith("| loop, ")]
+    assert len(ratios) == 2 and all(float(line.split("|")[2]) > 0 for line in ratios)
+    with pytest.raises(SystemExit):
+        module.main(["--workers", "1"])

@@ -210,3 +210,38 @@ def test_compiled_step_is_fused_with_no_host_read(name):
     assert source  # a graph was compiled
     assert ".item()" not in source
     assert "torch.ops.aten." not in source, [line for line in source.splitlines() if "torch.ops.aten." in line]
+
+
+@pytest.mark.parametrize("official_edge_cases", [False, True])
+def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge_cases):
+    """Compiled, Σ|g| of a tensor over 4,096 values is summed in rows (functional.sum_in_chunks) and α = |g|·(1/Σ|g|):
+    both within float64 rounding of the eager reference, remainders and an all-zero tensor included."""
+    torch._dynamo.reset()
+    shapes = [(70, 100), (3, 8197), (64, 64), (5, 4)]  # 7,000 and 24,591 values: rows plus a remainder; exactly 4,096
+    results = []
+    for compile in (True, False):
+        g = torch.Generator().manual_seed(3)
+        params = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+        opt = optarena.create_optimizer(
+            params, "adamw_agr", lr=1e-2, agr_official_edge_cases=official_edge_cases, compile=compile
+        )
+        for k in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype) * 10.0 ** (k - 2)
+            if not official_edge_cases:
+                params[3].grad = torch.zeros_like(params[3])  # the floor keeps it at zero
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    assert all(torch.isfinite(p).all() for p in results[0])
+    assert max_diff(*results) <= 1e-12
+
+
+def test_sum_in_chunks_equals_sum_in_float64_and_compiles():
+    from optarena.optim.functional import sum_in_chunks
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 4095, 4096, 4097, 8192, 3 * 4096 + 17):
+        x = torch.randn(n, generator=g, dtype=torch.float64)
+        assert sum_in_chunks(x).item() == x.sum().item()  # eagerly, plain sum
+        compiled_sum = torch.compile(sum_in_chunks, fullgraph=True, dynamic=False)
+        assert abs(compiled_sum(x).item() - x.sum().item()) <= 1e-12 * x.abs().sum().item()
