@@ -1,5 +1,5 @@
 """The report's readability defects of issue 18, each checked on a real (synthetic) store: panels of at most
-8 series with legends outside the data, 37 distinct colours, a profile that carries information when the
+8 series with legends outside the data, 77 distinct colours, a profile that carries information when the
 fixed target is out of reach, the QMC sampler's text and variants the store does not describe."""
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def test_at_most_eight_series_per_axes_and_legends_outside(many_view, tmp_path, 
 
 
 def test_colours_are_distinct_for_many_optimizers():
-    names = [f"o{i}" for i in range(37)]
+    names = [f"o{i}" for i in range(77)]
     colors = plotting.optimizer_colors(names)
-    assert len({tuple(np.round(c, 6)) for c in colors.values()}) == 37
+    assert len({tuple(np.round(c, 6)) for c in colors.values()}) == 77
     assert plotting.chunks(list(range(28))) == [list(range(i, i + 7)) for i in range(0, 28, 7)]
     assert plotting.chunks([]) == [[]]
 
@@ -104,3 +104,20 @@ def test_qmc_sampler_text_and_undescribed_variants(tmp_path):
     assert "not registered" not in md
     row = next(line for line in md.splitlines() if line.startswith("| `my_variant` |"))
     assert "tried 0.001 … 0.01 (2 values)" in row and "does not describe" in row
+
+
+def test_a_report_takes_the_callers_colours(many_view, tmp_path, monkeypatch):
+    url, view = many_view
+    chosen = {name: plotting.PALETTE[-1 - i] for i, name in enumerate(reversed(view.optimizers))}
+    seen: list[dict] = []
+    original = figures.curves_by_step
+
+    def spy(task, colors, folder):
+        seen.append(dict(colors))
+        return original(task, colors, folder)
+
+    monkeypatch.setattr(figures, "TASK_FIGURES", (spy,))
+    build_report(url, "syn", tmp_path / "out", colors=chosen)
+    assert seen == [chosen]
+    build_report(url, "syn", tmp_path / "out2", colors={"opt00": "red"})  # missing names: the report's own
+    assert seen[-1] == plotting.optimizer_colors(view.optimizers)

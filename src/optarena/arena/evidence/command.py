@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from optarena.arena.evidence.claims import Claim, load_claims_file
+from optarena.arena.evidence.figures import palette
 from optarena.arena.evidence.judgement import Judgement, MissingRuns, correct, judge
 from optarena.arena.evidence.page import render
 from optarena.arena.render import markdown
@@ -101,15 +102,18 @@ def evidence(
             missing.append(claim)
     title = claims_file.title + (" (smoke scale: not evidence)" if smoke else "")
     judgements = correct(judgements)  # Holm over the page's claims
+    # one colour per optimizer on the page and in every full report: every optimizer a claim or a study names
+    names = [n for c in claims_file.claims for n in (c.method, c.baseline)]
+    colors = palette(names + [n for e in experiments.values() for n in e.optimizers])
     text = render(
         judgements, title, claims_file.commentary, figures=extras / "figures", page=out, missing=missing,
-        untested=claims_file.untested,
+        untested=claims_file.untested, colors=colors,
     )  # fmt: skip
     reports = []
     for path, experiment in experiments.items():
         if not _store_exists(experiment) or experiment.name not in store.list_experiments(experiment.storage_url):
             continue  # nothing run yet: its claims are listed as such
-        report = build_report(experiment.storage_url, experiment.name, extras / experiment.name)
+        report = build_report(experiment.storage_url, experiment.name, extras / experiment.name, colors)
         link = report.relative_to(out.parent).as_posix()
         reports.append(f"- {markdown.code_span(path.name)}: [{markdown.text(link)}]({markdown.link_target(link)})")
     text += "\n## Full reports\n\nEvery optimizer's curves, tables and sensitivity, per experiment:\n\n"

@@ -24,12 +24,9 @@ VERDICT_COLORS = {"confirmed": "#1a7f37", "refuted": "#cf222e", "underpowered": 
 
 
 def palette(names: Sequence[str]) -> dict[str, Any]:
-    """One colour per optimizer, consistent across the page, by sorted name: tab10, Dark2, Set1, then tab20's light
-    shades (37 colours; dark and light shades of one hue are kept apart)."""
-    maps = (("tab10", range(10)), ("Dark2", range(8)), ("Set1", range(9)), ("tab20", range(1, 20, 2)))
-    colors = [matplotlib.colormaps[name](i) for name, indices in maps for i in indices]
-    ordered = sorted(set(names))
-    return {name: colors[i % len(colors)] for i, name in enumerate(ordered)}
+    """One colour per optimizer, consistent across the page and its full reports: the render layer's palette
+    (77 distinct colours) by sorted name."""
+    return plotting.optimizer_colors(sorted(set(names)))
 
 
 def forest(rows: Sequence[dict[str, Any]], path: Path) -> None:

@@ -130,11 +130,13 @@ def render(
     page: Path | None = None,
     missing: Sequence[Claim] = (),
     untested: Sequence[Untested] = (),
+    colors: dict[str, Any] | None = None,
 ) -> str:
     """Markdown: forest plot and verdicts, the papers' sections, what is not re-tested, budgets, commentary, setups.
 
     ``missing`` claims (whose experiment has not finished their optimizers) are listed as not run yet. With
     ``figures`` (a folder) the figures and the per-seed CSV are written there, linked relative to ``page``.
+    ``colors``: one per optimizer (by default :func:`~optarena.arena.evidence.figures.palette` of the claims').
     """
     judgements = correct(judgements)
     results: dict[str, records.ExperimentResults] = {}
@@ -144,7 +146,8 @@ def render(
         if j.experiment.name not in results:
             results[j.experiment.name] = records.load_results(j.experiment.storage_url, j.experiment.name)
     names = [n for j in judgements for n in (j.claim.method, j.claim.baseline)]
-    colors = evidence_figures.palette(names)
+    if colors is None or not set(names) <= set(colors):
+        colors = evidence_figures.palette(names)
     lines = [f"# {md(title)}", "", *(s.replace("{n}", str(len(judgements))) for s in _intro())]
     protocols = {path: _protocol(results[e.name]) for path, e in experiments.items()}
     recorded = [
@@ -301,7 +304,11 @@ def _paper_section(
         lines += bursts or ["No Adaburst rerun in these stores recorded a burst event.", ""]
     agr_tasks = [(key, js) for key, js in by_task.items() if any("agr" in j.claim.method for j in js)]
     if agr_tasks:
-        lines += ["### AGR's relative change", "", *agr, *_measured_agr(agr_tasks)]
+        lines += ["### AGR's relative change", "", *agr]
+        if not agr:
+            tasks = ", ".join(task for (_, task), _ in agr_tasks)
+            lines += [f"The stores do not record AGR's relative change over training ({md(tasks)}).", ""]
+        lines += _measured_agr(agr_tasks)
     if target_text:
         lines += ["### Time to target", "", f"Rule: {sections.TARGET_RULE}.", "", *target_text]
         if figures is not None and costs:

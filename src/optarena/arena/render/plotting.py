@@ -42,17 +42,21 @@ def save(fig: Figure, path: Path) -> None:
     fig.clear()  # drop the artists now rather than when the last reference goes
 
 
-# 37 distinct colours: tab10, Dark2, Set1, then tab20's light shades (a hue's dark and light shades kept apart).
+# 77 distinct colours: tab10, Dark2, Set1, tab20's light shades (a hue's dark and light shades kept apart), then
+# tab20b and tab20c.
 PALETTE = tuple(
     matplotlib.colormaps[name](i)
-    for name, indices in (("tab10", range(10)), ("Dark2", range(8)), ("Set1", range(9)), ("tab20", range(1, 20, 2)))
+    for name, indices in (
+        ("tab10", range(10)), ("Dark2", range(8)), ("Set1", range(9)), ("tab20", range(1, 20, 2)),
+        ("tab20b", range(20)), ("tab20c", range(20)),
+    )
     for i in indices
-)
+)  # fmt: skip
 MAX_SERIES = 8  # optimizers per axes: more are drawn as small multiples
 
 
 def optimizer_colors(optimizers: Sequence[str]) -> Colors:
-    """One colour per optimizer, in order, distinct for up to 37 (its line style follows from its place:
+    """One colour per optimizer, in order, distinct for up to 77 (its line style follows from its place:
     :func:`linestyle`)."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(optimizers)}
 

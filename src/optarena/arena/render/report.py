@@ -278,9 +278,11 @@ def _task_section(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
 # --- the page -----------------------------------------------------------------------------------------------
 
 
-def report_blocks(view: ExperimentView, folder: Path) -> list[Block]:
-    """The whole report as blocks, its figures drawn into ``folder``."""
-    colors = optimizer_colors(view.optimizers)
+def report_blocks(view: ExperimentView, folder: Path, colors: Colors | None = None) -> list[Block]:
+    """The whole report as blocks, its figures drawn into ``folder`` (``colors``: one per optimizer, to match
+    other pages' figures; by default :func:`~optarena.arena.render.plotting.optimizer_colors` in the report's order)."""
+    if colors is None or not set(view.optimizers) <= set(colors):
+        colors = optimizer_colors(view.optimizers)
     blocks = _protocol_blocks(view)
     for task in view.tasks:
         blocks += _task_section(task, colors, folder)
@@ -290,8 +292,9 @@ def report_blocks(view: ExperimentView, folder: Path) -> list[Block]:
     return blocks
 
 
-def build_report(storage_url: str, experiment: str, out_dir: Path) -> Path:
-    """Write ``report.md``, ``report.html`` and ``figures/*.png`` for ``experiment`` into ``out_dir``.
+def build_report(storage_url: str, experiment: str, out_dir: Path, colors: Colors | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` for ``experiment`` into ``out_dir``
+    (``colors``: see :func:`report_blocks`).
 
     Returns the path of ``report.md``. PNGs left in ``out_dir/figures`` by an earlier build are removed
     first, so the folder holds exactly the figures the new report shows.
@@ -305,7 +308,7 @@ def build_report(storage_url: str, experiment: str, out_dir: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):
         stale.unlink()
-    blocks = report_blocks(collect(results), folder)
+    blocks = report_blocks(collect(results), folder, colors)
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks, f"optarena report: {experiment}"), encoding="utf-8")
