@@ -126,7 +126,7 @@ def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
     out = tmp_path / "results.md"
     env = {**os.environ, "OPTARENA_SHARED_DATA": str(shared_data_dir().resolve())}
     claims_path = REPO / "experiments" / "evidence" / "claims.toml"
-    run_evidence(tmp_path, "--claims", str(claims_path), "--run", "--smoke", "--out", str(out), timeout=1800, env=env)
+    run_evidence(tmp_path, "--claims", str(claims_path), "--run", "--smoke", "--out", str(out), timeout=3600, env=env)
     text = out.read_text()
     claims = load_claims(claims_path)
     for claim in claims:
@@ -143,6 +143,13 @@ def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
         "## Full reports",
     ):
         assert section in text
+    assert "not recorded (store predates the budget record)" not in text  # the powered protocol records it
+    assert "The protocol's budget is recorded by " in text
+    per_seed = (tmp_path / "results" / "claims-per-seed.csv").read_text().splitlines()[1:]
+    assert {line.split(",")[0] for line in per_seed} == {c.id for c in claims}  # every claim's seeds, 2 each
+    assert len(per_seed) == 2 * len(claims)
+    for name in ("forest.png", *(f"curves-{p}.png" for p in ("adaburst--seed-000", "agr--seed-003"))):
+        assert f"results/figures/{name}" in text and (tmp_path / "results" / "figures" / name).is_file()
     figures = sorted((tmp_path / "results" / "figures").glob("sensitivity-*.png"))
     assert figures and all(f"results/figures/{f.name}" in text for f in figures)
     for experiment in {c.experiment for c in claims}:
@@ -346,7 +353,8 @@ def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, m
     from optarena.arena.spec.experiment import Experiment
 
     experiment = Experiment(name="new", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
-    recorded = {("digits", "adamw"): {"trials": 16, "tune_seeds": 2, "seconds": 12.5}, ("digits", "sgdm"): None}
+    recorded = {("digits", "adamw"): {"trials": 16, "tune_seeds": 2, "widened": ["lr"], "seconds": 12.3456},
+                ("digits", "sgdm"): None}  # fmt: skip
     budgets = {
         "new": Budget(experiment, 40, 3600.0, ("cpu",), ("1",), recorded, {"trials": 16, "seeds": 10}),
         "old": Budget(experiment, 24, 7200.0, ("cpu",), ("1",), {("digits", "adamw"): None}, {"trials": 5, "seeds": 3}),
@@ -355,7 +363,7 @@ def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, m
     lines = sections.budget_lines({tmp_path / "new.toml": experiment})
     text = "\n".join(lines)
     assert "| new.toml | 40 | 1.00 h | cpu | 1 | 16 × 10 |" in text
-    assert "| new.toml | digits | adamw | trials 16; tune_seeds 2; seconds 12.5 |" in text
+    assert "| new.toml | digits | adamw | trials 16; tune_seeds 2; widened lr; seconds 12.35 |" in text
     assert "| new.toml | digits | sgdm | not recorded (store predates the budget record) |" in text
     old = Experiment(name="old", tasks=["digits"], optimizers=["adamw", "sgdm"], out=tmp_path)
     text = "\n".join(sections.budget_lines({tmp_path / "old.toml": old}))

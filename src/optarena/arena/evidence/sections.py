@@ -149,7 +149,14 @@ def sensitivity_lines(judgements: Sequence[Judgement], task: str, optimizers: Se
 
 
 def _budget_text(value: dict[str, Any]) -> str:
-    return "; ".join(f"{k} {v}" for k, v in value.items())
+    def shown(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(str, v)) or "none"
+        return str(v)
+
+    return "; ".join(f"{k} {shown(v)}" for k, v in value.items())
 
 
 def budget_lines(experiments: dict[Path, Any]) -> list[str]:
