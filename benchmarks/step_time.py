@@ -607,11 +607,17 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-# The product owner's targets on the ResNet-18 set (docs/performance.md).
+# The targets on the ResNet-18 and transformer sets (docs/performance.md). Compiled: at the memory roofline, i.e.
+# what fused AdamW costs, for every optimizer whose state traffic equals AdamW's (28 B/param; Lion moves less);
+# Adan's four states are 44 B/param (1.57x); AGR reads the gradient once more for its L1 norm, so it is held
+# to 1.20x its base optimizer's compiled step (optarena's AdamW, "adamw (engine)", in a --optimizers transforms
+# run; fused AdamW stands in for that base in other runs).
 TARGET_OPTIMIZERS = ("adaburst", "adamnx", "adax", "adamw_agr", "adan", "adabelief", "lion")
-TARGET_COMPILED_VS_FUSED = 1.10
+TARGET_COMPILED_VS_FUSED = {"adan": 1.65, "adamw_agr": 1.20}  # every other: 1.05
+TARGET_COMPILED_DEFAULT = 1.05
 TARGET_FOREACH_VS_FOREACH = 1.20
 TARGET_STATE_LIKE_ADAMW = ("adaburst", "adamnx")
+TARGET_SETS = ("resnet18", "transformer")
 
 
 def verdict(config: Config, ref: Config, target: float) -> tuple[str, str]:
@@ -633,10 +639,10 @@ def target_rows(result: SetResult) -> list[list[str]]:
         if not any(c.name == name for c in result.configs):
             continue
         compiled = by_key.get((name, "compiled"))
+        target = TARGET_COMPILED_VS_FUSED.get(name, TARGET_COMPILED_DEFAULT)
         if compiled is None:
-            rows.append([name, f"compiled ≤ {TARGET_COMPILED_VS_FUSED:.2f}× fused AdamW", "—", "not yet measured"])
+            rows.append([name, f"compiled ≤ {target:.2f}× fused AdamW", "—", "not yet measured"])
         else:
-            target = TARGET_COMPILED_VS_FUSED
             rows.append([name, f"compiled ≤ {target:.2f}× fused AdamW", *verdict(compiled, fused, target)])
         fe = by_key.get((name, "foreach"))
         if fe is not None:
@@ -646,6 +652,16 @@ def target_rows(result: SetResult) -> list[list[str]]:
             mine, adamw = fe.state_bytes / result.params, fused.state_bytes / result.params
             word = "met" if math.isclose(fe.state_bytes, fused.state_bytes, rel_tol=1e-3) else "missed"
             rows.append([name, "state B/param = AdamW's", f"{mine:.2f} vs {adamw:.2f}", word])
+    agr, base = by_key.get(("+ agr", "compiled")), by_key.get(("adamw (engine)", "compiled"))
+    if agr is not None and base is not None:  # a --optimizers transforms run: AGR against its own base
+        target = TARGET_COMPILED_VS_FUSED["adamw_agr"]
+        rows.append(
+            [
+                "adamw + agr",
+                f"compiled ≤ {target:.2f}× its base (adamw (engine), compiled)",
+                *verdict(agr, base, target),
+            ]
+        )
     return rows
 
 
@@ -686,9 +702,9 @@ def render(results: Sequence[SetResult], args: argparse.Namespace) -> str:
         if not r.finite:
             out += ["", "**Warning:** parameters became non-finite during the run; the timings may not be typical."]
         out += ["", markdown_table(COLUMNS, table_rows(r))]
-        targets = target_rows(r) if r.name == "resnet18" else []
+        targets = target_rows(r) if r.name in TARGET_SETS else []
         if targets:
-            out += ["", "### Targets (ResNet-18 set)", ""]
+            out += ["", f"### Targets ({r.name} set)", ""]
             out.append(markdown_table(("optimizer", "target", "measured", "verdict"), targets))
             if args.scale != 1.0:
                 out += ["", f"(At scale {args.scale:g}: the targets are defined at full scale.)"]
@@ -712,7 +728,7 @@ def plot(results: Sequence[SetResult], path: Path) -> None:
     height = max(3.0, 0.22 * max(len(r.configs) for r in results) + 1.2)
     fig, axes = plt.subplots(len(results), 2, figsize=(12, height * len(results)), squeeze=False)
     for row, r in zip(axes, results):
-        for ax, ref_mode, target in zip(row, REFERENCE_MODES, (TARGET_COMPILED_VS_FUSED, TARGET_FOREACH_VS_FOREACH)):
+        for ax, ref_mode, target in zip(row, REFERENCE_MODES, (TARGET_COMPILED_DEFAULT, TARGET_FOREACH_VS_FOREACH)):
             ref = r.reference(ref_mode)
             labels = [f"{c.name} [{c.mode}]" for c in r.configs]
             ratios = [ratio(c, ref) for c in r.configs]

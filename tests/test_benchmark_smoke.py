@@ -108,3 +108,10 @@ def test_arena_overhead_script_checks_the_runs_agree_and_writes_ratios(tmp_path:
     assert len(ratios) == 2 and all(float(line.split("|")[2]) > 0 for line in ratios)
     with pytest.raises(SystemExit):
         module.main(["--workers", "1"])
+
+
+def test_targets_hold_agr_to_its_base_and_name_the_roofline() -> None:
+    bench = load_script()
+    assert bench.TARGET_COMPILED_DEFAULT == 1.05
+    assert bench.TARGET_COMPILED_VS_FUSED == {"adan": 1.65, "adamw_agr": 1.20}
+    assert set(bench.TARGET_SETS) == {"resnet18", "transformer"}
