@@ -249,7 +249,7 @@ def card(name: str) -> str:
         lines += ["Tests that name it (oracles, parity with other implementations, its own behaviour): "
                   + ", ".join(f"`tests/{f}`" for f in named) + ".", ""]  # fmt: skip
 
-    mine = [c for c in claims() if name in (c["method"].split(" ")[0], c["baseline"].split(" ")[0])]
+    mine = [c for c in claims() if "method" in c and name in (c["method"].split(" ")[0], c["baseline"].split(" ")[0])]
     lines += ["## Arena results", ""]
     if mine:
         lines += ["Claims of the seed papers it takes part in ([all results](../results.md)):", "",

@@ -247,15 +247,15 @@ def _paper_section(
         f"## {md(paper)}",
         "",
         "| claim | paper's result (setup) | the paper's effect, from | our setup | method | baseline "
-        "| unpaired (Welch), for reference | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| difference (better > 0) | unpaired (Welch), for reference | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for j in group:
         c, cmp = j.claim, j.comparison
         cells = (f"{c.id}: {c.claim}", c.paper_result + (f" ({c.paper_setup})" if c.paper_setup else ""),
                  f"{_effect(c)}: {c.paper_effect_source}", f"{c.task}, {c.measure} ({c.experiment.name})",
                  f"{c.method} {_interval(cmp.method)}", f"{c.baseline} {_interval(cmp.baseline)}",
-                 _interval(cmp.welch))  # fmt: skip
+                 _interval(cmp.difference), _interval(cmp.welch))  # fmt: skip
         lines.append(sections.row(cells)[:-1] + f"| **{j.verdict}** |")
     lines.append("")
     tally = {v: [j.claim.id for j in group if j.verdict == v] for v in VERDICTS}
