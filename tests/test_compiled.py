@@ -105,7 +105,7 @@ def test_compiled_step_follows_a_frozen_layer_and_maximize():
 
 
 def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
-    def broken(cls):
+    def broken(cls, signature=()):
         def update(*args, **kwargs):
             raise RuntimeError("no C++ compiler")
 
@@ -245,3 +245,20 @@ def test_sum_in_chunks_equals_sum_in_float64_and_compiles():
         assert sum_in_chunks(x).item() == x.sum().item()  # eagerly, plain sum
         compiled_sum = torch.compile(sum_in_chunks, fullgraph=True, dynamic=False)
         assert abs(compiled_sum(x).item() - x.sum().item()) <= 1e-12 * x.abs().sum().item()
+
+
+def test_many_configurations_of_one_class_each_keep_a_compiled_graph():
+    """Dynamo keeps eight graphs per code object and then runs the function eagerly, with only a log line: ten
+    configurations of one optimizer class in one process must each still run compiled, with no recompile."""
+    torch._dynamo.reset()
+    counters.clear()
+    options = [{"agr": None, "eps": 1e-8}] + [{"agr": None, "clip_value": 0.1 * k} for k in range(1, 10)]
+    for kwargs in options:
+        params = fixed_params(torch.float64)
+        opt = optarena.create_optimizer(params, "adamw_agr", lr=1e-2, compile=True, **kwargs)
+        for k in range(3):
+            set_grads(params, k)
+            opt.step()
+        assert opt._compiled_step is not None and opt._compiled_step.compiled_once
+    assert counters["stats"]["unique_graphs"] == len(options)
+    assert not counters["recompiles"]  # each configuration compiled once, under a code object of its own

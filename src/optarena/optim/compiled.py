@@ -53,20 +53,28 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
 
 
-_COMPILED: dict[type, Callable[..., Any]] = {}
+_COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
-def _compiled_update_for(cls: type) -> Callable[..., Any]:
-    """``torch.compile(_update)`` with a code object of the class's own.
+def _compiled_update_for(cls: type, signature: tuple[Any, ...] = ()) -> Callable[..., Any]:
+    """``torch.compile(_update)`` with a code object of its own for each optimizer class and graph signature.
 
-    Dynamo caches graphs per code object, with a limit of a few graphs each: a copy per optimizer
-    class keeps one class's graphs from evicting another's.
+    Dynamo caches graphs per code object, with a limit of eight each, past which it silently runs the
+    function eagerly. The signature is what makes a different graph apart from the tensors' shapes (the
+    static hyperparameters, the names of the float ones, the transforms of every slice), so comparing many
+    optimizers, or one optimizer under many options, in one process never evicts a graph or falls back to
+    eager; only the shapes of one configuration share a code object.
     """
-    if cls not in _COMPILED:
-        code = _update.__code__.replace(co_name=f"_update_{cls.__name__}")
+    key = (cls, signature)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable option value: such configurations share the class's code object
+        key = (cls, ())
+    if key not in _COMPILED:
+        code = _update.__code__.replace(co_name=f"_update_{cls.__name__}_{len(_COMPILED)}")
         fn = types.FunctionType(code, _update.__globals__, code.co_name)
-        _COMPILED[cls] = torch.compile(fn, fullgraph=True, dynamic=False)
-    return _COMPILED[cls]
+        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False)
+    return _COMPILED[key]
 
 
 class CompiledStep:
@@ -74,7 +82,6 @@ class CompiledStep:
 
     def __init__(self, optimizer: OptarenaOptimizer) -> None:
         self.optimizer = optimizer
-        self.update = _compiled_update_for(type(optimizer))
         self.compiled_once = False
 
     def accepts(self, work: GroupWork) -> bool:
@@ -111,11 +118,12 @@ class CompiledStep:
     def __call__(self, works: list[GroupWork]) -> None:
         slices = [s for work in works for s in self.slices(work)]
         kernel = type(self.optimizer).multi_tensor_kernel
+        update = _compiled_update_for(type(self.optimizer), tuple(s[:3] for s in slices))
         if self.compiled_once:
-            self.update(kernel, slices)
+            update(kernel, slices)
             return
         try:  # a failure to compile raises before any tensor is written
-            self.update(kernel, slices)
+            update(kernel, slices)
         except Exception as error:
             warnings.warn(
                 f"{type(self.optimizer).__name__}: torch.compile failed ({type(error).__name__}: {error}); "
