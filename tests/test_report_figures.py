@@ -121,3 +121,23 @@ def test_a_report_takes_the_callers_colours(many_view, tmp_path, monkeypatch):
     assert seen == [chosen]
     build_report(url, "syn", tmp_path / "out2", colors={"opt00": "red"})  # missing names: the report's own
     assert seen[-1] == plotting.optimizer_colors(view.optimizers)
+
+
+def test_evidence_small_multiples_keep_accuracy_bands_in_range(tmp_path, monkeypatch):
+    from optarena.arena.evidence import figures as evidence_figures
+
+    url = _synthetic_store(tmp_path, {"adamw": [0.1, 0.9], "sgdm": [0.2, 0.95]})  # two far-apart seeds
+    results = {"syn": load_results(url, "syn")}
+    panel = dict(title="c", experiment="syn", task="digits", key="test_metric", optimizers=["adamw", "sgdm"],
+                 ylabel="test accuracy", at_step=None)  # fmt: skip
+    bands: list[np.ndarray] = []
+
+    def keep(fig, path):
+        for ax in fig.axes:
+            bands.extend(c.get_paths()[0].vertices[:, 1] for c in ax.collections)
+
+    monkeypatch.setattr(plotting, "save", keep)
+    evidence_figures.small_multiples([panel], results, evidence_figures.palette(["adamw", "sgdm"]), tmp_path / "c.png")
+    assert len(bands) == 2
+    assert all(band.min() >= 0 and band.max() <= 1 for band in bands)
+    assert any(band.max() == 1 for band in bands)  # the interval did reach past 1 and was clipped

@@ -103,6 +103,8 @@ def small_multiples(
             if drawn is None:
                 continue
             steps, mean, low, high = drawn
+            if panel["ylabel"].endswith("accuracy"):  # a t-interval over few seeds can leave [0, 1]; accuracy cannot
+                low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
             style = "-" if position == 0 else "--"  # the claim's method solid, its baseline dashed
             ax.plot(steps, mean, color=colors[name], linestyle=style, linewidth=1.4, marker="o", markersize=2.5)
             ax.fill_between(steps, low, high, color=colors[name], alpha=0.18, linewidth=0)
