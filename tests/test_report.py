@@ -20,8 +20,8 @@ import pytest
 import torch
 from optuna.distributions import FloatDistribution
 
-from optarena.arena.render.document import Heading, Image, Paragraph, Span, Table, render_html, render_markdown
 from optarena.arena.render.beta2 import beta2_complements
+from optarena.arena.render.document import Heading, Image, Paragraph, Span, Table, render_html, render_markdown
 from optarena.arena.render.report import build_report, table_headers
 from optarena.arena.spec.experiment import Experiment, default_storage_url
 from optarena.arena.study import store
