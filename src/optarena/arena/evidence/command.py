@@ -27,7 +27,10 @@ from optarena.arena.study import store
 from optarena.arena.study.protocol import check_experiment, compare
 from optarena.arena.tasks import get_task
 
-SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2}
+# CI size: every study's tasks, optimizers and variants, on a few hundred examples; one tuning seed and at most one
+# widening keep the powered studies' smoke runs to about 5 runs per pair (tests/test_protocol_power.py covers
+# the tuning seeds and widenings themselves).
+SMOKE = {"subset": 256, "eval_subset": 64, "epochs": 2, "trials": 2, "seeds": 2, "tune_seeds": 1, "max_widenings": 1}
 
 
 @dataclass(frozen=True)
