@@ -76,8 +76,7 @@ def arena_run(task_name: str, optimizer: str, lr: float, *, seed: int, epochs: i
         task=task_name, optimizer=optimizer, hyperparameters={"lr": lr}, seed=seed, epochs=epochs, out=out,
         subset=settings.subset, eval_subset=settings.eval_subset, data_dir=settings.data_dir,
     )  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        single.console.file = io.StringIO()  # rich's console: the epoch lines are not part of the measurement
+    with contextlib.redirect_stdout(io.StringIO()):  # the epoch lines (rich writes to sys.stdout) are not measured
         path = single.train_and_write(run, parallel=None, writer=True)
     records = json.loads(path.read_text())["records"]
     return records[-1]["test_metric"], records[-1]["wall_time"]

@@ -102,6 +102,9 @@ def test_arena_overhead_script_checks_the_runs_agree_and_writes_ratios(tmp_path:
         module.main(["--task", "digits", "--subset", "0", "--rounds", "1", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
+    from optarena.arena.run import single
+
+    assert single.console.file is sys.stdout  # the benchmark left optarena run's console as it found it
     text = out.read_text()
     assert "the three runs end at the same test metric" in text
     ratios = [line for line in text.splitlines() if line.startswith("| loop, ")]
