@@ -73,10 +73,12 @@ def sum_in_chunks(x: Tensor) -> Tensor:
     Each reduction stays within inductor's plain vectorized loop (see ``_CHUNK``), which runs at memory
     speed; the two-level order is also a pairwise sum, as precise as the helper's. Eagerly, plain ``sum``.
     """
+    if not torch.compiler.is_compiling():  # eagerly (and on a sharded DTensor, whose sum is a partial one): sum
+        return x.sum()
     flat = x.reshape(-1)
     n = flat.numel()
     whole = n // _CHUNK * _CHUNK
-    if not torch.compiler.is_compiling() or whole <= _CHUNK:
+    if whole <= _CHUNK:
         return flat.sum()
     total = flat[:whole].view(-1, _CHUNK).sum(1).sum()
     return total + flat[whole:].sum() if whole < n else total
