@@ -24,6 +24,7 @@ and optionally the ``experiment`` file that would re-test it: the page says whet
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,13 +110,17 @@ def _number(label: str, key: str, value: Any) -> float:
     return float(value)
 
 
+def _unknown_keys(label: str, entry: dict[str, Any], required: Sequence[str], optional: Sequence[str]) -> list[str]:
+    """Raise for a key outside ``required`` and ``optional``; return the required keys ``entry`` lacks."""
+    unknown = sorted(set(entry) - set(required) - set(optional))
+    if unknown:
+        raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {', '.join([*required, *optional])}")
+    return [k for k in required if k not in entry]
+
+
 def _claim(path: Path, i: int, entry: dict[str, Any]) -> Claim:
     label = f"{path}: claim {entry.get('id', i + 1)!r}"
-    unknown = sorted(set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-    missing = [k for k in REQUIRED_KEYS if k not in entry]
-    if unknown:
-        valid = ", ".join(REQUIRED_KEYS + OPTIONAL_KEYS)
-        raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
+    missing = _unknown_keys(label, entry, REQUIRED_KEYS, OPTIONAL_KEYS)
     for key in (*REQUIRED_KEYS, "paper_setup", "split", "rule", "commentary"):
         if key in entry and key != "margin" and not isinstance(entry[key], str):
             raise ConfigError(f"{label}: key {key!r} must be a string, got {entry[key]!r}")
@@ -145,11 +150,7 @@ def _claim(path: Path, i: int, entry: dict[str, Any]) -> Claim:
 
 def _untested(path: Path, i: int, entry: dict[str, Any]) -> Untested:
     label = f"{path}: untested {entry.get('id', i + 1)!r}"
-    unknown = sorted(set(entry) - set(UNTESTED_REQUIRED) - set(UNTESTED_OPTIONAL))
-    missing = [k for k in UNTESTED_REQUIRED if k not in entry]
-    if unknown:
-        valid = ", ".join(UNTESTED_REQUIRED + UNTESTED_OPTIONAL)
-        raise ConfigError(f"{label}: unknown key {unknown[0]!r}; valid keys: {valid}")
+    missing = _unknown_keys(label, entry, UNTESTED_REQUIRED, UNTESTED_OPTIONAL)
     if missing:
         raise ConfigError(f"{label}: missing key {missing[0]!r}")
     for key, value in entry.items():
