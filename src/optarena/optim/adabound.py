@@ -32,7 +32,7 @@ from optarena.optim.functional import (
 )
 from optarena.optim.info import OptimizerInfo, OptimizerInput
 from optarena.optim.weight_decay import WEIGHT_DECAY_MODES, add_l2, add_l2_multi, decay_, decay_factor, decay_multi_
-from optarena.validation import NON_NEGATIVE, Constraint, Flag, OneOf, Real, check_range
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, OneOf, Real
 
 """``'l2'``: the authors' AdaBound; ``'unscaled'``: θ(1 − λ), the authors' AdaBoundW;
 ``'decoupled'``: θ(1 − lr·λ), AdamW's form (kozistr's default)."""
@@ -207,11 +207,6 @@ class AdaBound(OptarenaOptimizer):
             self.hyperparameters["lr"].check("lr", lr)
             param_group["base_lr"] = scalar_value(lr)
         super().add_param_group(param_group)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        if group["weight_decay_mode"] == "unscaled":
-            check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
 
     def _before_step(self) -> None:
         # A group created with lr 0 has no scale yet: its first nonzero lr becomes the reference

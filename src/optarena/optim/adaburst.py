@@ -305,8 +305,6 @@ class Adaburst(OptarenaOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        if group["weight_decay_mode"] == "unscaled":
-            check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
         check_range("burst_max", group["burst_max"], scalar_value(group["burst_min"]))
 
     # -- the burst -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from torch import Tensor
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
 from optarena.optim.guarded import GuardedOptimizer
 from optarena.optim.transforms import TRANSFORM_OPTIONS, apply_pipeline, global_clip_factor, pipeline
-from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas, check_range
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
@@ -151,6 +151,8 @@ class OptarenaOptimizer(GuardedOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
+        if group.get("weight_decay_mode") == "unscaled":  # θ(1 − λ): λ above 1 flips the sign of every weight
+            check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
         if "clip_norm" in group and group["clip_norm"] != self.defaults["clip_norm"]:
             raise ValueError(
                 f"Invalid clip_norm: {group['clip_norm']!r}; the norm is the optimizer's, over every parameter, so "

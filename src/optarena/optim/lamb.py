@@ -41,7 +41,7 @@ from optarena.optim.functional import (
 )
 from optarena.optim.info import OptimizerErrorInput, OptimizerInfo, OptimizerInput
 from optarena.optim.weight_decay import WEIGHT_DECAY_MODES, weight_decay_, weight_decay_multi_
-from optarena.validation import NON_NEGATIVE, Constraint, Flag, Items, OneOf, check_range
+from optarena.validation import NON_NEGATIVE, Constraint, Flag, Items, OneOf
 
 #: ``'update'``: λθ joins the update inside the trust ratio (the paper); the rest are the shared forms.
 LAMB_WEIGHT_DECAY_MODES: tuple[str, ...] = ("update", *WEIGHT_DECAY_MODES)
@@ -224,8 +224,6 @@ class Lamb(OptarenaOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        if group["weight_decay_mode"] == "unscaled":  # θ(1 − λ): λ above 1 flips the sign of every weight
-            check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
         bounds = group["weight_norm_bounds"]
         if bounds is not None and bounds[0] > bounds[1]:
             raise ValueError(f"Invalid weight_norm_bounds: {tuple(bounds)!r}; expected (low, high) with low <= high")

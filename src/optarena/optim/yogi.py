@@ -31,7 +31,7 @@ from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
 from optarena.optim.functional import Scalar, foreach_add_scalar_, foreach_addcdiv_, foreach_addcmul_, per_tensor
 from optarena.optim.info import OptimizerInfo, OptimizerInput
 from optarena.optim.weight_decay import WEIGHT_DECAY_MODES, weight_decay_, weight_decay_multi_
-from optarena.validation import NON_NEGATIVE, Constraint, OneOf, check_range
+from optarena.validation import NON_NEGATIVE, Constraint, OneOf
 
 #: How the step is bias-corrected: the TensorFlow code's step size, kozistr's corrected moments, or not at all.
 YOGI_BIAS_CORRECTIONS: tuple[str, ...] = ("step_size", "moments", "none")
@@ -167,11 +167,6 @@ class Yogi(OptarenaOptimizer):
             bias_correction=bias_correction,
         )
         super().__init__(params, defaults, **options)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        if group["weight_decay_mode"] == "unscaled":  # θ(1 − λ): λ above 1 flips the sign of every weight
-            check_range("weight_decay", group["weight_decay"], 0.0, 1.0)
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         """m at 0 and v at ``initial_accumulator``, as the TensorFlow code's slots (both parts of a complex v)."""
