@@ -132,6 +132,11 @@ def numel(shapes: Iterable[Shape]) -> int:
 # --- execution modes ----------------------------------------------------------------------------
 
 
+def flat_capable(info: OptimizerInfo) -> bool:
+    """Whether the optimizer's foreach step can run on flat buffers (an engine optimizer with an elementwise kernel)."""
+    return issubclass(info.cls, OptarenaOptimizer) and info.cls.elementwise_kernel
+
+
 def accepts(cls: type, argument: str) -> bool:
     """Whether ``cls``'s constructor takes the keyword ``argument``."""
     try:
@@ -173,6 +178,8 @@ def third_party_available(info: OptimizerInfo) -> bool:
 MODES: dict[str, Mode] = {
     "for-loop": Mode({"foreach": False}, lambda info: True),
     "foreach": Mode({"foreach": True}, lambda info: info.supports_foreach),
+    # The foreach step with the flat step of small CPU groups off (optarena.optim.flat): one kernel per tensor.
+    "foreach-lists": Mode({"foreach": True, "flat": False}, lambda info: flat_capable(info)),
     "fused": Mode({"fused": True}, lambda info: info.supports_fused and accepts(info.cls, "fused")),
     "compiled": Mode({"compile": True}, compilable),
     "kozistr": Mode({}, third_party_available),
@@ -721,6 +728,7 @@ def plot(results: Sequence[SetResult], path: Path) -> None:
     colors = {
         "for-loop": "tab:blue",
         "foreach": "tab:orange",
+        "foreach-lists": "tab:brown",
         "fused": "tab:green",
         "compiled": "tab:red",
         "kozistr": "tab:purple",

@@ -60,7 +60,8 @@ def test_step_time_script_writes_a_ratio_row_per_configuration(tmp_path: Path) -
         if line.startswith("|") and len(cells) == len(columns) and cells[1] in bench.MODES:
             rows[(cells[0], cells[1])] = dict(zip(columns, cells))
     expected_keys = {("torch AdamW", "fused"), ("torch AdamW", "foreach")}
-    expected_keys |= {(name, mode) for name in ("adaburst", "lion") for mode in ("for-loop", "foreach", "compiled")}
+    modes = ("for-loop", "foreach", "foreach-lists", "compiled")
+    expected_keys |= {(name, mode) for name in ("adaburst", "lion") for mode in modes}
     expected_keys.add(("lion", "kozistr"))  # pytorch-optimizer's Lion, timed beside ours
     assert set(rows) == expected_keys
     for row in rows.values():
@@ -77,12 +78,16 @@ def test_step_time_script_writes_a_ratio_row_per_configuration(tmp_path: Path) -
 def test_step_time_thread_clock_on_the_small_cnn_set(tmp_path: Path) -> None:
     bench = load_script()
     out = tmp_path / "small.md"
-    argv = ["--sets", "small_cnn", "--optimizers", "adamw_agr", "--modes", "foreach", "--rounds", "1", "--steps", "2"]
-    argv += ["--warmup", "1", "--copy-mb", "8", "--threads", "1", "--clock", "thread", "--no-memory", "--out", str(out)]
-    assert bench.main(argv) == 0
+    argv = ["--sets", "small_cnn", "--optimizers", "adamw_agr,lion", "--modes", "foreach,foreach-lists"]
+    argv += ["--rounds", "1", "--steps", "2", "--warmup", "1", "--copy-mb", "8", "--threads", "1", "--clock", "thread"]
+    argv += ["--no-memory"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
     text = out.read_text()
     assert "thread clock" in text
     assert "small_cnn (scale 1): 6 tensors, 20,490 parameters" in text
+    # the flat step (the default foreach step of a small group) beside the list path it replaces
+    for name in ("adamw_agr", "lion"):
+        assert f"| {name} | foreach |" in text and f"| {name} | foreach-lists |" in text
 
 
 def test_step_time_thread_clock_needs_one_cpu_thread() -> None:

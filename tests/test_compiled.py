@@ -175,7 +175,9 @@ def peak_extra_bytes(name: str, kwargs: dict, foreach: bool) -> tuple[int, int]:
     g = torch.Generator().manual_seed(0)
     shapes = [(128, 96), (96, 96), (96,), (96, 64), (64,), (1,)]
     params = [torch.randn(*s, generator=g).requires_grad_() for s in shapes]
-    opt = make(name, params, foreach=foreach, **kwargs)
+    # The per-tensor (list) path: the flat step of small groups (optarena.optim.flat) trades a whole-group temporary
+    # for fewer kernels, which its size limits cap at a few MiB.
+    opt = make(name, params, foreach=foreach, **({"flat": False} if foreach else {}), **kwargs)
     for _ in range(2):  # the second step runs with every state already made
         for p in params:
             p.grad = torch.randn(p.shape, generator=g)

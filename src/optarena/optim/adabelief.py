@@ -371,6 +371,7 @@ class AdaBelief(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_var")  # + max_exp_avg_var in amsgrad groups
     single_tensor_kernel = staticmethod(adabelief_single_tensor)
     multi_tensor_kernel = staticmethod(adabelief_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

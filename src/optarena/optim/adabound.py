@@ -167,6 +167,7 @@ class AdaBound(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adabound_single_tensor)
     multi_tensor_kernel = staticmethod(adabound_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

@@ -205,6 +205,7 @@ class Adaburst(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adaburst_single_tensor)
     multi_tensor_kernel = staticmethod(adaburst_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

@@ -152,6 +152,7 @@ class AdamNX(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adamnx_single_tensor)
     multi_tensor_kernel = staticmethod(adamnx_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

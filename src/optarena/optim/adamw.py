@@ -90,6 +90,7 @@ class AdamW(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adamw_single_tensor)
     multi_tensor_kernel = staticmethod(adamw_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

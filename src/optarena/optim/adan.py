@@ -180,6 +180,7 @@ class Adan(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
     single_tensor_kernel = staticmethod(adan_single_tensor)
     multi_tensor_kernel = staticmethod(adan_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

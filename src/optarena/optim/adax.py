@@ -110,6 +110,7 @@ class AdaX(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(adax_single_tensor)
     multi_tensor_kernel = staticmethod(adax_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
+from optarena.optim.flat import FlatGroup, qualifies, state_keys
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
 from optarena.optim.guarded import GuardedOptimizer
 from optarena.optim.transforms import TRANSFORM_OPTIONS, apply_pipeline, global_clip_factor, pipeline
@@ -64,6 +65,9 @@ class OptarenaOptimizer(GuardedOptimizer):
     Keyword options every optimizer accepts (a subclass passes them on as ``**options``):
         foreach: ``True`` for the multi-tensor path, ``False`` for the reference loop, ``None``
             (default) for the fast path where it is supported.
+        flat: on the multi-tensor path, step a small CPU group on one buffer per tensor role
+            (:mod:`optarena.optim.flat`): ``None`` (default) where it pays (the size limits there), ``True`` whatever
+            the size, ``False`` never (one kernel per tensor, as ``torch._foreach_*``).
         maximize: maximize the objective instead of minimizing it.
         agr: ``None``, ``'code'`` (AGR'd gradient feeds every moment, as the authors' code) or
             ``'paper'`` (it feeds the first moment only; the raw gradient feeds the rest).
@@ -87,11 +91,15 @@ class OptarenaOptimizer(GuardedOptimizer):
 
     hyperparameters: ClassVar[dict[str, Constraint]] = {
         "foreach": Flag(optional=True),
+        "flat": Flag(optional=True),
         "maximize": Flag(),
         **TRANSFORM_OPTIONS,
     }
     identity_keys: ClassVar[tuple[str, ...]] = ("agr",)
     state_names: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``multi_tensor_kernel`` is elementwise given one step count, so that a small CPU group can be stepped
+    #: on one buffer per tensor role (:mod:`optarena.optim.flat`).
+    elementwise_kernel: ClassVar[bool] = False
     #: Why :func:`~optarena.optim.compiled.compile_step` refuses this optimizer (None: it compiles).
     not_compilable: ClassVar[str | None] = None
     _compiled_step: StepRunner | None = None  # set by optarena.optim.compiled.compile_step
@@ -105,6 +113,7 @@ class OptarenaOptimizer(GuardedOptimizer):
         defaults: dict[str, Any],
         *,
         foreach: bool | None = None,
+        flat: bool | None = None,
         maximize: bool = False,
         agr: str | None = None,
         agr_stop_step: int | None = None,
@@ -121,6 +130,7 @@ class OptarenaOptimizer(GuardedOptimizer):
         defaults = dict(
             defaults,
             foreach=foreach,
+            flat=flat,
             maximize=maximize,
             agr=agr,
             agr_stop_step=agr_stop_step,
@@ -146,6 +156,7 @@ class OptarenaOptimizer(GuardedOptimizer):
 
     def _backfill(self, group: dict[str, Any]) -> None:
         group.setdefault("agr_scope", "all")  # saved before AGR had a scope: it ran on every tensor
+        group.setdefault("flat", None)  # saved before the flat step
         for key in ("clip_norm", "clip_value", "centralize", "normalize"):  # saved before these transforms
             group.setdefault(key, None)
 
@@ -250,7 +261,9 @@ class OptarenaOptimizer(GuardedOptimizer):
             pipeline(group), work.grads, step_values, foreach=foreach, clip_factor=self._global_clip
         )
         hyper = self._kernel_hyperparameters(group)
-        if foreach:
+        if foreach and (flat := self._flat_group(work)) is not None:
+            flat.step(type(self).multi_tensor_kernel, grads, m_grads, step_values[0], hyper)
+        elif foreach:
             for idx in group_by_device_and_dtype(params):
                 grads_sub = [grads[i] for i in idx]
                 # The same list object when the moments share a gradient, so kernels can skip work.
@@ -273,6 +286,25 @@ class OptarenaOptimizer(GuardedOptimizer):
                     step=step_values[i],
                     **hyper,
                 )
+
+    def _flat_group(self, work: GroupWork) -> FlatGroup | None:
+        """The group's flat buffers when it can be stepped on them (made or remade here), else None."""
+        steps = work.step_values
+        wanted = work.group.get("flat")
+        if wanted is False or not self.elementwise_kernel or steps.count(steps[0]) != len(steps):
+            return None
+        flats: dict[int, FlatGroup] = self.__dict__.setdefault("_flat_groups", {})  # not pickled: remade
+        flat = flats.get(id(work.group))
+        if flat is not None and flat.holds(work.group, work.params, work.states):
+            return flat
+        flats.pop(id(work.group), None)
+        if not qualifies(work.group["params"], work.params, work.grads, work.states, any_size=wanted is True):
+            return None
+        keys = state_keys(work.params, work.states, self.state)
+        if keys is None:
+            return None
+        flat = flats[id(work.group)] = FlatGroup(work.group, work.params, work.states, self.state, keys)
+        return flat
 
     def _before_step(self) -> None:
         """Hook for optimizer-wide work before the groups are updated (e.g. a schedule)."""

@@ -97,6 +97,7 @@ class Lion(OptarenaOptimizer):
     state_names = ("exp_avg",)
     single_tensor_kernel = staticmethod(lion_single_tensor)
     multi_tensor_kernel = staticmethod(lion_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,

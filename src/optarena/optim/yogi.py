@@ -143,6 +143,7 @@ class Yogi(OptarenaOptimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     single_tensor_kernel = staticmethod(yogi_single_tensor)
     multi_tensor_kernel = staticmethod(yogi_multi_tensor)
+    elementwise_kernel = True
 
     def __init__(
         self,
