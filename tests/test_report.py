@@ -461,3 +461,19 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
         driver.quit()
     data = shot.read_bytes()
     assert len(data) > 10_000 and data.startswith(PNG_MAGIC)
+
+
+def test_the_protocol_line_says_how_the_study_tuned():
+    from optarena.arena.render.report import _protocol_text
+
+    quick = _protocol_text({"trials": 8, "seeds": 3})
+    assert quick == (
+        "8 tuning trials per optimizer, each on seed 0, scored on the final validation metric; the best "
+        "configuration rerun on seeds 1..3, scored on the test split"
+    )
+    config = {"trials": 16, "seeds": 10, "tune_seeds": 2, "max_widenings": 2, "widen_factor": 10.0}
+    powered = _protocol_text({**config, "protocol": "powered", "tune_weight_decay": True})
+    assert "each on seeds 0, 1000001 (mean score)" in powered
+    assert "widened ×10 and searched again, up to 2 time(s)" in powered
+    assert "weight decay tuned" in powered and "(the 'powered' protocol)" in powered
+    assert powered.endswith("rerun on seeds 1..10, scored on the test split")

@@ -51,6 +51,7 @@ from optarena.arena.render.formatting import (
     fmt_steps,
 )
 from optarena.arena.render.plotting import Colors, optimizer_colors
+from optarena.arena.spec.experiment import tune_seed_list
 from optarena.arena.spec.search import describe_pruner, describe_sampler, describe_search_space
 from optarena.arena.study.records import load_results
 from optarena.arena.study.store import list_experiments
@@ -105,6 +106,24 @@ def _sampler_text(config: dict) -> str:
     return f"{sampler.name} (seed {sampler.seed}, {startup} random startup trials), the same for every optimizer"
 
 
+def _protocol_text(config: dict) -> str:
+    """The tuning and rerun protocol the study's stored configuration describes."""
+    tune_seeds = tune_seed_list(int(config.get("tune_seeds") or 1))
+    on = f"seed {tune_seeds[0]}" if len(tune_seeds) == 1 else f"seeds {', '.join(map(str, tune_seeds))} (mean score)"
+    text = f"{config.get('trials')} tuning trials per optimizer, each on {on}, scored on the final validation metric"
+    widenings = int(config.get("max_widenings") or 0)
+    if widenings:
+        text += (
+            f"; a log-scale range whose best value sat on an edge widened ×{config.get('widen_factor', 10):g} and "
+            f"searched again, up to {widenings} time(s)"
+        )
+    if config.get("tune_weight_decay"):
+        text += "; weight decay tuned"
+    if config.get("protocol"):
+        text += f" (the {config['protocol']!r} protocol)"
+    return text + f"; the best configuration rerun on seeds 1..{config.get('seeds')}, scored on the test split"
+
+
 def _pruner_text(config: dict, epochs: int | None) -> str:
     pruner = describe_pruner(config, epochs)
     if pruner is None:
@@ -135,7 +154,6 @@ def _protocol_blocks(view: ExperimentView) -> list[Block]:
         else "load average not recorded"
     )
     version_text = ", ".join(f"{k} {' / '.join(v)}" for k, v in env.versions.items()) or "not recorded"
-    trials, seeds = config.get("trials"), config.get("seeds")
     blocks: list[Block] = [
         Heading(1, f"optarena report: {view.name}"),
         Paragraph(spans(Span("Warning:", bold=True), " " + WARNING), css="warning"),
@@ -144,10 +162,7 @@ def _protocol_blocks(view: ExperimentView) -> list[Block]:
                 spans("Experiment: ", Span(view.name, code=True)),
                 spans("Tasks: ", *_joined_code([t.name for t in view.tasks])),
                 spans("Optimizers: ", *_joined_code(view.optimizers)),
-                spans(
-                    f"Protocol: {trials} tuning trials per optimizer on seed 0, scored on the final validation "
-                    f"metric; the best configuration rerun on seeds 1..{seeds}, scored on the test split"
-                ),
+                spans(f"Protocol: {_protocol_text(config)}"),
                 spans(f"Epochs: {epochs_text}"),
                 spans(f"Sampler: {_sampler_text(config)}"),
                 spans(f"Pruner: {pruner_text}"),
