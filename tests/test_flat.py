@@ -211,3 +211,13 @@ def test_a_state_dict_saved_before_the_flat_option_loads():
     twin = build([p.detach().clone().requires_grad_() for p in params], "adamw_agr", lr=1e-2)
     twin.load_state_dict(saved)
     assert twin.param_groups[0]["flat"] is None
+
+
+@pytest.mark.parametrize("name,kwargs", [("adamw_agr", {}), ("adamw_agr", {"agr": "paper"}), ("adaburst", {})])
+def test_the_compiled_step_of_a_small_group_runs_on_the_flat_buffers(name, kwargs):
+    """One graph over the group's buffers (few graph inputs); AGR's per-tensor sums still see each tensor."""
+    torch._dynamo.reset()
+    _, p_ref = run(name, kwargs, foreach=True, steps=4)
+    fast, p_fast = run(name, {**kwargs, "compile": True}, foreach=True, steps=4)
+    assert flat_groups(fast)
+    assert max_diff([p.detach() for p in p_ref], [p.detach() for p in p_fast]) <= 1e-12

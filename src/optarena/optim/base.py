@@ -304,6 +304,9 @@ class OptarenaOptimizer(GuardedOptimizer):
         if keys is None:
             return None
         flat = flats[id(work.group)] = FlatGroup(work.group, work.params, work.states, self.state, keys)
+        for i, views in enumerate(flat.state_views):  # the work now names the state's new tensors too
+            if views is not None:
+                work.states[i] = list(views)
         return flat
 
     def _before_step(self) -> None:

@@ -5,6 +5,9 @@ kernel (with the gradient transforms) through ``torch.compile(fullgraph=True)``.
 hyperparameters and the step counts reach the graph as one float64 tensor, so a scheduler that
 changes the learning rate every step changes data, not code: nothing recompiles. Where the
 platform cannot compile, the first step warns once and the optimizer goes on eagerly (foreach).
+A small CPU group that qualifies for the flat step (:mod:`optarena.optim.flat`) enters the graph as its
+buffers (a handful of inputs instead of one per tensor and state: dynamo's per-call guards and wrappers grow with
+the inputs); its gradient transforms still see each tensor, as views of the gradient buffer.
 
 The eager path stays the reference: the compiled update equals it within float rounding (the
 kernels are the same functions; inductor only fuses them), which tests/test_compiled.py checks.
@@ -12,6 +15,7 @@ kernels are the same functions; inductor only fuses them), which tests/test_comp
 
 from __future__ import annotations
 
+import math
 import types
 import warnings
 from collections.abc import Callable
@@ -21,19 +25,22 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import GroupWork, OptarenaOptimizer
+from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
 from optarena.optim.transform_wrapper import AGR
 from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline
 from optarena.optim.wrapper import OptimizerWrapper
 
-# One graph input per (device, dtype) slice of a param group:
+# One graph input per (device, dtype) slice of a param group, or per flat group (optarena.optim.flat):
 # (static hyperparameters, float hyperparameter names, the gradient-transform pipeline (static),
-#  params, grads, state lists, float64 tensor of the float hyperparameters then the step counts,
-#  the step's clip_norm factor (a 0-d tensor, or None))
+#  the tensors' shapes for a flat group (static; None for lists),
+#  params, grads, state lists (a flat group: one buffer each), float64 tensor of the float hyperparameters then
+#  the step counts (a flat group: one), the step's clip_norm factor (a 0-d tensor, or None))
 Slice = tuple[
     tuple[tuple[str, Any], ...],
     tuple[str, ...],
     Pipeline,
+    tuple[tuple[int, ...], ...] | None,
     list[Tensor],
     list[Tensor],
     list[list[Tensor]],
@@ -44,13 +51,37 @@ Slice = tuple[
 
 def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
     """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once."""
-    for static, names, transforms, params, grads, states, scalars, clip_factor in slices:
+    for static, names, transforms, shapes, params, grads, states, scalars, clip_factor in slices:
         values = scalars.unbind(0)
         hyper = dict(zip(names, values))
         steps = list(values[len(names) :])
         # The eager step's transforms, the same functions.
-        grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True, clip_factor=clip_factor)
+        if shapes is None:
+            grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True, clip_factor=clip_factor)
+        else:
+            grads, m_grads = _flat_pipeline(transforms, grads[0], shapes, steps[0], clip_factor)
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
+
+
+def _flat_pipeline(
+    transforms: Pipeline,
+    flat_grad: Tensor,
+    shapes: tuple[tuple[int, ...], ...],
+    step: Tensor,
+    clip_factor: Tensor | None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The transforms of a flat group: each tensor's transforms (AGR's sums, centralization) see its own slice of the
+    gradient buffer, and the results are one buffer again (one list object for both moments when they share it)."""
+    grads = [flat_grad]
+    if not transforms:
+        return grads, grads
+    sizes = [math.prod(shape) for shape in shapes]
+    views = [chunk.view(shape) for chunk, shape in zip(flat_grad.split(sizes), shapes)]
+    per_tensor, per_tensor_m = apply_pipeline(
+        transforms, views, [step] * len(views), foreach=True, clip_factor=clip_factor
+    )
+    grads = [torch.cat([g.reshape(-1) for g in per_tensor])]
+    return grads, grads if per_tensor_m is per_tensor else [torch.cat([g.reshape(-1) for g in per_tensor_m])]
 
 
 _COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
@@ -88,13 +119,22 @@ class CompiledStep:
         """False where the reference loop was asked for (``foreach=False``): it runs eagerly."""
         return work.group["foreach"] is not False
 
-    def slices(self, work: GroupWork) -> list[Slice]:
+    def slices(self, work: GroupWork, flats: list[FlatGroup]) -> list[Slice]:
+        """The group's graph inputs; a flat group's buffers are loaded here and appended to ``flats`` (to store)."""
         group = work.group
         hyper = self.optimizer._kernel_hyperparameters(group)
         floats = {k: scalar_value(v) for k, v in hyper.items() if _is_float(v)}
         static = tuple((k, v) for k, v in hyper.items() if k not in floats)
         transforms = pipeline(group)
         clip_factor = self.optimizer._global_clip
+        flat = self.optimizer._flat_group(work)
+        if flat is not None:  # few graph inputs: dynamo's per-call cost grows with them
+            flat.load(work.grads)
+            flats.append(flat)
+            scalars = torch.tensor([*floats.values(), work.step_values[0]], dtype=torch.float64)
+            states = [[buffer] for buffer in flat.state_flat]
+            return [(static, tuple(floats), transforms, flat.shapes, [flat.param_flat], [flat.grad_flat], states,
+                     scalars, clip_factor)]  # fmt: skip
         out = []
         for idx in group_by_device_and_dtype(work.params):
             params = [work.params[i] for i in idx]
@@ -106,6 +146,7 @@ class CompiledStep:
                     static,
                     tuple(floats),
                     transforms,
+                    None,
                     params,
                     [work.grads[i] for i in idx],
                     [[lst[i] for i in idx] for lst in work.states],
@@ -116,13 +157,16 @@ class CompiledStep:
         return out
 
     def __call__(self, works: list[GroupWork]) -> None:
-        slices = [s for work in works for s in self.slices(work)]
+        flats: list[FlatGroup] = []
+        slices = [s for work in works for s in self.slices(work, flats)]
         kernel = type(self.optimizer).multi_tensor_kernel
-        update = _compiled_update_for(type(self.optimizer), tuple(s[:3] for s in slices))
+        update = _compiled_update_for(type(self.optimizer), tuple(s[:4] for s in slices))
         if self.compiled_once:
             update(kernel, slices)
+            for flat in flats:
+                flat.store()
             return
-        try:  # a failure to compile raises before any tensor is written
+        try:  # a failure to compile raises before any tensor is written (a flat group's own buffers aside)
             update(kernel, slices)
         except Exception as error:
             warnings.warn(
@@ -135,6 +179,8 @@ class CompiledStep:
             for work in works:
                 self.optimizer._update(work)
             return
+        for flat in flats:
+            flat.store()
         self.compiled_once = True
 
 

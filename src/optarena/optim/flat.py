@@ -53,6 +53,7 @@ class FlatGroup:
         """
         self.group = group
         self.params = list(params)
+        self.shapes = tuple(tuple(p.shape) for p in params)
         self.dtype = params[0].dtype
         sizes = [p.numel() for p in params]
         self.param_flat, self.param_views = _buffer(params, sizes)
@@ -86,11 +87,19 @@ class FlatGroup:
             for tensors, views in zip(states, self.state_views)
         )
 
+    def load(self, grads: list[Tensor]) -> None:
+        """Copy the parameters and ``grads`` into their buffers."""
+        torch._foreach_copy_(self.param_views, self.params)
+        torch._foreach_copy_(self.grad_views, grads)
+
+    def store(self) -> None:
+        """Copy the updated parameters back."""
+        torch._foreach_copy_(self.params, self.param_views)
+
     def step(self, kernel: Callable[..., None], grads: list[Tensor], m_grads: list[Tensor], step: float,
              hyper: dict[str, Any]) -> None:  # fmt: skip
         """Run the multi-tensor ``kernel`` once over the whole group."""
-        torch._foreach_copy_(self.param_views, self.params)
-        torch._foreach_copy_(self.grad_views, grads)
+        self.load(grads)
         flat_grads = [self.grad_flat]
         flat_m_grads = flat_grads  # the same list object: kernels skip work when the moments share a gradient
         if m_grads is not grads:
@@ -100,7 +109,7 @@ class FlatGroup:
             flat_m_grads = [self.m_grad[0]]
         kernel([self.param_flat], flat_grads, flat_m_grads, *[[flat] for flat in self.state_flat], steps=[step],
                **hyper)  # fmt: skip
-        torch._foreach_copy_(self.params, self.param_views)
+        self.store()
 
 
 def qualifies(group_params: list[Tensor], params: list[Tensor], grads: list[Tensor],
