@@ -51,6 +51,11 @@ def test_digits_run_records_curves_and_diagnostics():
     assert set(result.update_magnitudes) == {"1.weight", "3.weight"}
     assert all(len(v) == 3 and all(x > 0 for x in v) for v in result.update_magnitudes.values())
     assert result.threads >= 1 and result.load_average
+    # AGR's relative change per layer type, on each epoch's last gradient: in (0, 1), smaller on the larger tensors
+    assert set(result.agr_change) == {"Linear.weight", "Linear.bias"}
+    assert all(len(v) == 3 and all(0 < x < 1 for x in v) for v in result.agr_change.values())
+    assert max(result.agr_change["Linear.weight"]) < min(result.agr_change["Linear.bias"])
+    assert not train(get_task("digits"), "adamw", {"lr": 3e-3}, seed=1, epochs=1).agr_change  # diagnostics only
 
 
 def test_adaburst_bursts_are_recorded_and_follow_the_task_mode():

@@ -107,6 +107,10 @@ def test_evidence_command_runs_the_experiment_and_writes_verdicts(tmp_path):
     assert len(per_seed) == 1 + 2 and all(line.startswith("agr-adamw,") for line in per_seed[1:])
     assert (tmp_path / "results" / "figures" / "forest.png").is_file()
     assert (tmp_path / "runs" / "evidence-smoke" / "agr_digits" / "optarena.db").is_file()
+    # AGR's relative change as the reruns recorded it over training, beside the measurement at initialization
+    assert "| optimizer | task | layer type | reruns | after epoch 1 | after the last epoch | largest |" in text
+    recorded = next(line for line in text.splitlines() if line.startswith("| adamw_agr | digits | Linear.weight | 2 |"))
+    assert all(0 < float(cell) < 1 for cell in recorded.strip("|").split("|")[4:7])
 
 
 def test_the_projects_claims_file_is_valid():
@@ -373,8 +377,9 @@ def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, m
 def test_agr_relative_change_is_the_closed_form_and_small_on_large_tensors(tmp_path):
     import torch
 
-    from optarena.arena.evidence.agr_change import measure, relative_change
+    from optarena.arena.evidence.agr_change import measure
     from optarena.arena.spec.experiment import Experiment
+    from optarena.optim.agr import relative_change
 
     g = torch.randn(50, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     a = np.abs(g.numpy())

@@ -77,6 +77,17 @@ def agr_multi_tensor(grads: list[Tensor], *, official_edge_cases: bool = False) 
     return out
 
 
+def relative_change(grad: Tensor) -> float:
+    """``‖AGR(g) − g‖/‖g‖`` for one gradient tensor, in float64 (0 for a zero gradient): how much AGR changes it.
+
+    The coefficients ``|g_i|/Σ|g|`` sum to 1 over a tensor, so the change shrinks as the tensor grows; the arena
+    records it per layer type over training (``RunResult.agr_change``) and the evidence page reports it.
+    """
+    g = grad.detach().to(torch.float64)
+    norm = float(g.norm())
+    return 0.0 if norm == 0.0 else float((agr_single_tensor(g) - g).norm()) / norm
+
+
 AGR_SCOPES: tuple[str, ...] = ("weights", "all")
 """``'weights'``: tensors of two or more dimensions — the weights of linear and convolutional layers, where the
 paper applies AGR (§5.1) — while biases and normalization weights keep their gradients; ``'all'``: every tensor,

@@ -6,6 +6,8 @@ measured here rather than asserted: the task's model is built for seed 1 (the fi
 batch order), one gradient is taken on its first training batch, and optarena's reference AGR
 (:func:`optarena.optim.agr.agr_single_tensor`) is applied to every parameter's gradient. The result is grouped
 by layer type (the owning module's class and the parameter's name: ``Linear.weight``, ``LayerNorm.bias``).
+The reruns record the same quantity over training (``RunResult.agr_change``, at the end of every epoch), which the
+page shows beside this measurement at initialization.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from optarena.arena.run.runner import layer_kinds
 from optarena.arena.spec.experiment import Experiment
 from optarena.arena.tasks import get_task
-from optarena.optim.agr import agr_single_tensor
+from optarena.optim.agr import relative_change
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,6 @@ class LayerChange:
     paper_scope: bool  # 2+ dimensions: AGR applies under the paper's agr_scope='weights'
 
 
-def relative_change(grad: torch.Tensor) -> float:
-    """‖AGR(g) − g‖/‖g‖ for one gradient tensor (0 for a zero gradient)."""
-    g = grad.detach().to(torch.float64)
-    norm = float(g.norm())
-    return 0.0 if norm == 0.0 else float((agr_single_tensor(g) - g).norm()) / norm
-
-
 def measure(experiment: Experiment, task: str, seed: int = 1) -> list[LayerChange]:
     """The relative change per layer type on ``task``'s model (built as ``experiment`` builds it) at seed ``seed``."""
     torch.manual_seed(seed)
@@ -47,12 +43,10 @@ def measure(experiment: Experiment, task: str, seed: int = 1) -> list[LayerChang
     batch = next(iter(problem.batches(0)))
     problem.loss(batch).backward()
     groups: dict[str, list[tuple[int, float, int]]] = {}
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if param.grad is None:
-                continue
-            kind = f"{type(module).__name__}.{name}"
-            groups.setdefault(kind, []).append((param.numel(), relative_change(param.grad), param.dim()))
+    for kind, params in layer_kinds(model).items():
+        for param in params:
+            if param.grad is not None:
+                groups.setdefault(kind, []).append((param.numel(), relative_change(param.grad), param.dim()))
     model.zero_grad(set_to_none=True)
     return [
         LayerChange(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -26,6 +27,7 @@ from torch import nn
 from optarena.arena.spec.variants import OptimizerSpec, resolve
 from optarena.arena.tasks import Task, TaskSettings
 from optarena.optim import NonFiniteGradientError, create_optimizer, get_optimizer_info
+from optarena.optim.agr import relative_change
 from optarena.optim.hooks import LoopContext
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -45,6 +47,8 @@ class RunResult:
     events: dict[str, list[int]] = field(default_factory=dict)  # event name -> the steps it happened after
     trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
     update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
+    # layer type -> median over its tensors of AGR's ‖AGR(g) − g‖/‖g‖ on the epoch's last gradient, per epoch
+    agr_change: dict[str, list[float]] = field(default_factory=dict)
     samples: dict[int, str] = field(default_factory=dict)  # generative tasks: epoch -> base64 PNG grid of samples
     generation: dict[str, Any] = field(default_factory=dict)  # how those samples were made and scored (FID features)
     threads: int = 1
@@ -90,6 +94,25 @@ def _wrap_parallel(problem: Any, task: Task, parallel: str | None) -> tuple[int,
 
         fully_shard(problem.model)
     return dist.get_rank(), dist.get_world_size()
+
+
+def layer_kinds(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """The trained parameters by layer type: the owning module's class and the parameter's name (``Conv2d.weight``)."""
+    kinds: dict[str, list[torch.Tensor]] = {}
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if param.requires_grad:
+                kinds.setdefault(f"{type(module).__name__}.{name}", []).append(param)
+    return kinds
+
+
+def _record_agr_change(kinds: dict[str, list[torch.Tensor]], result: RunResult) -> None:
+    """AGR's relative change on the gradients the epoch's last step used (whatever the optimizer: how much AGR
+    would change them), the median over each layer type's tensors."""
+    for kind, params in kinds.items():
+        changes = [relative_change(p.grad) for p in params if p.grad is not None]
+        if changes:
+            result.agr_change.setdefault(kind, []).append(statistics.median(changes))
 
 
 def _tracked_layers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -175,6 +198,7 @@ def train(
         device=settings.device,
     )
     layers = _tracked_layers(model) if diagnostics else {}
+    kinds = layer_kinds(model) if diagnostics and world == 1 else {}  # sharded gradients: not measured
     for name in layers:
         result.update_magnitudes[name] = []
     if diagnostics and task.kind == "function":
@@ -234,6 +258,7 @@ def train(
             break
         for name in layers:
             result.update_magnitudes[name].append(sums[name] / max(1, problem.steps_per_epoch))
+        _record_agr_change(kinds, result)
         row = record(epoch, step, elapsed)
         if not all(math.isfinite(v) for v in row.values()):
             bad = ", ".join(key for key, value in row.items() if not math.isfinite(value))

@@ -57,6 +57,8 @@ class RunRecord:
     events: dict[str, list[int]] = field(default_factory=dict)  # event name ('burst') -> the steps it followed
     trajectory: list[list[float]] = field(default_factory=list)  # function tasks: the point after each step
     update_magnitudes: dict[str, list[float]] = field(default_factory=dict)  # layer -> mean |Δθ| per epoch
+    # layer type -> AGR's relative change ‖AGR(g) − g‖/‖g‖ per epoch (RunResult.agr_change; empty in older stores)
+    agr_change: dict[str, list[float]] = field(default_factory=dict)
     samples: dict[int, str] = field(default_factory=dict)  # generative tasks: epoch -> base64 PNG grid of samples
     generation: dict[str, Any] = field(default_factory=dict)  # how they were made and scored (FID features, ...)
     threads: int | None = None  # None: not recorded (an older store)
@@ -145,6 +147,8 @@ def write_run(trial: optuna.Trial, run: RunResult) -> None:
         trial.set_user_attr("trajectory", run.trajectory)
     if run.update_magnitudes:
         trial.set_user_attr("update_magnitudes", run.update_magnitudes)
+    if run.agr_change:
+        trial.set_user_attr("agr_change", run.agr_change)
     if run.samples:
         trial.set_user_attr("samples", {str(epoch): grid for epoch, grid in run.samples.items()})  # JSON keys
     if run.generation:
@@ -301,6 +305,7 @@ def _run(attrs: dict[str, Any]) -> RunRecord | None:
         events=events,
         trajectory=attrs.get("trajectory") or [],
         update_magnitudes=attrs.get("update_magnitudes") or {},
+        agr_change=attrs.get("agr_change") or {},
         samples={int(epoch): grid for epoch, grid in (attrs.get("samples") or {}).items()},
         generation=attrs.get("generation") or {},
         threads=attrs.get("threads"),
