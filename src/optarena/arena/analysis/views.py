@@ -96,9 +96,37 @@ class TaskView:
     name: str
     metric: str
     mode: str
-    target: float | None
+    target: float | None  # what steps- and time-to-target use (see reporting_target)
     kind: str
     runs: list[OptimizerRuns] = field(default_factory=list)
+    stored_target: float | None = None  # the experiment's or the task's target, as the store recorded it
+    target_derived: bool = False  # target is the reachable target derived from the reruns, not the stored one
+
+
+def reporting_target(view: TaskView) -> tuple[float | None, bool]:
+    """The target steps- and time-to-target are read at, and whether it was derived.
+
+    The stored target when the median rerun of at least half the optimizers reaches it; otherwise (a target nobody
+    reaches leaves those columns and the performance profile empty) the reachable target of the reruns
+    (:func:`optarena.arena.analysis.stats.reachable_target`: the median over optimizers of each one's median best
+    test metric, the rule the evidence page uses), so that they compare the optimizers.
+    """
+    with_curves = [runs.curves(include_diverged=True) for runs in view.runs]
+    with_curves = [curves for curves in with_curves if curves]
+    if not with_curves:
+        return view.stored_target, False
+    if view.stored_target is not None:
+        reaching = [
+            math.isfinite(median([stats.steps_to_target(c, view.stored_target, view.mode) for c in curves]))
+            for curves in with_curves
+        ]
+        if 2 * sum(reaching) >= len(reaching):
+            return view.stored_target, False
+    bests = [[stats.best_value(c, view.mode) for c in runs.curves()] for runs in view.runs]
+    medians = [median(b) for b in bests if b]
+    if not any(math.isfinite(m) for m in medians):
+        return view.stored_target, False
+    return stats.reachable_target(medians, view.mode), True
 
 
 @dataclass
@@ -129,13 +157,14 @@ def collect(results: ExperimentResults) -> ExperimentView:
     for task_name in _ordered(config.get("tasks", []), (t for t, _ in pairs)):
         described = next((pairs[k].config for k in keys if k[0] == task_name and pairs[k].config), None)
         info = described.task if described is not None else TaskInfo()
-        view = TaskView(task_name, info.metric, info.mode, info.target, info.kind)
+        view = TaskView(task_name, info.metric, info.mode, info.target, info.kind, stored_target=info.target)
         for optimizer in optimizers:
             pair = pairs.get((task_name, optimizer))
             if pair is not None:
                 finals = sorted(pair.final, key=seed_of)
                 tune = sorted(pair.tune, key=lambda t: t.number)
                 view.runs.append(OptimizerRuns(optimizer, tune, finals, info.mode))
+        view.target, view.target_derived = reporting_target(view)
         tasks.append(view)
     return ExperimentView(results.name, config, tasks, optimizers, [pairs[k] for k in keys])
 

@@ -243,29 +243,11 @@ def _draw_profile(costs: dict[str, dict[str, float]], colors: Colors, path: Path
 def profile_costs(view: ExperimentView) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Steps-to-target costs per task, and the tasks whose target was derived (task -> that target).
 
-    A task keeps its fixed target where some optimizer reached it; where none did, or it has none, its target
-    is :func:`~optarena.arena.analysis.stats.reachable_target` of the optimizers' median best test metric, so
-    the profile compares them rather than drawing a line at 0."""
-    fixed = steps_to_target_costs(view.tasks)
-    costs: dict[str, dict[str, float]] = {}
-    derived: dict[str, float] = {}
-    for task in view.tasks:
-        row = fixed.get(task.name, {})
-        if any(math.isfinite(c) for c in row.values()):
-            costs[task.name] = row
-            continue
-        best = {r.name: [stats.best_value(c, task.mode) for c in r.curves()] for r in task.runs}
-        medians = [float(np.median(v)) for v in best.values() if v]
-        if not medians or not any(math.isfinite(m) for m in medians):
-            continue
-        target = stats.reachable_target(medians, task.mode)
-        derived[task.name] = target
-        costs[task.name] = {
-            r.name: float(np.median([stats.steps_to_target(c, target, task.mode) for c in curves]))
-            for r in task.runs
-            if (curves := r.curves(include_diverged=True))
-        }
-    return costs, derived
+    Each task's target is the one its tables use (:func:`~optarena.arena.analysis.views.reporting_target`: the
+    stored target where the median rerun of at least half the optimizers reaches it, else the reachable target of
+    the reruns), so the profile compares the optimizers rather than drawing a line at 0."""
+    costs = steps_to_target_costs(view.tasks)
+    return costs, {t.name: t.target for t in view.tasks if t.target_derived and t.name in costs}  # type: ignore[misc]
 
 
 # --- the figures of a task -----------------------------------------------------------------------------------

@@ -252,6 +252,12 @@ def _summary_row(task: TaskView, runs: OptimizerRuns, winner: str | None) -> lis
 def _task_section(task: TaskView, colors: Colors, folder: Path) -> list[Block]:
     better = "higher" if task.mode == "max" else "lower"
     target = "none" if task.target is None else fmt_metric(task.target, task.metric)
+    if task.target_derived:
+        stored = "none" if task.stored_target is None else fmt_metric(task.stored_target, task.metric)
+        target += (
+            f" (derived from the reruns: the median over the optimizers of each one's median best test {task.metric}; "
+            f"the median rerun of fewer than half of them reached the experiment's target, {stored})"
+        )
     ranking = rank(task)
     blocks: list[Block] = [
         Heading(2, f"Task: {task.name}"),
