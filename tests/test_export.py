@@ -57,6 +57,10 @@ def test_a_row_per_run_and_evaluation_with_configuration_and_seed(frame: pandas.
     assert (frame[frame.phase == "tune"].seed == frames.TUNING_SEED).all()
     assert finals[finals.optimizer == "adamw"].params_burst_max.isna().all()
     assert all(isinstance(json.loads(e), dict) for e in frame.events)
+    # AGR's relative change per layer type, on the reruns' evaluations after training started
+    changes = [json.loads(c) for c in finals[finals.epoch > 0].agr_change]
+    assert changes and all(c and all(0 < v < 1 for v in c.values()) for c in changes)
+    assert all(json.loads(c) == {} for c in finals[finals.epoch == 0].agr_change)
 
 
 def test_the_rows_hold_the_reports_numbers(out: Path, frame: pandas.DataFrame) -> None:

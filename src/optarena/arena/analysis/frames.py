@@ -38,7 +38,7 @@ FORMATS = ("csv", "parquet")
 LEADING = ("experiment", "task", "metric", "mode", "target", "optimizer", "phase", "trial", "state", "seed", "value",
            "seconds")  # fmt: skip
 CURVE = ("epoch", "step", "wall_time")
-TRAILING = ("diverged", "diverged_reason", "events", "update_magnitudes", "threads", "device")
+TRAILING = ("diverged", "diverged_reason", "events", "update_magnitudes", "agr_change", "threads", "device")
 PARAMS = "params_"
 
 
@@ -54,10 +54,14 @@ def _curve_rows(run: RunRecord) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
         high = math.inf if i == len(rows) - 1 else row.get("step", math.inf)
         epoch = int(row.get("epoch", 0))
-        layers = run.update_magnitudes.items()
-        magnitudes = {layer: values[epoch - 1] for layer, values in layers if 0 < epoch <= len(values)}
+        magnitudes = {
+            layer: values[epoch - 1] for layer, values in run.update_magnitudes.items() if 0 < epoch <= len(values)
+        }
+        changes = {kind: values[epoch - 1] for kind, values in run.agr_change.items() if 0 < epoch <= len(values)}
         events = _events_between(run.events, previous, high)
-        out.append({**row, "events": events, "update_magnitudes": json.dumps(magnitudes)})
+        out.append(
+            {**row, "events": events, "update_magnitudes": json.dumps(magnitudes), "agr_change": json.dumps(changes)}
+        )
         previous = row.get("step", previous)
     return out
 
