@@ -36,8 +36,8 @@ from torch.distributed.tensor import DTensor
 #: six buffers of a step stay within a core's L2 cache; past that the extra copies cost memory bandwidth.
 FLAT_MAX_NUMEL = 1 << 18
 #: The largest mean tensor size (in values): past it the per-tensor overhead the flat step saves is a small share
-#: of the step and the copies cost as much (measured on one thread: 1.05 × the foreach step at 33k values a tensor,
-#: 0.76 × at 14k, 0.80 × at 3.4k, the arena's Fashion-MNIST CNN).
+#: of the step and the copies cost as much (on one thread, a 6-tensor group of 33k values a tensor stepped no faster
+#: flat; compare the modes foreach and foreach-lists of benchmarks/step_time.py).
 FLAT_MAX_MEAN_NUMEL = 1 << 14
 
 
