@@ -19,7 +19,7 @@ from optarena.arena.spec.search import suggest
 from optarena.arena.study import store
 from optarena.arena.study.protocol import compare
 from optarena.arena.study.records import load_results
-from optarena.arena.tasks import get_task, list_tasks
+from optarena.arena.tasks import TaskSettings, get_task, list_tasks
 from optarena.arena.tasks.functions import FUNCTIONS
 from optarena.optim import get_optimizer_info
 
@@ -356,3 +356,11 @@ def test_qmc_compare_is_reproducible_and_queues_nothing_twice(tmp_path):
         found.append({t.slot: (t.params, t.value) for t in pair.tune})
     assert found[0] == found[1]
     assert len({params["lr"] for params, _ in found[0].values()}) == 3
+
+
+@pytest.mark.parametrize("name", ["digits", "rosenbrock"])
+def test_an_evaluation_without_the_test_split_scores_the_others(name):
+    problem = get_task(name).build(TaskSettings(seed=0, epochs=1, subset=200))
+    full, tuning = problem.evaluate(), problem.evaluate(test=False)
+    assert "test_metric" in full and not any(key.startswith("test_") for key in tuning)
+    assert {key: full[key] for key in tuning} == tuning

@@ -55,6 +55,8 @@ def test_a_row_per_run_and_evaluation_with_configuration_and_seed(frame: pandas.
         assert all(sorted(rows.epoch) == list(range(EPOCHS + 1)) for _, rows in runs.groupby("seed"))
         assert runs.params_lr.nunique() == 1
     assert (frame[frame.phase == "tune"].seed == frames.TUNING_SEED).all()
+    # tuning never scores the test split; every rerun evaluation does
+    assert frame[frame.phase == "tune"].test_metric.isna().all() and finals.test_metric.notna().all()
     assert finals[finals.optimizer == "adamw"].params_burst_max.isna().all()
     assert all(isinstance(json.loads(e), dict) for e in frame.events)
     # AGR's relative change per layer type, on the reruns' evaluations after training started

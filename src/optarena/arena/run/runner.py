@@ -146,6 +146,7 @@ def train(
     epochs: int | None = None,
     settings: TaskSettings | None = None,
     diagnostics: bool = False,
+    score_test: bool = True,
     on_epoch: EpochCallback | None = None,
     tensorboard_dir: Path | None = None,
     parallel: str | None = None,
@@ -157,6 +158,8 @@ def train(
 
     ``diagnostics`` records the per-layer update magnitudes and a function task's trajectory, and lets the task
     measure what is costly (a generative task's FID and samples, kept in ``samples`` and ``generation``).
+    ``score_test=False`` leaves the test split unscored (a tuning trial: its objective and pruning read the
+    validation metric, and tuning should not look at the test split; the records then have no ``test_*`` keys).
     ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
     ``tensorboard_dir`` also writes every record as TensorBoard scalars (needs ``tensorboard``).
     ``parallel='ddp'`` or ``'fsdp'`` (in an initialized ``torch.distributed`` process group) trains
@@ -205,7 +208,7 @@ def train(
         result.trajectory.append(model.xy.detach().tolist())
 
     def record(epoch: int, step: int, elapsed: float) -> dict[str, float]:
-        metrics = problem.evaluate()
+        metrics = problem.evaluate(test=score_test)
         row = {"epoch": float(epoch), "step": float(step), "wall_time": elapsed, **metrics}
         result.records.append(row)
         if writer is not None:

@@ -84,6 +84,7 @@ def tune_objective(experiment: Experiment, task: Task, optimizer: str) -> Object
                 seed=seed,
                 epochs=epochs,
                 settings=settings,
+                score_test=False,  # the objective and pruning read validation; tuning never sees the test split
                 on_epoch=report if index == 0 else None,
             )
             value = task.worst if result.diverged else result.records[-1]["val_metric"]

@@ -48,9 +48,12 @@ class Problem(Protocol):
         """The training loss of ``batch`` under the current model (a scalar with a graph)."""
         ...
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, *, test: bool = True) -> dict[str, float]:
         """``train_loss``, ``train_metric``, ``val_metric`` and ``test_metric`` of the current model (and any
-        other finite measurement, in some evaluations only if it is costly: a generative task's ``fid``)."""
+        other finite measurement, in some evaluations only if it is costly: a generative task's ``fid``).
+
+        ``test=False`` leaves the test split unscored (no ``test_*`` keys): a tuning trial reads only the
+        validation metric, and the test split should not be looked at while tuning."""
         ...
 
     # A problem may also have ``after_step()``, which the runner calls after every optimizer step (the
@@ -166,17 +169,17 @@ class InMemoryClassification:
         self.model.train(was_training)
         return total_loss / len(y), correct / len(y)
 
-    def evaluate(self) -> dict[str, float]:
-        train_loss, train_acc = self._loss_and_accuracy("train")
+    def evaluate(self, *, test: bool = True) -> dict[str, float]:
+        return self._scores("train", test=test)
+
+    def _scores(self, train_split: str, *, test: bool) -> dict[str, float]:
+        train_loss, train_acc = self._loss_and_accuracy(train_split)
         _, val_acc = self._loss_and_accuracy("val")
-        test_loss, test_acc = self._loss_and_accuracy("test")
-        return {
-            "train_loss": train_loss,
-            "train_metric": train_acc,
-            "val_metric": val_acc,
-            "test_metric": test_acc,
-            "test_loss": test_loss,
-        }
+        row = {"train_loss": train_loss, "train_metric": train_acc, "val_metric": val_acc}
+        if test:
+            test_loss, test_acc = self._loss_and_accuracy("test")
+            row.update(test_metric=test_acc, test_loss=test_loss)
+        return row
 
 
 def split_train_val(

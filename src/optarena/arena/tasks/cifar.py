@@ -76,17 +76,8 @@ class ImageClassification(InMemoryClassification):
         x, y = self.splits["train"]
         self.splits["train_eval"] = (x[:train_eval_examples], y[:train_eval_examples])  # views, no copy
 
-    def evaluate(self) -> dict[str, float]:
-        train_loss, train_acc = self._loss_and_accuracy("train_eval")
-        _, val_acc = self._loss_and_accuracy("val")
-        test_loss, test_acc = self._loss_and_accuracy("test")
-        return {
-            "train_loss": train_loss,
-            "train_metric": train_acc,
-            "val_metric": val_acc,
-            "test_metric": test_acc,
-            "test_loss": test_loss,
-        }
+    def evaluate(self, *, test: bool = True) -> dict[str, float]:
+        return self._scores("train_eval", test=test)
 
 
 def cifar_splits(arrays: Arrays, subset: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:

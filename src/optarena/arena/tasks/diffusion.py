@@ -170,9 +170,11 @@ class DiffusionProblem:
         every, last = self.options.fid_every, self.settings.epochs
         return epoch >= 1 and (epoch == last or (every > 0 and epoch % every == 0))
 
-    def evaluate(self) -> dict[str, float]:
-        train, val, test = (self._denoising_loss(split) for split in ("train", "val", "test"))
-        row = {"train_loss": train, "train_metric": train, "val_metric": val, "test_metric": test, "test_loss": test}
+    def evaluate(self, *, test: bool = True) -> dict[str, float]:
+        train = self._denoising_loss("train")
+        row = {"train_loss": train, "train_metric": train, "val_metric": self._denoising_loss("val")}
+        if test:
+            row["test_metric"] = row["test_loss"] = self._denoising_loss("test")
         epoch = self.steps // self.steps_per_epoch  # the runner evaluates after every whole epoch
         if self.settings.diagnostics and self.is_fid_epoch(epoch):
             row.update(self.measure_generation(epoch))

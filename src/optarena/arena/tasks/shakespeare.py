@@ -136,11 +136,12 @@ class CharLanguageModel:
         self.model.train(was_training)
         return float(total) / count
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, *, test: bool = True) -> dict[str, float]:
         train = self._split_loss("train")
-        val = self._split_loss("val")
-        test = self._split_loss("test")
-        return {"train_loss": train, "train_metric": train, "val_metric": val, "test_metric": test, "test_loss": test}
+        row = {"train_loss": train, "train_metric": train, "val_metric": self._split_loss("val")}
+        if test:
+            row["test_metric"] = row["test_loss"] = self._split_loss("test")
+        return row
 
 
 def build(settings: TaskSettings) -> CharLanguageModel:
