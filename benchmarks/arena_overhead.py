@@ -17,8 +17,10 @@ result is, per round, the ratio of wall times to each loop, and its median over 
 the arena's time split into training and evaluation from its own records.
 
 ``--workers N`` measures instead how the trials of a study spread over worker processes: a study of
-``--trials`` tuning trials is queued in a fresh SQLite store and worked off by 1 and then N ``optarena
-worker`` processes (one torch thread each); the result is the ratio of trials per hour.
+``--trials`` tuning trials and ``--seeds`` reruns is queued in a fresh SQLite store and worked off by 1 and then N
+``optarena worker`` processes (one torch thread each); the result is the ratio of runs per hour. The reruns wait
+for every tuning trial (they train the best configuration), so with fewer reruns than workers the last phase runs
+on fewer workers than there are: the default, 2, keeps two workers busy to the end.
 
 Run from the repository root: ``python benchmarks/arena_overhead.py --help``. The numbers in
 ``docs/performance.md`` come from the commands written at the top of ``benchmarks/results/arena_overhead.md``.
@@ -143,7 +145,7 @@ def measure_workers(args: argparse.Namespace) -> str:
         folder = Path(tempfile.mkdtemp(prefix="arena-workers-"))
         storage = f"sqlite:///{folder / 'store.db'}"
         compare = [sys.executable, "-m", "optarena.arena.cli", "compare", "--name", "workers", "--task", args.task,
-                   "--optimizers", args.optimizer, "--trials", str(args.trials), "--seeds", "1", "--epochs",
+                   "--optimizers", args.optimizer, "--trials", str(args.trials), "--seeds", str(args.seeds), "--epochs",
                    str(args.epochs), "--threads", "1", "--no-prune", "--sampler", "qmc", "--storage", storage,
                    "--out", str(folder / "out"), "--prepare"]  # fmt: skip
         if args.subset:
@@ -158,10 +160,10 @@ def measure_workers(args: argparse.Namespace) -> str:
         if any(p.wait() != 0 for p in processes):
             raise SystemExit(f"a worker failed (store {storage})")
         hours[count] = (time.perf_counter() - started) / 3600
-    runs = args.trials + 1
+    runs = args.trials + args.seeds
     rate = {count: runs / h for count, h in hours.items()}
     return (
-        f"{runs} runs of `{args.task}` with `{args.optimizer}` ({args.trials} tuning trials and 1 rerun, "
+        f"{runs} runs of `{args.task}` with `{args.optimizer}` ({args.trials} tuning trials and {args.seeds} rerun(s), "
         f"{args.epochs} epoch(s), one torch thread per worker): 1 worker {rate[1]:.0f} runs per hour, "
         f"{args.workers} workers {rate[args.workers]:.0f}: **{rate[args.workers] / rate[1]:.2f}×**. Load average "
         f"at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs."
@@ -182,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0, help="measure N worker processes against 1 instead")
     parser.add_argument("--trials", type=int, default=8, help="tuning trials of the --workers study")
+    parser.add_argument(
+        "--seeds", type=int, default=2,
+        help="reruns of the --workers study; they wait for every trial, so a lone rerun runs on one worker",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file the result is appended to")
     args = parser.parse_args(argv)
     for name, value, low in (("--epochs", args.epochs, 1), ("--rounds", args.rounds, 1), ("--threads", args.threads, 1),
