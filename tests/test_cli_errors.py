@@ -13,6 +13,7 @@ during training is simulated by replacing it with a file, or by making ``Path.wr
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -415,3 +416,21 @@ def test_ctrl_c_during_compare_prints_only_the_message_and_keeps_finished_trials
     tune = optuna.load_study(study_name="default/digits/adamw/tune", storage=storage)
     states = [t.state for t in tune.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 1, states  # the finished trial is kept
+
+
+def test_a_bad_allocator_setting_is_one_line_before_any_training(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_training: None
+):
+    monkeypatch.setenv("OPTARENA_MALLOC", "fast")
+    assert_one_line_error(*cli_run(capsys, *RUN), "Invalid OPTARENA_MALLOC: 'fast'", "'reuse', 'system'")
+
+
+def test_the_training_commands_keep_freed_memory(monkeypatch: pytest.MonkeyPatch):
+    from optarena.arena.run import allocator
+
+    monkeypatch.setenv("OPTARENA_MALLOC", "system")
+    assert allocator.keep_freed_memory().startswith("system malloc")
+    monkeypatch.delenv("OPTARENA_MALLOC")
+    done = allocator.keep_freed_memory()
+    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert done.startswith("reuse") if glibc else done.startswith("system malloc")

@@ -357,12 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     A user's mistake — a bad option, a missing or unreadable file, an output that cannot be written —
     is one line; only an unexpected error (a bug) shows a traceback.
     """
+    from optarena.arena.run.allocator import keep_freed_memory
     from optarena.arena.run.single import ResultsSavedElsewhere
     from optarena.arena.study.optuna_logs import quiet_failed_trials
 
     args = _parser().parse_args(argv)
     quiet_failed_trials()
     try:
+        if args.command in ("compare", "run", "worker", "evidence"):  # the commands that train
+            keep_freed_memory()
         if args.command == "list":
             cmd_list()
         elif args.command == "compare":
