@@ -213,3 +213,18 @@ def test_the_arena_records_bursts_at_their_steps():
     bursts = result.events.get("burst", [])
     assert bursts and all(0 < b <= steps for b in bursts) and bursts == sorted(bursts)
     assert result.to_dict()["burst_events"] == bursts
+
+
+@pytest.mark.parametrize("trigger", ["loss_trend", "metric_plateau"])
+def test_the_no_burst_ablation_reports_no_burst_while_the_full_method_does(trigger):
+    """The trigger fires the same in both (one clock); only where φ follows it is a restart a burst event."""
+    options = {"burst_trigger": trigger, "burst_window": 50, "burst_patience": 0}
+    fired = {}
+    for variant in ("adaburst", "adamw_sgdm"):
+        opt = Adaburst([torch.zeros(2, requires_grad=True)], lr=1e-3, total_steps=400, variant=variant, **options)
+        if trigger == "loss_trend":
+            fired[variant] = sum(opt.observe(0.3 + 0.01 * math.sin(k)) for k in range(400))
+        else:
+            fired[variant] = sum(opt.epoch_end(0.5) for _ in range(10))
+        assert opt.param_groups[0]["burst_lr"] == (opt.burst.value(0.0, 1.0) if variant == "adaburst" else 1.0)
+    assert fired["adaburst"] > 0 and fired["adamw_sgdm"] == 0

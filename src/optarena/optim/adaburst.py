@@ -326,7 +326,8 @@ class Adaburst(OptarenaOptimizer):
                 group["burst_lr"] = self.burst.value(group["burst_min"], group["burst_max"])
 
     def observe(self, loss: float | Tensor) -> bool:
-        """Feed one step's training loss to the loss-trend trigger; returns True when a burst restarts.
+        """Feed one step's training loss to the loss-trend trigger; returns True when a burst restarts (never in the
+        ``adamw_sgdm`` ablation, whose φ no restart moves).
 
         ``step(closure)`` does it with the closure's loss; a loop without a closure calls it once per step.
         With another ``burst_trigger`` it does nothing.
@@ -336,7 +337,7 @@ class Adaburst(OptarenaOptimizer):
         burst = self.burst.observe(float(loss))
         if burst:
             self._write_burst_lr()
-        return burst
+        return burst and self._burst_applies()
 
     def epoch_end(self, metric: float | None = None) -> bool:
         """Once per epoch; returns True when a burst restarts.
@@ -350,7 +351,12 @@ class Adaburst(OptarenaOptimizer):
         if not burst and self.burst_unit == "epoch":
             self.burst.advance()
         self._write_burst_lr()
-        return burst
+        return burst and self._burst_applies()
+
+    def _burst_applies(self) -> bool:
+        """Whether a restart changes anything: not in the no-burst ablation, which holds φ (a restart there is no
+        burst event)."""
+        return bool(self.self_scheduled_keys)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
