@@ -105,11 +105,15 @@ def test_compiled_step_follows_a_frozen_layer_and_maximize():
 
 
 def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
-    def broken(cls, signature=()):
-        def update(*args, **kwargs):
+    class Broken:
+        def direct_call(self, layout):
+            return None
+
+        def __call__(self, *args, **kwargs):
             raise RuntimeError("no C++ compiler")
 
-        return update
+    def broken(cls, signature=()):
+        return Broken()
 
     monkeypatch.setattr(compiled, "_compiled_update_for", broken)
     params = fixed_params(torch.float64)
@@ -264,3 +268,80 @@ def test_many_configurations_of_one_class_each_keep_a_compiled_graph():
         assert opt._compiled_step is not None and opt._compiled_step.compiled_once
     assert counters["stats"]["unique_graphs"] == len(options)
     assert not counters["recompiles"]  # each configuration compiled once, under a code object of its own
+
+
+def _only_update():
+    """The compiled update of a test that compiles one optimizer configuration (on an emptied registry)."""
+    (update,) = compiled._COMPILED.values()
+    return update
+
+
+def test_flat_groups_after_the_first_step_bypass_dynamo_and_equal_eager(monkeypatch):
+    """A small group is stepped on flat buffers (optarena.optim.flat): from the second step on, its compiled graph
+    is called without dynamo, with lr and β1 changing as data, and the result is the eager step's."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    entered_dynamo = []
+
+    def record(k):
+        if k == 0:
+            update = _only_update()
+            assert len(update.direct) == 1  # the flat layout's graph was kept at its compilation
+            through = update.through_dynamo
+
+            def counted(*args, **kwargs):
+                entered_dynamo.append(k)
+                return through(*args, **kwargs)
+
+            update.through_dynamo = counted
+
+    _, compiled_result = run("adaburst", {"total_steps": 100}, compile=True, steps=30, on_step=record)
+    assert entered_dynamo == []  # 29 steps, none through dynamo
+    _, eager_result = run("adaburst", {"total_steps": 100}, compile=False, steps=30)
+    assert max_diff(compiled_result, eager_result) <= 1e-12
+
+
+def test_direct_calls_follow_the_dtype_and_a_dynamo_reset(monkeypatch):
+    """The same shapes in another dtype get a graph of their own (not the other dtype's direct call), and
+    ``torch._dynamo.reset()`` drops the direct calls: the next step compiles again."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    counters.clear()
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        for compile in (True, False):
+            params = fixed_params(dtype)
+            opt = optarena.create_optimizer(params, "adax", lr=1e-2, compile=compile, flat=True)
+            for k in range(4):
+                set_grads(params, k)
+                opt.step()
+            results[dtype, compile] = [p.detach() for p in params]
+    update = _only_update()
+    assert len(update.direct) == 2 and counters["stats"]["unique_graphs"] == 2
+    assert max_diff(results[torch.float64, True], results[torch.float64, False]) <= 1e-12
+    assert max_diff(results[torch.float32, True], results[torch.float32, False]) <= 1e-6
+    torch._dynamo.reset()
+    params = fixed_params(torch.float64)
+    opt = optarena.create_optimizer(params, "adax", lr=1e-2, compile=True, flat=True)
+    set_grads(params, 0)
+    opt.step()
+    assert counters["stats"]["unique_graphs"] == 3  # compiled again after the reset
+    assert len(update.direct) == 1
+
+
+def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
+    def graph_with(source, output):
+        graph = torch.fx.Graph()
+        x = graph.placeholder("x")
+        x._dynamo_source = source
+        graph.output((x,) if output else ())
+        return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+    from torch._dynamo.source import GetItemSource, GlobalSource, LocalSource
+
+    inside = GetItemSource(GetItemSource(LocalSource("slices"), 0), 4)
+    direct = compiled._DirectCall.of(graph_with(inside, output=False), print)
+    assert direct is not None and direct.paths == [(0, 4)]
+    assert compiled._DirectCall.of(graph_with(inside, output=True), print) is None
+    assert compiled._DirectCall.of(graph_with(GlobalSource("table"), output=False), print) is None
+    assert compiled._DirectCall.of(graph_with(LocalSource("kernel"), output=False), print) is None
