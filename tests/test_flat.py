@@ -126,6 +126,30 @@ def test_a_replaced_state_tensor_is_used_and_taken_into_a_new_buffer():
     assert replaced.untyped_storage().data_ptr() == group.state_flat[0].untyped_storage().data_ptr()
 
 
+def test_step_counters_live_in_one_buffer_and_a_replaced_or_changed_one_is_honoured():
+    results = []
+    for foreach in (False, True):
+        opt, params = run("adaburst", {}, foreach=foreach, steps=2)
+        if foreach:  # one add_ advances them all
+            (group,) = flat_groups(opt).values()
+            counters = {opt.state[p]["step"].untyped_storage().data_ptr() for p in params}
+            assert counters == {group.step_flat.untyped_storage().data_ptr()}
+        for p in params:
+            opt.state[p]["step"] = torch.tensor(10.0)  # a user's (or a loader's) new counters: bias corrections follow
+        set_grads(params, 2)
+        opt.step()
+        for p in params:
+            opt.state[p]["step"].fill_(20.0)  # changed in place
+        for k in (3, 4):
+            set_grads(params, k)
+            opt.step()
+        results.append((opt, params))
+    (ref, p_ref), (fast, p_fast) = results
+    assert max_diff([p.detach() for p in p_ref], [p.detach() for p in p_fast]) <= 1e-12
+    assert max_diff(states(ref, p_ref), states(fast, p_fast)) <= 1e-12
+    assert [fast.state[p]["step"].item() for p in p_fast] == [22.0] * len(p_fast)
+
+
 def test_deepcopy_continues_identically():
     opt, params = run("adamw_agr", {}, foreach=True, steps=3)
     twin = copy.deepcopy((opt, params))

@@ -250,6 +250,9 @@ class OptarenaOptimizer(GuardedOptimizer):
         params, grads, states, steps = self._gather(group)
         if not params:
             return None
+        flat = self.__dict__.get("_flat_groups", {}).get(id(group))
+        if flat is not None and flat.counts(steps):  # the counters are views of one buffer: one add
+            return GroupWork(group, params, grads, states, flat.advance())
         torch._foreach_add_(steps, 1)
         return GroupWork(group, params, grads, states, [s.item() for s in steps])
 
