@@ -193,22 +193,29 @@ class OptarenaOptimizer(GuardedOptimizer):
         grads: list[Tensor] = []
         states: list[list[Tensor]] = [[] for _ in self.state_names]
         steps: list[Tensor] = []
-        name = type(self).__name__
+        names = self.state_names
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{name} does not support sparse gradients")
-            if p.is_complex() and not self.supports_complex:
-                raise RuntimeError(f"{name} does not support complex parameters")
+            if grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            is_complex = p.is_complex()
+            if is_complex and not self.supports_complex:
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
             state = self.state[p]
             if len(state) == 0:
                 state.update(self._init_state(p, group))
-            real = torch.view_as_real if p.is_complex() else _identity
-            params.append(real(p))
-            grads.append(real(p.grad))
-            for lst, key in zip(states, self.state_names):
-                lst.append(real(state[key]))
+            if is_complex:  # stepped as real views
+                params.append(torch.view_as_real(p))
+                grads.append(torch.view_as_real(grad))
+                for lst, key in zip(states, names):
+                    lst.append(torch.view_as_real(state[key]))
+            else:
+                params.append(p)
+                grads.append(grad)
+                for lst, key in zip(states, names):
+                    lst.append(state[key])
             steps.append(state["step"])
         return params, grads, states, steps
 
@@ -336,7 +343,3 @@ class GroupWork:
     grads: list[Tensor]
     states: list[list[Tensor]]
     step_values: list[float]
-
-
-def _identity(t: Tensor) -> Tensor:
-    return t

@@ -28,6 +28,7 @@ them one tensor at a time: at most a few MiB by the limits above.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import is_
 from typing import Any
 
 import torch
@@ -86,26 +87,21 @@ class FlatGroup:
 
     def holds(self, group: dict[str, Any], params: list[Tensor], states: list[list[Tensor]]) -> bool:
         """Whether these are still the tensors the buffers were made for (the state not replaced since)."""
-        if group is not self.group or len(params) != len(self.params):
+        if group is not self.group or len(params) != len(self.params) or not all(map(is_, params, self.params)):
             return False
-        for p, mine in zip(params, self.params):
-            if p is not mine or p.dtype != self.dtype or not p.is_cpu:
-                return False
-        if len(states) != len(self.state_views):
+        if any(p.dtype != self.dtype or not p.is_cpu for p in params) or len(states) != len(self.state_views):
             return False
-        if self.step_flat is not None and any(self.state[p]["step"] is not v for p, v in zip(params, self.step_views)):
+        if self.step_flat is not None and not all(map(is_, (self.state[p]["step"] for p in params), self.step_views)):
             return False  # a step counter replaced: the buffers are remade, the counters with them
         return all(
-            all(t is None for t in tensors) if views is None else all(t is v for t, v in zip(tensors, views))
+            all(t is None for t in tensors) if views is None else all(map(is_, tensors, views))
             for tensors, views in zip(states, self.state_views)
         )
 
     def counts(self, steps: list[Tensor]) -> bool:
         """Whether ``steps`` are this group's step counters, in order (then :meth:`advance` may step them)."""
         return (
-            self.step_flat is not None
-            and len(steps) == len(self.step_views)
-            and all(s is v for s, v in zip(steps, self.step_views))
+            self.step_flat is not None and len(steps) == len(self.step_views) and all(map(is_, steps, self.step_views))
         )
 
     def advance(self) -> list[float]:
