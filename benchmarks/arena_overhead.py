@@ -9,10 +9,12 @@ Every round runs, in a fresh random order and in this one process (one torch thr
 * ``loop, same evaluations`` — a plain loop (``zero_grad``, loss, ``backward``, ``step``) with the same
   optimizer from :func:`optarena.create_optimizer`, calling the task's ``evaluate()`` at the same times and
   keeping the rows in a list: what a user who wants the same curves writes;
-* ``loop, final evaluation`` — the same loop evaluating once, after training: the least a run can do.
+* ``loop, final evaluation`` — the same loop evaluating once, after training: the least a run can do;
+* ``arena, final evaluation`` — ``optarena run --eval-every end``: the arena scoring once, after training, set
+  against that loop.
 
-Both loops and the arena build the problem with the same seed, so they train the same model on the same
-batches: the benchmark checks that the three final test metrics are equal before reporting anything. The
+Both loops and both arena runs build the problem with the same seed, so they train the same model on the same
+batches: the benchmark checks that the four final test metrics are equal before reporting anything. The
 result is, per round, the ratio of wall times to each loop, and its median over rounds with the range; and
 the arena's time split into training and evaluation from its own records.
 
@@ -72,11 +74,11 @@ def hand_loop(task_name: str, optimizer: str, lr: float, *, seed: int, epochs: i
 
 
 def arena_run(task_name: str, optimizer: str, lr: float, *, seed: int, epochs: int, settings: TaskSettings,
-              out: Path) -> tuple[float, float]:  # fmt: skip
+              out: Path, eval_every: int | None = 1) -> tuple[float, float]:  # fmt: skip
     """``optarena run`` in this process; returns the final test metric and the seconds spent training."""
     run = single.SingleRun(
         task=task_name, optimizer=optimizer, hyperparameters={"lr": lr}, seed=seed, epochs=epochs, out=out,
-        subset=settings.subset, eval_subset=settings.eval_subset, data_dir=settings.data_dir,
+        subset=settings.subset, eval_subset=settings.eval_subset, data_dir=settings.data_dir, eval_every=eval_every,
     )  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):  # the epoch lines (rich writes to sys.stdout) are not measured
         path = single.train_and_write(run, parallel=None, writer=True)
@@ -96,6 +98,11 @@ def measure_overhead(args: argparse.Namespace) -> str:
         finals["arena"], seconds = arena_run(args.task, args.optimizer, args.lr, out=out, **common)
         training.append(seconds)
 
+    def arena_final() -> None:
+        finals["arena, final evaluation"], _ = arena_run(
+            args.task, args.optimizer, args.lr, out=out, eval_every=None, **common
+        )
+
     def same() -> None:
         finals["loop, same evaluations"] = hand_loop(args.task, args.optimizer, args.lr, every_epoch=True, **common)
 
@@ -104,6 +111,7 @@ def measure_overhead(args: argparse.Namespace) -> str:
 
     runs: dict[str, Callable[[], None]] = {
         "arena": arena,
+        "arena, final evaluation": arena_final,
         "loop, same evaluations": same,
         "loop, final evaluation": final,
     }
@@ -122,16 +130,18 @@ def measure_overhead(args: argparse.Namespace) -> str:
         raise SystemExit(f"the runs did not compute the same thing: final test metrics {finals}")
     lines = [
         f"Task `{args.task}`, optimizer `{args.optimizer}` (lr {args.lr}), {args.epochs} epoch(s), subset "
-        f"{args.subset}, eval subset {args.eval_subset}, {args.threads} thread(s), {args.rounds} rounds; the three "
+        f"{args.subset}, eval subset {args.eval_subset}, {args.threads} thread(s), {args.rounds} rounds; the four "
         f"runs end at the same test metric ({finals['arena']:.4f}). Load average at the end: "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
-        "| against | arena / loop (median) | range over rounds |",
-        "|---|---|---|",
+        "| arena run | against | arena / loop (median) | range over rounds |",
+        "|---|---|---|---|",
     ]
-    for name in ("loop, same evaluations", "loop, final evaluation"):
-        ratios = [a / b for a, b in zip(times["arena"], times[name])]
-        lines.append(f"| {name} | {statistics.median(ratios):.3f} | {min(ratios):.3f} – {max(ratios):.3f} |")
+    pairs = [("arena", "loop, same evaluations"), ("arena, final evaluation", "loop, final evaluation"),
+             ("arena", "loop, final evaluation")]  # fmt: skip
+    for mine, name in pairs:
+        ratios = [a / b for a, b in zip(times[mine], times[name])]
+        lines.append(f"| {mine} | {name} | {statistics.median(ratios):.3f} | {min(ratios):.3f} – {max(ratios):.3f} |")
     share = statistics.median(t / total for t, total in zip(training[1:], times["arena"]))
     lines += ["", f"Share of the arena's wall time spent in its training loop (the rest: evaluations, writing, "
               f"the figure): {share:.1%}."]  # fmt: skip

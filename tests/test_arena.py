@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +58,36 @@ def test_digits_run_records_curves_and_diagnostics():
     assert all(len(v) == 3 and all(0 < x < 1 for x in v) for v in result.agr_change.values())
     assert max(result.agr_change["Linear.weight"]) < min(result.agr_change["Linear.bias"])
     assert not train(get_task("digits"), "adamw", {"lr": 3e-3}, seed=1, epochs=1).agr_change  # diagnostics only
+
+
+def test_eval_every_scores_fewer_epochs_and_trains_the_same_model():
+    """Evaluation only reads the model: scoring every second epoch, or only the last, changes the curves' points
+    and nothing of the training (the same final scores, bit for bit)."""
+    task = get_task("digits")
+    runs = {every: train(task, "adamw", {"lr": 3e-3}, seed=1, epochs=5, eval_every=every) for every in (1, 2, None)}
+    assert [r["epoch"] for r in runs[1].records] == [0, 1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in runs[2].records] == [0, 2, 4, 5]
+    assert [r["epoch"] for r in runs[None].records] == [5]
+    assert runs[2].records[1] == {**runs[1].records[2], "wall_time": runs[2].records[1]["wall_time"]}
+    final = {k: v for k, v in runs[1].records[-1].items() if k != "wall_time"}
+    for every in (2, None):
+        assert {k: v for k, v in runs[every].records[-1].items() if k != "wall_time"} == final
+
+
+@pytest.mark.parametrize(
+    "optimizer,every,message",
+    [
+        ("adamw", 0, "Invalid eval_every: 0; expected an integer >= 1, or None"),
+        ("adamw", 1.5, "Invalid eval_every: 1.5"),
+        ("adamw", True, "Invalid eval_every: True"),
+        ("adaburst", 2, "adaburst's loop hooks read the metrics after every epoch"),
+        ("adaburst", None, "adaburst's loop hooks read the metrics after every epoch"),
+    ],
+)
+def test_eval_every_that_a_run_cannot_have_is_refused_before_training(optimizer, every, message):
+    task = dataclasses.replace(get_task("digits"), build=lambda settings: pytest.fail("built before the check"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(task, optimizer, {}, seed=0, epochs=2, eval_every=every)
 
 
 def test_adaburst_bursts_are_recorded_and_follow_the_task_mode():
@@ -296,6 +328,8 @@ def test_cli_list_and_run(tmp_path):
         (["run", "--task", "nope", "--optimizer", "adamw"], "Unknown task 'nope'"),
         (["run", "--task", "digits", "--optimizer", "nope"], "Unknown optimizer 'nope'"),
         (["run", "--task", "digits", "--optimizer", "adamw", "--set", "lr"], "KEY=VALUE"),
+        (["run", "--task", "digits", "--optimizer", "adamw", "--eval-every", "0"], "Invalid --eval-every: '0'"),
+        (["run", "--task", "digits", "--optimizer", "adaburst", "--eval-every", "end"], "'end'; adaburst"),
         (["compare", "--trials", "0"], "Invalid trials"),
         (["compare", "--optimizers", "adamx"], "Unknown optimizer 'adamx'"),
     ],

@@ -111,9 +111,14 @@ def test_arena_overhead_script_checks_the_runs_agree_and_writes_ratios(tmp_path:
 
     assert single.console.file is sys.stdout  # the benchmark left optarena run's console as it found it
     text = out.read_text()
-    assert "the three runs end at the same test metric" in text
-    ratios = [line for line in text.splitlines() if line.startswith("| loop, ")]
-    assert len(ratios) == 2 and all(float(line.split("|")[2]) > 0 for line in ratios)
+    assert "the four runs end at the same test metric" in text
+    ratios = [line for line in text.splitlines() if line.startswith("| arena") and "| against |" not in line]
+    assert [line.split("|")[1:3] for line in ratios] == [
+        [" arena ", " loop, same evaluations "],
+        [" arena, final evaluation ", " loop, final evaluation "],
+        [" arena ", " loop, final evaluation "],
+    ]
+    assert all(float(line.split("|")[3]) > 0 for line in ratios)
     with pytest.raises(SystemExit):
         module.main(["--workers", "1"])
 

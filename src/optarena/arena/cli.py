@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path)
     run.add_argument("--subset", type=int)
     run.add_argument("--eval-subset", type=int, help="score at most this many examples of each split")
+    run.add_argument("--eval-every", default="1", metavar="N|end",
+                     help="score the splits before training and after every N-th epoch and the last (default 1); "
+                          "'end': after the last epoch only")  # fmt: skip
     run.add_argument("--tensorboard", type=Path, metavar="DIR", help="also log the curves to TensorBoard in DIR")
     run.add_argument("--nproc", type=int, default=1,
                      help="train data-parallel in this many local processes (gloo on CPU, NCCL on CUDA); "
@@ -260,6 +263,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
     _check_integers(args, {"seed": 0, "epochs": 1, "threads": 1, "subset": 1, "eval_subset": 1})
     preflight.check_device(args.device, "--device")
     preflight.check_data_dir(args.data_dir)
+    eval_every = _eval_every(args.eval_every, args.optimizer)
     run = single.SingleRun(
         task=args.task,
         optimizer=args.optimizer,
@@ -272,11 +276,33 @@ def cmd_run(args: argparse.Namespace) -> Path:
         data_dir=args.data_dir,
         subset=args.subset,
         eval_subset=args.eval_subset,
+        eval_every=eval_every,
         tensorboard=args.tensorboard,
         parallel=args.parallel,
     )
     single.check(run)
     return single.run(run, nproc=args.nproc)
+
+
+def _eval_every(text: str, optimizer: str) -> int | None:
+    """``--eval-every``: a whole number >= 1, or 'end' (None), that this optimizer's run can have."""
+    from optarena.arena.run.runner import check_eval_every
+
+    value: int | None = None
+    if text.strip().lower() != "end":
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(
+                f"Invalid --eval-every: {text!r}; expected an integer >= 1, or 'end' (the last epoch only)"
+            )
+    try:
+        check_eval_every(value, optimizer)
+    except ValueError as error:
+        raise ValueError(str(error).replace(f"eval_every: {value!r}", f"--eval-every: {text!r}", 1)) from None
+    return value
 
 
 def cmd_evidence(args: argparse.Namespace) -> Path:

@@ -28,7 +28,7 @@ from optarena.arena.spec.variants import OptimizerSpec, resolve
 from optarena.arena.tasks import Task, TaskSettings
 from optarena.optim import NonFiniteGradientError, create_optimizer, get_optimizer_info
 from optarena.optim.agr import relative_change
-from optarena.optim.hooks import LoopContext
+from optarena.optim.hooks import LoopContext, LoopHooks
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -137,6 +137,20 @@ def _load_average() -> list[float]:
         return []
 
 
+def check_eval_every(eval_every: int | None, optimizer_name: str | OptimizerSpec) -> None:
+    """Raise ``ValueError`` for an ``eval_every`` (see :func:`train`) this optimizer's run cannot have."""
+    spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
+    hooks = get_optimizer_info(spec.optimizer).hooks
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
+        raise ValueError(f"Invalid eval_every: {eval_every!r}; expected an integer >= 1, or None (the last epoch only)")
+    skips_epochs = eval_every is None or eval_every > 1
+    if skips_epochs and type(hooks).after_epoch is not LoopHooks.after_epoch:
+        raise ValueError(
+            f"Invalid eval_every: {eval_every!r}; {spec.name}'s loop hooks read the metrics after every epoch "
+            "(e.g. Adaburst's plateau trigger reads the training accuracy), so every epoch must be scored: use 1"
+        )
+
+
 def train(
     task: Task,
     optimizer_name: str | OptimizerSpec,
@@ -150,6 +164,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     tensorboard_dir: Path | None = None,
     parallel: str | None = None,
+    eval_every: int | None = 1,
 ) -> RunResult:
     """Train ``task`` with the registered optimizer or variant ``optimizer_name`` and return its curves.
 
@@ -161,22 +176,26 @@ def train(
     ``score_test=False`` leaves the test split unscored (a tuning trial: its objective and pruning read the
     validation metric, and tuning should not look at the test split; the records then have no ``test_*`` keys).
     ``on_epoch(epoch, record)`` is called after every evaluation (pruning raises from there).
+    ``eval_every``: the splits are scored before training and after every ``eval_every``-th epoch and the last;
+    None scores them once, after the last epoch (the curves then have one point: the least a run can cost). An
+    optimizer whose loop hooks read every epoch's metrics (Adaburst's plateau trigger) needs 1.
     ``tensorboard_dir`` also writes every record as TensorBoard scalars (needs ``tensorboard``).
     ``parallel='ddp'`` or ``'fsdp'`` (in an initialized ``torch.distributed`` process group) trains
     data-parallel: every rank runs this with the same arguments, takes its share of each batch, and
     the gradients are averaged (DDP) or reduce-scattered (FSDP2) so that a step equals one on the
     whole batch; every rank evaluates on the whole data and gets the same records.
     """
-    writer = _tensorboard_writer(tensorboard_dir)
     epochs = task.epochs if epochs is None else epochs
+    spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
+    hooks = get_optimizer_info(spec.optimizer).hooks
+    check_eval_every(eval_every, spec)
+    writer = _tensorboard_writer(tensorboard_dir)
     # Every other setting as given; a task measures its costly extras (FID) in the reruns, which ask for diagnostics.
     settings = replace(settings or TaskSettings(), seed=seed, epochs=epochs, diagnostics=diagnostics)
     torch.manual_seed(seed)
     problem = task.build(settings)
     model = problem.model
     rank, world = _wrap_parallel(problem, task, parallel)
-    spec = optimizer_name if isinstance(optimizer_name, OptimizerSpec) else resolve(optimizer_name)
-    hooks = get_optimizer_info(spec.optimizer).hooks
     problem_after_step = getattr(problem, "after_step", None)  # the diffusion tasks' EMA of the weights
     context = LoopContext(
         metric_mode=task.mode,  # the training metric the hooks watch improves in the task's direction
@@ -221,7 +240,8 @@ def train(
         return row
 
     model.train()
-    record(0, 0, 0.0)
+    if eval_every is not None:
+        record(0, 0, 0.0)
     step, elapsed = 0, 0.0
     for epoch in range(1, epochs + 1):
         sums = dict.fromkeys(layers, 0.0)
@@ -262,6 +282,8 @@ def train(
         for name in layers:
             result.update_magnitudes[name].append(sums[name] / max(1, problem.steps_per_epoch))
         _record_agr_change(kinds, result)
+        if epoch != epochs and (eval_every is None or epoch % eval_every):
+            continue  # not scored: the curves skip this epoch
         row = record(epoch, step, elapsed)
         if not all(math.isfinite(v) for v in row.values()):
             bad = ", ".join(key for key, value in row.items() if not math.isfinite(value))

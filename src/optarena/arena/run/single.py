@@ -62,6 +62,7 @@ class SingleRun:
     data_dir: Path | None = None
     subset: int | None = None
     eval_subset: int | None = None
+    eval_every: int | None = 1  # epochs between scored evaluations; None: the last epoch only (runner.train)
     tensorboard: Path | None = None
     parallel: str = "ddp"  # with several processes: 'ddp' or 'fsdp'
 
@@ -166,7 +167,8 @@ def train_and_write(single: SingleRun, parallel: str | None, writer: bool) -> Pa
 
     result = runner.train(task, single.optimizer, single.hyperparameters, seed=single.seed, epochs=single.epochs,
                           settings=settings, diagnostics=True, on_epoch=show,
-                          tensorboard_dir=single.tensorboard if writer else None, parallel=parallel)  # fmt: skip
+                          tensorboard_dir=single.tensorboard if writer else None, parallel=parallel,
+                          eval_every=single.eval_every)  # fmt: skip
     if not writer:
         return single.path
     if result.diverged:
