@@ -211,6 +211,27 @@ def test_claims_whose_runs_are_missing_are_listed_not_judged(tmp_path):
     assert not (tmp_path / "optarena.db").exists()  # reading the claims created no empty store
 
 
+def test_a_claim_is_not_judged_before_its_studies_have_every_planned_rerun(monkeypatch):
+    """A study still running (2 of its 3 planned reruns stored) gives no verdict: seeds are pre-registered."""
+    from types import SimpleNamespace
+
+    from optarena.arena.evidence import judgement
+    from optarena.arena.study import records
+
+    def stored(done: int, planned: int | None):
+        config = SimpleNamespace(experiment={} if planned is None else {"seeds": planned})
+        pair = records.PairResults("digits", "adamw", final=[object()] * done, config=config)  # type: ignore[arg-type]
+        return SimpleNamespace(pairs={("digits", "adamw"): pair})
+
+    experiment = SimpleNamespace(storage_url="sqlite:///x.db", name="e")
+    monkeypatch.setattr(records, "load_results", lambda url, name: stored(2, 3))
+    with pytest.raises(judgement.MissingRuns, match="2 of the 3 reruns of adamw on digits"):
+        judgement._record(experiment, "digits", "adamw")
+    for done, planned in ((3, 3), (2, None)):  # all planned; or a store that recorded no plan
+        monkeypatch.setattr(records, "load_results", lambda url, name, d=done, p=planned: stored(d, p))
+        assert len(judgement._record(experiment, "digits", "adamw").final) == done
+
+
 # --- the pre-registered verdict rule -------------------------------------------------------------------------
 
 

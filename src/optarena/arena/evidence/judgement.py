@@ -169,7 +169,8 @@ def correct(judgements: Sequence[Judgement], alpha: float = ALPHA) -> list[Judge
 
 
 class MissingRuns(RuntimeError):
-    """The store has no reruns (or no tuning trials) of an optimizer a claim needs."""
+    """The store has no reruns (or no tuning trials) of an optimizer a claim needs, or fewer reruns than its study
+    planned (a study still running): a verdict is drawn at the pre-registered number of seeds or not at all."""
 
 
 def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "final") -> records.PairResults:
@@ -178,6 +179,12 @@ def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "fin
         raise MissingRuns(
             f"No reruns of {optimizer} on {task} in {experiment.storage_url} (experiment {experiment.name!r}); "
             "run it first (optarena evidence --run)"
+        )
+    planned = record.config.experiment.get("seeds") if record.config is not None else None
+    if phase == "final" and isinstance(planned, int) and len(record.final) < planned:
+        raise MissingRuns(
+            f"{len(record.final)} of the {planned} reruns of {optimizer} on {task} in {experiment.storage_url} "
+            f"(experiment {experiment.name!r}); finish them first (optarena evidence --run)"
         )
     return record
 

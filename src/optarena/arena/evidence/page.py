@@ -199,7 +199,8 @@ def render(
         lines.append(sections.row(cells)[:-1] + f"| **{j.verdict}** |")
     lines.append("")
     if missing:
-        lines += ["## Not run yet", "", "The stores hold no reruns yet for these claims (finish them with `--run`):"]
+        lines += ["## Not run yet", "", "The stores hold none, or not all, of the reruns their studies planned for "
+                  "these claims (a study still running; finish them with `--run`):"]  # fmt: skip
         lines.append("")
         lines += [f"- {md(c.id)} ({md(c.paper)}): {md(c.method)} vs {md(c.baseline)} in {code_span(c.experiment.name)}"
                   for c in missing]  # fmt: skip
