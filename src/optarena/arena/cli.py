@@ -12,17 +12,9 @@ import math
 import sys
 from pathlib import Path
 
+import rich.progress
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 console = Console()
@@ -181,16 +173,16 @@ def cmd_compare(args: argparse.Namespace) -> Path:
     console.print(escape(planned_budget(experiment)), soft_wrap=True, highlight=False)
     console.print(f"store: {escape(experiment.storage_url)}")
     columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        rich.progress.SpinnerColumn(),
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn(),
+        rich.progress.TimeElapsedColumn(),
+        rich.progress.TextColumn("ETA"),
+        rich.progress.TimeRemainingColumn(),
     )
     done = completed_runs(experiment)
-    with Progress(*columns, console=console, transient=False) as progress:
+    with rich.progress.Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("resuming" if done else "starting", total=planned_runs(experiment), completed=done)
 
         def advance(message: str) -> None:
@@ -263,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
     _check_integers(args, {"seed": 0, "epochs": 1, "threads": 1, "subset": 1, "eval_subset": 1})
     preflight.check_device(args.device, "--device")
     preflight.check_data_dir(args.data_dir)
-    eval_every = _eval_every(args.eval_every, args.optimizer)
+    eval_every = single.eval_every(args.eval_every, args.optimizer)
     run = single.SingleRun(
         task=args.task,
         optimizer=args.optimizer,
@@ -282,27 +274,6 @@ def cmd_run(args: argparse.Namespace) -> Path:
     )
     single.check(run)
     return single.run(run, nproc=args.nproc)
-
-
-def _eval_every(text: str, optimizer: str) -> int | None:
-    """``--eval-every``: a whole number >= 1, or 'end' (None), that this optimizer's run can have."""
-    from optarena.arena.run.runner import check_eval_every
-
-    value: int | None = None
-    if text.strip().lower() != "end":
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(
-                f"Invalid --eval-every: {text!r}; expected an integer >= 1, or 'end' (the last epoch only)"
-            )
-    try:
-        check_eval_every(value, optimizer)
-    except ValueError as error:
-        raise ValueError(str(error).replace(f"eval_every: {value!r}", f"--eval-every: {text!r}", 1)) from None
-    return value
 
 
 def cmd_evidence(args: argparse.Namespace) -> Path:

@@ -118,6 +118,25 @@ def hyperparameters(optimizer: str, lr: float | None, settings: Sequence[str], d
     return hyper
 
 
+def eval_every(text: str, optimizer: str) -> int | None:
+    """``--eval-every``: a whole number >= 1, or 'end' (None), that this optimizer's run can have."""
+    value: int | None = None
+    if text.strip().lower() != "end":
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(
+                f"Invalid --eval-every: {text!r}; expected an integer >= 1, or 'end' (the last epoch only)"
+            )
+    try:
+        runner.check_eval_every(value, optimizer)
+    except ValueError as error:
+        raise ValueError(str(error).replace(f"eval_every: {value!r}", f"--eval-every: {text!r}", 1)) from None
+    return value
+
+
 def check(single: SingleRun) -> None:
     """Before training: the data are there, and the curves, the figure and the TensorBoard logs can be written."""
     preflight.check_data([single.task], TaskSettings(data_dir=single.data_dir))
