@@ -345,3 +345,25 @@ def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
     assert compiled._DirectCall.of(graph_with(inside, output=True), print) is None
     assert compiled._DirectCall.of(graph_with(GlobalSource("table"), output=False), print) is None
     assert compiled._DirectCall.of(graph_with(LocalSource("kernel"), output=False), print) is None
+
+
+def test_configurations_sharing_a_code_object_are_never_called_directly(monkeypatch):
+    """An unhashable option value makes configurations share one code object (dynamo's guards tell their graphs
+    apart), so none of them may take another's graph by the flat layout alone: here every signature is made
+    unhashable, and AGR's two modes (different graphs, the same flat layout) must each equal eager."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    original = compiled._compiled_update_for
+    monkeypatch.setattr(compiled, "_compiled_update_for", lambda cls, signature=(): original(cls, (signature, [])))
+    for agr in ("code", "paper"):
+        results = []
+        for compile in (True, False):
+            params = fixed_params(torch.float64)
+            opt = optarena.create_optimizer(params, "adamw_agr", lr=1e-2, agr=agr, compile=compile, flat=True)
+            for k in range(4):
+                set_grads(params, k)
+                opt.step()
+            results.append([p.detach() for p in params])
+        assert max_diff(*results) <= 1e-12
+    update = _only_update()
+    assert not update.allows_direct and not update.direct

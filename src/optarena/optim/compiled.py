@@ -137,7 +137,10 @@ class _DirectCall:
 class _CompiledUpdate:
     """``torch.compile(_update)`` under a code object of its own, and the direct calls of its flat graphs."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, direct: bool = True) -> None:
+        """``direct=False``: configurations that differ beyond the flat layout share this code object (an
+        unhashable option value), so no graph is called directly."""
+        self.allows_direct = direct
         self.code = _update.__code__.replace(co_name=name)
         self.graphs: list[_DirectCall | None] = []  # every graph the backend compiled, in order
         self.direct: dict[tuple[Any, ...], _DirectCall] = {}  # by flat layout
@@ -153,7 +156,7 @@ class _CompiledUpdate:
 
     def direct_call(self, layout: tuple[Any, ...] | None) -> _DirectCall | None:
         """The graph for this flat layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
-        if layout is None or layout not in self.direct:
+        if layout is None or not self.allows_direct or layout not in self.direct:
             return None
         if not _debug_get_cache_entry_list(self.code):  # reset since: go through dynamo again
             self.direct.clear()
@@ -164,8 +167,9 @@ class _CompiledUpdate:
         """Through dynamo; a flat layout's first graph is kept for direct calls."""
         compiled_before = len(self.graphs)
         self.through_dynamo(kernel, slices)
-        if layout is not None and len(self.graphs) == compiled_before + 1 and self.graphs[-1] is not None:
-            self.direct[layout] = self.graphs[-1]
+        new = self.graphs[compiled_before:]
+        if layout is not None and self.allows_direct and len(new) == 1 and new[0] is not None:
+            self.direct[layout] = new[0]
 
 
 _COMPILED: dict[tuple[Any, ...], _CompiledUpdate] = {}
@@ -180,24 +184,26 @@ def _compiled_update_for(cls: type, signature: tuple[Any, ...] = ()) -> _Compile
     optimizers, or one optimizer under many options, in one process never evicts a graph or falls back to
     eager; only the shapes of one configuration share a code object.
     """
-    key = (cls, signature)
+    key, direct = (cls, signature), True
     try:
         hash(key)
     except TypeError:  # an unhashable option value: such configurations share the class's code object
-        key = (cls, ())
+        key, direct = (cls, ()), False
     if key not in _COMPILED:
-        _COMPILED[key] = _CompiledUpdate(f"_update_{cls.__name__}_{len(_COMPILED)}")
+        _COMPILED[key] = _CompiledUpdate(f"_update_{cls.__name__}_{len(_COMPILED)}", direct=direct)
     return _COMPILED[key]
 
 
 def _flat_layout(slices: list[Slice]) -> tuple[Any, ...] | None:
-    """The buffers' dtype and device (and the clip factor's dtype) per slice when all are flat groups', else None."""
+    """Per slice, the buffers' dtype and device, the clip factor's dtype and which states are unused, when every
+    slice is a flat group's; else None."""
     layout = []
     for s in slices:
         if s[3] is None:
             return None
         param, clip_factor = s[4][0], s[8]
-        layout.append((param.dtype, param.device, None if clip_factor is None else clip_factor.dtype))
+        unused = tuple(buffers[0] is None for buffers in s[6])  # a state the group does not keep (AMSGrad off)
+        layout.append((param.dtype, param.device, None if clip_factor is None else clip_factor.dtype, unused))
     return tuple(layout)
 
 
