@@ -1,11 +1,23 @@
-"""How long the first compiled step takes: cold (empty inductor cache) and warm (the cache a first process left).
+"""How long the first compiled step takes, and where that time goes.
 
 Each measurement runs in a fresh Python process, so nothing compiled in memory carries over: the process builds
 the parameter set of ``benchmarks/step_time.py`` (gradients set), makes the optimizer with ``compile=True`` and
-times its first ``step()``, which traces, compiles and runs the step. The cold process gets an empty
-``TORCHINDUCTOR_CACHE_DIR``; the warm one reuses the directory the cold one filled, as a second training run on
-the same machine does. Reported beside them: one later step of the same process, so that what is compile time
-is plain.
+times its first ``step()``, which traces, compiles and runs the step. Three inductor caches
+(``TORCHINDUCTOR_CACHE_DIR``) per optimizer:
+
+* *cold*: an empty cache, as on a machine that never ran inductor. Inductor then also probes the CPU's vector
+  instruction sets by compiling and loading small test programs, once per cache;
+* *new graph*: a cache in which another process compiled an unrelated one-line function first (the probes and
+  the precompiled header are done, nothing of this optimizer is cached): what a new optimizer or parameter set
+  costs on a machine that has used inductor before;
+* *warm*: the cache the cold process left, as a second training run with the same model and optimizer.
+
+The cold column is split into phases from dynamo's own timers (``torch._dynamo.utils.compilation_time_metrics``):
+graph capture (dynamo's bytecode tracing and AOT autograd's metadata pass), inductor's lowering and scheduling
+(fusion), the C++ compiler (every ``compile_file``: the kernel and, in a cold cache, the instruction-set probes),
+and the rest (imports, kernel code generation, loading). A later step of the same process is reported beside
+them, so that what is compile time is plain. Several ``--sets`` give the size-dependent part: the ``huge`` set is
+one tensor, the least a graph can hold.
 
 Run from the repository root: ``python benchmarks/compile_time.py --help``.
 """
@@ -22,13 +34,14 @@ from pathlib import Path
 
 DEFAULT_OUT = Path("benchmarks/results/compile_time.md")
 
-# The child: build, step once (timed), step again (timed), print JSON.
+# The child: build, step once (timed), step again (timed), print JSON with dynamo's phase timers.
 CHILD = r"""
 import importlib.util, json, sys, time
 import torch
 spec = importlib.util.spec_from_file_location("step_time", sys.argv[1])
 bench = importlib.util.module_from_spec(spec); sys.modules["step_time"] = bench; spec.loader.exec_module(bench)
 import optarena
+from torch._dynamo.utils import compilation_time_metrics as timers
 torch.set_num_threads(int(sys.argv[4]))
 generator = torch.Generator().manual_seed(0)
 params = []
@@ -39,50 +52,79 @@ for shape in bench.PARAM_SETS[sys.argv[2]]():
 options = {"total_steps": 1000} if sys.argv[3].startswith("adaburst") else {}
 opt = optarena.create_optimizer(params, sys.argv[3], compile=True, **options)
 start = time.perf_counter(); opt.step(); first = time.perf_counter() - start
+total = lambda *keys: sum(sum(timers.get(k, [])) for k in keys)
+phases = {
+    "capture": total("bytecode_tracing", "aot_collect_metadata"),
+    "lowering": total("GraphLowering.run", "Scheduler.__init__"),
+    "cxx": total("compile_file"),
+}
 start = time.perf_counter(); opt.step(); later = time.perf_counter() - start
-print(json.dumps({"first": first, "later": later}))
+print(json.dumps({"first": first, "later": later, **phases}))
 """
+
+# Fills a cache the way any earlier use of inductor on the machine does, with nothing of the optimizer's graph.
+PRIME = "import torch; torch.compile(lambda x: x * 2 + 1)(torch.ones(8))"
+
+
+def _child(args: list[str], cache: Path) -> str:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", *args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"a timing process failed ({' '.join(args[1:])}):\n{done.stderr[-2000:]}")
+    return done.stdout
 
 
 def measure(optimizer: str, param_set: str, cache: Path, threads: int) -> dict[str, float]:
     script = Path(__file__).with_name("step_time.py")
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(script), param_set, optimizer, str(threads)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{optimizer}: the timing process failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = _child([CHILD, str(script), param_set, optimizer, str(threads)], cache)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--optimizers", default="adamw_agr,adaburst,adan,lion", help="comma-separated registry names")
-    parser.add_argument("--set", default="resnet18", help="a parameter set of benchmarks/step_time.py")
+    parser.add_argument("--sets", default="resnet18", help="comma-separated parameter sets of benchmarks/step_time.py")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each timing process")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from step_time import PARAM_SETS
+
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-    rows = ["| optimizer | cold first step (s) | warm-cache first step (s) | a later step (ms) |", "|---|---|---|---|"]
-    for name in names:
-        with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
-            cold = measure(name, args.set, Path(cache), args.threads)
-            warm = measure(name, args.set, Path(cache), args.threads)
-        rows.append(f"| {name} | {cold['first']:.1f} | {warm['first']:.1f} | {1000 * warm['later']:.1f} |")
-        print(rows[-1], flush=True)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for s in sets:
+        if s not in PARAM_SETS:
+            parser.error(f"unknown set {s!r} in --sets; valid: {', '.join(PARAM_SETS)}")
+    rows = [
+        "| set | optimizer | cold first step (s) | of which: capture / lowering+fusion / C++ compiler / rest (s) "
+        "| new graph, primed cache (s) | warm cache (s) | a later step (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for set_name in sets:
+        for name in names:
+            with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
+                cold = measure(name, set_name, Path(cache), args.threads)
+                warm = measure(name, set_name, Path(cache), args.threads)
+            with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
+                _child([PRIME], Path(cache))
+                primed = measure(name, set_name, Path(cache), args.threads)
+            rest = cold["first"] - cold["capture"] - cold["lowering"] - cold["cxx"]
+            split = f"{cold['capture']:.1f} / {cold['lowering']:.1f} / {cold['cxx']:.1f} / {rest:.1f}"
+            rows.append(
+                f"| {set_name} | {name} | {cold['first']:.1f} | {split} | {primed['first']:.1f} | "
+                f"{warm['first']:.1f} | {1000 * warm['later']:.1f} |"
+            )
+            print(rows[-1], flush=True)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     command = "python benchmarks/compile_time.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join(
         [
             "# Compile time of the compiled step",
             "",
-            f"Command: `{command}`. Set `{args.set}`, {args.threads} torch thread(s) per process, {os.cpu_count()} "
-            f"CPU(s); load average at the end {load}. Each number is one fresh process (see the script's docstring).",
+            f"Command: `{command}`. {args.threads} torch thread(s) per process, {os.cpu_count()} CPU(s); load "
+            f"average at the end {load}. Each number is one fresh process (see the script's docstring).",
             "",
             *rows,
             "",

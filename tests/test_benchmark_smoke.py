@@ -128,3 +128,23 @@ def test_targets_hold_agr_to_its_base_and_name_the_roofline() -> None:
     assert bench.TARGET_COMPILED_DEFAULT == 1.05
     assert bench.TARGET_COMPILED_VS_FUSED == {"adan": 1.65, "adamw_agr": 1.20}
     assert set(bench.TARGET_SETS) == {"resnet18", "transformer"}
+
+
+def test_compile_time_script_splits_the_cold_compile_into_phases(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("optarena_bench_compile_time", SCRIPT.parent / "compile_time.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):  # a set step_time.py does not define is refused before anything runs
+        module.main(["--optimizers", "lion", "--sets", "no_such_set", "--out", str(tmp_path / "x.md")])
+    out = tmp_path / "compile.md"
+    module.main(["--optimizers", "lion", "--sets", "small_cnn", "--out", str(out)])
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| small_cnn")]
+    assert len(rows) == 1
+    _, name, cold, phases, primed, warm, later = (cell.strip() for cell in rows[0])
+    assert name == "lion"
+    parts = [float(x) for x in phases.split(" / ")]
+    assert len(parts) == 4 and all(x >= 0 for x in parts[:3])
+    assert sum(parts) == pytest.approx(float(cold), abs=0.25)  # the phases and the rest make up the cold step
+    assert parts[2] > 0  # an empty cache compiles C++
+    assert float(cold) > float(warm) > 0 and float(primed) > 0 and float(later) > 0
