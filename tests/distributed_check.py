@@ -182,8 +182,12 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
                 loss.backward()
                 opt.step()
             results[case_id] = {"params": [p.detach().clone() for p in model.module.parameters()]}
+        # The last DDP model's reducer must be gone, and every rank done, before the group is
+        # destroyed: otherwise one rank can block in teardown for ever (seen on CI, torch 2.13).
+        del model, opt
         if rank == 0:
             torch.save(results, out)
+        dist.barrier()
 
 
 def nonfinite_worker(rank: int, world: int, port: int, out: str) -> None:

@@ -54,5 +54,6 @@ def process_group(device: str, rank: int, world: int) -> Iterator[str]:
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     try:
         yield device
+        dist.barrier()  # every rank done before teardown: a rank leaving early can block the others in it
     finally:
         dist.destroy_process_group()
