@@ -76,6 +76,7 @@ class FlatGroup:
             self.state_flat.append(flat)
             self.state_views.append(views)
         self.state = state
+        self._scalars: tuple[Tensor, Any] | None = None
         self.step_flat: Tensor | None = None
         self.step_views: list[Tensor] = []
         steps = [state[p].get("step") for p in params]
@@ -109,6 +110,15 @@ class FlatGroup:
         assert self.step_flat is not None
         self.step_flat.add_(1)
         return self.step_flat.tolist()
+
+    def scalars(self, values: list[float]) -> Tensor:
+        """``values`` in a float64 tensor that this group keeps for them (a compiled step's hyperparameters and step
+        count): writing through its numpy view costs a third of making a tensor each step."""
+        if self._scalars is None or len(self._scalars[1]) != len(values):
+            buffer = torch.empty(len(values), dtype=torch.float64)
+            self._scalars = (buffer, buffer.numpy())
+        self._scalars[1][:] = values
+        return self._scalars[0]
 
     def load(self, grads: list[Tensor]) -> None:
         """Copy the parameters and ``grads`` into their buffers."""
