@@ -306,6 +306,22 @@ def test_flat_groups_after_the_first_step_bypass_dynamo_and_equal_eager(monkeypa
     assert max_diff(compiled_result, eager_result) <= 1e-12
 
 
+def test_realize_is_computed_in_the_compiled_kernel_not_called_back(monkeypatch):
+    """``realize`` (the barrier that keeps per-tensor scalars out of the element loop) is lowered by inductor to a
+    buffer computed in the C++ kernel: the compiled module never calls back into Python for it, and the bias
+    corrections it guards are not recomputed per element (the step equals eager)."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        _, compiled_result = run("adamnx", {}, compile=True, steps=5)
+    (update,) = compiled._COMPILED.values()
+    (direct,) = update.direct.values()
+    source = direct.inner.source_code
+    assert "def call(" in source and "optarena.realize" not in source
+    _, eager_result = run("adamnx", {}, compile=False, steps=5)
+    assert max_diff(compiled_result, eager_result) <= 1e-12
+
+
 def test_a_compiled_callable_without_one_inductor_module_is_called_whole():
     assert compiled._inductor_module(print) is None
     assert compiled._inductor_module(lambda *args: None) is None

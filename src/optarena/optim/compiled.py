@@ -33,7 +33,7 @@ from torch._inductor.output_code import CompiledFxGraph
 
 from optarena.optim.base import GroupWork, OptarenaOptimizer
 from optarena.optim.flat import FlatGroup
-from optarena.optim.functional import group_by_device_and_dtype, scalar_value
+from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
 from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline
 from optarena.optim.wrapper import OptimizerWrapper
@@ -193,6 +193,7 @@ class _CompiledUpdate:
         inductor = lookup_backend("inductor")
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+            lower_realize_in_inductor()
             compiled = inductor(gm, example_inputs)
             self.graphs.append(_DirectCall.of(gm, compiled))
             return compiled
