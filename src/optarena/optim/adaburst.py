@@ -358,9 +358,9 @@ class Adaburst(OptarenaOptimizer):
         burst event)."""
         return bool(self.self_scheduled_keys)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
-        """One step; the closure's loss, when there is one, also feeds the loss-trend trigger."""
+        """One step; the closure's loss, when there is one, also feeds the loss-trend trigger (the update itself runs
+        under the base class's ``no_grad``)."""
         loss = super().step(closure, **kwargs)
         if loss is not None and math.isfinite(float(loss)):  # a skipped non-finite step is not observed
             self.observe(loss)
