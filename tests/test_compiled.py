@@ -432,3 +432,20 @@ def test_fewer_fusion_attempts_generate_inductors_default_code(monkeypatch, name
     monkeypatch.setattr(compiled, "_COMPILED", {})
     default = _kernel_sources(name)
     assert "cpp_fused" in ours and ours == default
+
+
+@pytest.mark.parametrize("cls", [optarena.AdamW, optarena.Yogi, optarena.Lamb])
+def test_compiled_first_moment_is_a_sum_not_atens_lerp(cls):
+    """``m ← m + (1 − β1)(g − m)`` compiles to a subtraction, a multiplication and an addition per vector; with a
+    tensor weight, ATen's lerp decomposition would blend between two formulas per vector (``functional.foreach_lerp_``).
+    """
+    torch._dynamo.reset()
+    params = fixed_params(torch.float32)
+    opt = optarena.compile_step(cls(params, lr=1e-3))
+    set_grads(params, 0)
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        _, code = run_and_get_code(opt.step)
+    source = "\n".join(code)
+    sign = ("auto left =", "auto right =")  # Yogi's sign(v − g²) is a pair of blends of its own
+    blends = [line for line in source.splitlines() if "blendv" in line and not any(s in line for s in sign)]
+    assert "cpp_fused" in source and not blends

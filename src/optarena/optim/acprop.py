@@ -49,6 +49,7 @@ from optarena.optim.functional import (
     foreach_add_scaled_,
     foreach_addcdiv_,
     foreach_addcmul_,
+    foreach_div_scalars_,
     per_tensor,
     sqrt,
 )
@@ -219,7 +220,7 @@ def _parameter_step(
         scales = None if momentum_update else [bias_corrections1[i] for i in later]
         if not rectify:
             denom = torch._foreach_sqrt([var_for_denom[i] for i in later])
-            torch._foreach_div_(denom, per_tensor([sqrt(1 - beta2 ** (steps[i] - 1)) for i in later]))
+            foreach_div_scalars_(denom, [sqrt(1 - beta2 ** (steps[i] - 1)) for i in later])
             foreach_add_scalar_(denom, eps)
             scaled_quotient_step(
                 [params[i] for i in later], numerators, scales, denom, [-lr / bias_corrections1[i] for i in later]

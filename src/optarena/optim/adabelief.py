@@ -37,6 +37,7 @@ from optarena.optim.functional import (
     foreach_add_scaled_,
     foreach_addcdiv_,
     foreach_addcmul_,
+    foreach_div_scalars_,
     per_tensor,
     scalar_value,
     sqrt,
@@ -323,7 +324,7 @@ def adabelief_multi_tensor(
 
     if not rectify:
         denom = torch._foreach_sqrt(var_for_denom)
-        torch._foreach_div_(denom, per_tensor([sqrt(1 - beta2**t) for t in steps]))
+        foreach_div_scalars_(denom, [sqrt(1 - beta2**t) for t in steps])
         foreach_add_scalar_(denom, eps)
         foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
         return

@@ -43,8 +43,8 @@ from optarena.optim.functional import (
     foreach_add_scalar_,
     foreach_add_scaled_,
     foreach_addcdiv_,
+    foreach_div_scalars_,
     is_zero,
-    per_tensor,
     scalar_value,
 )
 from optarena.optim.hooks import LoopContext, LoopHooks
@@ -123,7 +123,7 @@ def adaburst_multi_tensor(
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads)
     if not is_zero(lr1):
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, per_tensor([moment_weight(beta2, t, moments) ** 0.5 for t in steps]))
+        foreach_div_scalars_(denom, [moment_weight(beta2, t, moments) ** 0.5 for t in steps])
         foreach_add_scalar_(denom, eps)
         foreach_addcdiv_(params, exp_avgs, denom, [-lr1 / moment_weight(beta1, t, moments) for t in steps])
     if not is_zero(lr2):

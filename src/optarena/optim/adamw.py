@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, adam_kernel_hyperparameters
-from optarena.optim.functional import foreach_add_scalar_, foreach_addcdiv_, foreach_addcmul_, per_tensor
+from optarena.optim.functional import (
+    foreach_add_scalar_,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    foreach_div_scalars_,
+    foreach_lerp_,
+)
 from optarena.optim.info import OptimizerInfo, OptimizerInput
 from optarena.optim.weight_decay import decay_, decay_factor, decay_multi_
 from optarena.validation import Constraint
@@ -63,11 +69,11 @@ def adamw_multi_tensor(
 ) -> None:
     """foreach AdamW over same-device, same-dtype lists; equals :func:`adamw_single_tensor`."""
     decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
-    torch._foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
+    foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(grads))
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, per_tensor([(1 - beta2**t) ** 0.5 for t in steps]))
+    foreach_div_scalars_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
     foreach_add_scalar_(denom, eps)
     foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
 

@@ -36,7 +36,7 @@ from optarena.optim.functional import (
     foreach_addcdiv_,
     foreach_addcmul_,
     foreach_copy_,
-    per_tensor,
+    foreach_div_scalars_,
     per_tensor_sum_of_squares,
     scalar_value,
 )
@@ -132,7 +132,7 @@ def adan_multi_tensor(
     torch._foreach_mul_(exp_avg_sqs, beta3)
     foreach_addcmul_(exp_avg_sqs, diffs, diffs, [1 - beta3] * len(grads))
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, per_tensor([(1 - beta3**t) ** 0.5 for t in steps]))
+    foreach_div_scalars_(denom, [(1 - beta3**t) ** 0.5 for t in steps])
     foreach_add_scalar_(denom, eps)
     if no_prox:
         decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))

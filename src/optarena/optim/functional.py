@@ -232,17 +232,30 @@ def expm1_log1p(x: Scalar, t: Scalar) -> Scalar:
     return math.expm1(t * math.log1p(x))
 
 
-def foreach_lerp_(starts: list[Tensor], ends: list[Tensor], weights: Sequence[Scalar]) -> None:
-    """``starts[i] += weights[i] · (ends[i] − starts[i])`` with per-tensor weights.
+def foreach_lerp_(starts: list[Tensor], ends: list[Tensor], weights: Scalar | Sequence[Scalar]) -> None:
+    """``starts[i] += w_i · (ends[i] − starts[i])``, with one weight or one per tensor.
 
-    Compiled, ``_foreach_lerp_`` with a list of tensor weights has no inductor lowering (it runs as a
-    separate, materializing op), so it is written out; eagerly it is torch's lerp.
+    Compiled, a tensor weight is written out as that sum: ``_foreach_lerp_`` with a list of tensor weights has no
+    inductor lowering (it runs as a separate, materializing op), and with one tensor weight inductor lowers ATen's
+    decomposition, which picks between two formulas per vector (a blend, two more multiplications) where the sum
+    needs a subtraction, a multiplication and an addition. Eagerly it is torch's lerp.
     """
-    weights = per_tensor(weights)
-    if torch.compiler.is_compiling() and _holds_tensor(weights):
-        torch._foreach_add_(starts, torch._foreach_mul(torch._foreach_sub(ends, starts), weights))
+    single = not isinstance(weights, (list, tuple))
+    if torch.compiler.is_compiling() and (isinstance(weights, Tensor) if single else _holds_tensor(weights)):
+        factors = [weights] * len(starts) if single else per_tensor(weights)  # type: ignore[list-item]
+        torch._foreach_add_(starts, torch._foreach_mul(torch._foreach_sub(ends, starts), factors))
     else:
-        torch._foreach_lerp_(starts, ends, weights)
+        torch._foreach_lerp_(starts, ends, weights if single else per_tensor(weights))  # type: ignore[arg-type]
+
+
+def foreach_div_scalars_(tensors: list[Tensor], divisors: Sequence[Scalar]) -> None:
+    """``tensors[i] /= divisors[i]``. Compiled, a multiplication by the reciprocal, computed once per tensor in
+    float64 (a vector division costs several multiplications, and this one would run for every element); the
+    results differ from the eager division by at most a rounding of the reciprocal."""
+    if torch.compiler.is_compiling() and _holds_tensor(divisors):
+        torch._foreach_mul_(tensors, per_tensor([1 / d for d in divisors]))
+    else:
+        torch._foreach_div_(tensors, per_tensor(divisors))
 
 
 def foreach_add_scalar_(tensors: list[Tensor], value: Scalar) -> None:

@@ -34,6 +34,7 @@ from optarena.optim.functional import (
     foreach_add_scalar_,
     foreach_add_scaled_,
     foreach_addcmul_,
+    foreach_lerp_,
     is_zero,
     per_tensor,
     per_tensor_sum_of_squares,
@@ -138,7 +139,7 @@ def lamb_multi_tensor(
         grads, m_grads = weight_decay_multi_(
             params, grads, m_grads, lr=lr, weight_decay=weight_decay, mode=weight_decay_mode
         )
-    torch._foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
+    foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     foreach_addcmul_(exp_avg_sqs, grads, grads, [1 - beta2] * len(grads))
     del grads, m_grads  # free the L2 gradients before the update's buffer

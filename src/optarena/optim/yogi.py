@@ -28,7 +28,14 @@ import torch
 from torch import Tensor
 
 from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, adam_kernel_hyperparameters
-from optarena.optim.functional import Scalar, foreach_add_scalar_, foreach_addcdiv_, foreach_addcmul_, per_tensor
+from optarena.optim.functional import (
+    Scalar,
+    foreach_add_scalar_,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    foreach_div_scalars_,
+    foreach_lerp_,
+)
 from optarena.optim.info import OptimizerInfo, OptimizerInput
 from optarena.optim.weight_decay import WEIGHT_DECAY_MODES, weight_decay_, weight_decay_multi_
 from optarena.validation import NON_NEGATIVE, Constraint, OneOf
@@ -98,7 +105,7 @@ def yogi_multi_tensor(
     grads, m_grads = weight_decay_multi_(
         params, grads, m_grads, lr=lr, weight_decay=weight_decay, mode=weight_decay_mode
     )
-    torch._foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
+    foreach_lerp_(exp_avgs, m_grads, 1 - beta1)
     signs = torch._foreach_mul(grads, grads)
     torch._foreach_sub_(signs, exp_avg_sqs)
     torch._foreach_sign_(signs)  # sign(g² − v)
@@ -107,7 +114,7 @@ def yogi_multi_tensor(
     del signs, grads, m_grads  # one temporary buffer at a time
     denom = torch._foreach_sqrt(exp_avg_sqs)
     if bias_correction == "moments":
-        torch._foreach_div_(denom, per_tensor([(1 - beta2**t) ** 0.5 for t in steps]))
+        foreach_div_scalars_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
     foreach_add_scalar_(denom, eps)
     foreach_addcdiv_(params, exp_avgs, denom, [-yogi_step_size(lr, beta1, beta2, t, bias_correction) for t in steps])
 
