@@ -37,6 +37,7 @@ from optarena.optim.functional import (
     foreach_addcmul_,
     foreach_copy_,
     foreach_div_scalars_,
+    per_tensor,
     per_tensor_sum_of_squares,
     scalar_value,
 )
@@ -136,8 +137,15 @@ def adan_multi_tensor(
     foreach_add_scalar_(denom, eps)
     if no_prox:
         decay_multi_(params, decay_factor(lr=lr, weight_decay=weight_decay, mode="decoupled"))
-    foreach_addcdiv_(params, exp_avgs, denom, [-lr / (1 - beta1**t) for t in steps])
-    foreach_addcdiv_(params, exp_avg_diffs, denom, [-lr * beta2 / (1 - beta2**t) for t in steps])
+    scale_m = [-lr / (1 - beta1**t) for t in steps]
+    scale_diff = [-lr * beta2 / (1 - beta2**t) for t in steps]
+    if torch.compiler.is_compiling():  # one division per value, not two: (a·m + b·n) / denom
+        update = torch._foreach_mul(exp_avgs, per_tensor(scale_m))
+        torch._foreach_add_(update, torch._foreach_mul(exp_avg_diffs, per_tensor(scale_diff)))
+        torch._foreach_add_(params, torch._foreach_div(update, denom))
+    else:
+        foreach_addcdiv_(params, exp_avgs, denom, scale_m)
+        foreach_addcdiv_(params, exp_avg_diffs, denom, scale_diff)
     if not no_prox:
         proximal_multi_(params, lr=lr, weight_decay=weight_decay)
     foreach_copy_(prev_grads, grads)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from optarena.optim.functional import Scalar, foreach_add_scaled, is_zero, per_tensor
+from optarena.optim.functional import Scalar, foreach_add_scaled, foreach_div_scalars_, is_zero, per_tensor
 
 WEIGHT_DECAY_MODES: tuple[str, ...] = ("decoupled", "unscaled", "l2")
 
@@ -99,4 +99,4 @@ def proximal_(param: Tensor, *, lr: Scalar, weight_decay: Scalar) -> None:
 def proximal_multi_(params: list[Tensor], *, lr: Scalar, weight_decay: Scalar) -> None:
     """foreach :func:`proximal_`."""
     if not is_zero(weight_decay):
-        torch._foreach_div_(params, 1 + lr * weight_decay)
+        foreach_div_scalars_(params, [1 + lr * weight_decay] * len(params))
