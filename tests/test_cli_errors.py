@@ -434,3 +434,21 @@ def test_the_training_commands_keep_freed_memory(monkeypatch: pytest.MonkeyPatch
     done = allocator.keep_freed_memory()
     glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
     assert done.startswith("reuse") if glibc else done.startswith("system malloc")
+
+
+def test_evidence_prints_the_pages_verdicts_after_the_correction(monkeypatch, capsys, tmp_path):
+    """The command's summary lines are the results page's verdicts (Holm-corrected), not each test's own."""
+    from types import SimpleNamespace
+
+    from optarena.arena.evidence import command
+
+    judgement = SimpleNamespace(
+        claim=SimpleNamespace(id="some-claim"), comparison=SimpleNamespace(verdict="refuted"), verdict="underpowered"
+    )
+    page = tmp_path / "results.md"
+    monkeypatch.setattr(command, "evidence", lambda *a, **k: command.Outcome([judgement], [], page))
+    claims = tmp_path / "claims.toml"
+    claims.write_text("")
+    assert main(["evidence", "--claims", str(claims), "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "some-claim: underpowered" in out and "refuted" not in out

@@ -283,8 +283,8 @@ def cmd_evidence(args: argparse.Namespace) -> Path:
         console.print(f"[bold]running[/] {path.name}: {storage_url}")
 
     outcome = evidence(args.claims, args.out, run=args.run, smoke=args.smoke, on_run=running)
-    for j in outcome.judgements:
-        console.print(f"{j.claim.id}: [bold]{j.comparison.verdict}[/]")
+    for j in outcome.judgements:  # the page's verdict: after Holm's correction across the claims
+        console.print(f"{j.claim.id}: [bold]{j.verdict}[/]")
     for claim in outcome.missing:
         console.print(f"{claim.id}: [yellow]not run yet[/]")
     console.print(f"verdicts: {outcome.page}")
