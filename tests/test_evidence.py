@@ -415,3 +415,48 @@ def test_agr_relative_change_is_the_closed_form_and_small_on_large_tensors(tmp_p
     assert weights and biases
     # the coefficients sum to 1 over a tensor: the bigger the tensor, the smaller the change
     assert max(c.median for c in weights) < min(c.median for c in biases)
+
+
+def _fid_claim(**changes):
+    from optarena.arena.evidence.claims import Claim
+
+    fields = dict(
+        id="agr-ddpm-fid", paper="AGR", claim="AGR improves Adan's FID", paper_result="FID 7.44 vs 7.98",
+        experiment=REPO / "experiments/diffusion/fashion_ddpm.toml", task="fashion_mnist_ddpm", method="adan_agr",
+        baseline="adan", metric="test fid", direction="lower", margin=0.5, paper_effect=0.54,
+    )  # fmt: skip
+    return Claim(**{**fields, **changes})
+
+
+def test_a_claim_compares_a_generative_tasks_fid_read_from_the_stored_rows():
+    """A claim may compare a measurement the task records besides its metric (the DDPM's FID, lower is better), at
+    the last epoch that recorded it or at ``at_epoch``; the committed CPU diffusion store is the data."""
+    from optarena.arena.evidence.judgement import judge
+    from optarena.arena.study import records
+
+    experiment = load_experiment_file(REPO / "experiments/diffusion/fashion_ddpm.toml")
+    pairs = records.load_results(experiment.storage_url, experiment.name).pairs
+
+    def fids(optimizer: str, epoch: int | None) -> list[float]:
+        runs = [t.run.rows for t in pairs[("fashion_mnist_ddpm", optimizer)].final]
+        rows = [[r for r in rows if "fid" in r and (epoch is None or int(r["epoch"]) == epoch)][-1] for rows in runs]
+        return sorted(float(r["fid"]) for r in rows)
+
+    for epoch in (None, 2):
+        judgement = judge(_fid_claim(at_epoch=epoch))
+        assert sorted(judgement.method_seeds.values()) == fids("adan_agr", epoch)
+        assert sorted(judgement.baseline_seeds.values()) == fids("adan", epoch)
+        assert fids("adan", epoch) != fids("adan", 4 if epoch == 2 else 2)  # the epochs differ: the test can tell
+    mean = np.mean(list(judgement.baseline_seeds.values())) - np.mean(list(judgement.method_seeds.values()))
+    assert judgement.comparison.difference[0] == pytest.approx(mean)  # positive favours the method: lower FID
+
+
+def test_a_claims_metric_and_direction_must_be_what_the_task_records():
+    from optarena.arena.evidence.judgement import judge
+
+    with pytest.raises(ValueError, match="'test fid' is minimised on fashion_mnist_ddpm"):
+        judge(_fid_claim(direction="higher"))
+    with pytest.raises(ValueError, match="measures 'test denoising_loss' or 'test fid' or 'test precision'"):
+        judge(_fid_claim(metric="test inception_score"))
+    with pytest.raises(RuntimeError, match="record fid at epochs 2, 4, not at at_epoch = 3"):
+        judge(_fid_claim(at_epoch=3))

@@ -7,8 +7,9 @@ A claim says, before it is run: which paper and what it claims (``paper_result``
 experiment file that re-tests it, the task, the method and baseline optimizers, and
 
 * ``metric``: what is compared, ``"<split> <the task's metric>"`` (``"test accuracy"``, ``"train accuracy"``,
-  ``"test nats_per_char"``); ``split = "train"`` compares the training metric, ``at_epoch = N`` the metric
-  after epoch N (by default the last);
+  ``"test nats_per_char"``), or ``"test <a measurement the task records>"`` (``Task.measurements``: a generative
+  task's ``"test fid"``, at the epochs that computed it); ``split = "train"`` compares the training metric,
+  ``at_epoch = N`` the value after epoch N (by default the last that recorded it);
 * ``direction``: ``"higher"`` or ``"lower"`` is better (it must agree with the task's);
 * ``paper_effect``: the paper's effect, method − baseline in the metric's units oriented so that positive
   favours the method (accuracy as a fraction: 0.0041 = 0.41 points), and ``paper_effect_source``: the

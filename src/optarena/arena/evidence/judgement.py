@@ -36,7 +36,7 @@ from optarena.arena.evidence.claims import Claim
 from optarena.arena.spec.config import load_experiment_file
 from optarena.arena.spec.experiment import Experiment
 from optarena.arena.study import records
-from optarena.arena.tasks import get_task
+from optarena.arena.tasks import Task, get_task
 
 VERDICTS = ("confirmed", "refuted", "underpowered")
 ALPHA = 0.025  # per one-sided test: the 95% two-sided interval lies wholly beyond the bound
@@ -190,13 +190,20 @@ def _record(experiment: Experiment, task: str, optimizer: str, phase: str = "fin
 
 
 def seed_metrics(
-    experiment: Experiment, task: str, optimizer: str, split: str = "test", at_epoch: int | None = None
+    experiment: Experiment,
+    task: str,
+    optimizer: str,
+    split: str = "test",
+    at_epoch: int | None = None,
+    column: str | None = None,
 ) -> dict[int, float]:
-    """Seed -> the ``split`` metric after ``at_epoch`` (None: the last epoch); ``nan`` for a diverged seed."""
+    """Seed -> the ``split`` metric (or the recorded ``column``, e.g. ``fid``) after ``at_epoch`` (None: the last epoch
+    that recorded it); ``nan`` for a diverged seed."""
+    key = column or f"{split}_metric"
     values = {}
     for trial in _record(experiment, task, optimizer).final:
         seed = seed_of(trial)
-        rows = trial.run.rows if trial.run is not None else []
+        rows = [r for r in trial.run.rows if key in r] if trial.run is not None else []
         if (trial.run is not None and trial.run.diverged) or not rows:
             values[seed] = math.nan
             continue
@@ -205,30 +212,42 @@ def seed_metrics(
         else:
             row = next((r for r in rows if int(r["epoch"]) == at_epoch), None)
             if row is None:
-                raise RuntimeError(f"{optimizer} on {task}: the reruns end at epoch {int(rows[-1]['epoch'])}, "
-                                   f"before at_epoch = {at_epoch}")  # fmt: skip
-        value = float(row[f"{split}_metric"])
+                epochs = ", ".join(str(int(r["epoch"])) for r in rows)
+                raise RuntimeError(f"{optimizer} on {task}: the reruns record {key} at epochs {epochs}, "
+                                   f"not at at_epoch = {at_epoch}")  # fmt: skip
+        value = float(row[key])
         values[seed] = value if math.isfinite(value) else math.nan
     return dict(sorted(values.items()))
+
+
+def measured(claim: Claim, task: Task) -> tuple[str | None, str]:
+    """The recorded column a claim compares (None: the split's ``*_metric``) and whether it is maximised."""
+    name = claim.metric.removeprefix(claim.split + " ")
+    if name == task.metric:
+        return None, task.mode
+    if claim.split == "test" and name in task.measurements:
+        return name, task.measurements[name]
+    valid = [f"{claim.split} {task.metric}", *(f"test {m}" for m in task.measurements if claim.split == "test")]
+    measures = " or ".join(map(repr, valid))
+    raise ValueError(f"claim {claim.id!r}: metric {claim.metric!r}; {claim.task} measures {measures}")
 
 
 def judge(claim: Claim, overrides: dict | None = None) -> Judgement:
     """The claim's comparison before the page's correction (:func:`correct` gives the verdict)."""
     experiment = load_experiment_file(claim.experiment, **(overrides or {}))
     task = get_task(claim.task)
-    if claim.direction != ("higher" if task.mode == "max" else "lower"):
-        raise ValueError(f"claim {claim.id!r}: direction {claim.direction!r}, but {claim.task} has mode {task.mode!r}")
-    if claim.metric != f"{claim.split} {task.metric}":
-        raise ValueError(f"claim {claim.id!r}: metric {claim.metric!r}; {claim.task} measures "
-                         f"{claim.split} {task.metric!r}")  # fmt: skip
+    column, mode = measured(claim, task)
+    if claim.direction != ("higher" if mode == "max" else "lower"):
+        raise ValueError(f"claim {claim.id!r}: direction {claim.direction!r}, but {claim.metric!r} is "
+                         f"{'maximised' if mode == 'max' else 'minimised'} on {claim.task}")  # fmt: skip
 
     def metrics(name: str) -> dict[int, float]:
-        return seed_metrics(experiment, claim.task, name, claim.split, claim.at_epoch)
+        return seed_metrics(experiment, claim.task, name, claim.split, claim.at_epoch, column)
 
     method, baseline = metrics(claim.method), metrics(claim.baseline)
     paired = list(method) == list(baseline)
     comparison = compare_seeds(
-        list(method.values()), list(baseline.values()), task.mode, paired=paired,
+        list(method.values()), list(baseline.values()), mode, paired=paired,
         confirm_bound=claim.confirm_bound, refute_bound=claim.refute_bound, relevant=relevant_bound(claim),
     )  # fmt: skip
     return Judgement(claim, experiment, comparison, method, baseline, verdict=comparison.verdict)

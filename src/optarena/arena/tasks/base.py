@@ -85,6 +85,9 @@ class Task:
     # Checks the task's own options (``TaskSettings.options``, an experiment's ``task_options``) and returns
     # them parsed, raising a ValueError that names a bad one; None for a task that takes no options.
     options: Callable[[Mapping[str, Any]], Any] | None = None
+    # Other measurements the task's evaluations record on the test split, by name, and whether each is maximised or
+    # minimised (a generative task's ``fid``): what a claim may compare besides ``*_metric``.
+    measurements: Mapping[str, Mode] = field(default_factory=dict)
 
     def check_data(self, settings: TaskSettings) -> None:
         """Raise the error ``build(settings)`` would raise for missing data, cheaply (no model, no decoding)."""

@@ -227,6 +227,7 @@ def _task(config: DiffusionConfig, description: str, target: float, epochs: int,
         target=target,
         epochs=epochs,
         kind="diffusion",
+        measurements={"fid": "min", "precision": "max", "recall": "max"},  # at the FID epochs (fid_every)
         needs=needs,
         tags=("image", "generative", *tags),
         check=config.check,
