@@ -452,3 +452,18 @@ def test_evidence_prints_the_pages_verdicts_after_the_correction(monkeypatch, ca
     assert main(["evidence", "--claims", str(claims), "--out", str(page)]) == 0
     out = capsys.readouterr().out
     assert "some-claim: underpowered" in out and "refuted" not in out
+
+
+@pytest.mark.parametrize(
+    "old,new,fragment",
+    [
+        ('metric = "test accuracy"', 'metric = "test fid"', "metric 'test fid'; digits measures 'test accuracy'"),
+        ('direction = "higher"', 'direction = "lower"', "direction 'lower', but a higher test accuracy is better"),
+    ],
+)
+def test_a_claims_metric_or_direction_the_task_does_not_record_is_one_line(
+    old: str, new: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claims = write_claims(tmp_path)
+    claims.write_text(claims.read_text().replace(old, new))
+    assert_one_line_error(*cli_run(capsys, "evidence", "--claims", claims, "--out", tmp_path / "r.md"), fragment)

@@ -16,7 +16,7 @@ from typing import Any
 
 from optarena.arena.evidence.claims import Claim, load_claims_file
 from optarena.arena.evidence.figures import palette
-from optarena.arena.evidence.judgement import Judgement, MissingRuns, correct, judge
+from optarena.arena.evidence.judgement import Judgement, MissingRuns, correct, judge, measured
 from optarena.arena.evidence.page import render
 from optarena.arena.render import markdown
 from optarena.arena.render.report import build_report
@@ -73,16 +73,14 @@ def evidence(
                     f"{claims_path}: claim {claim.id!r}: {what} {name!r} is not among the "
                     f"{'tasks' if what == 'task' else 'optimizers'} of {claim.experiment.name} ({', '.join(among)})"
                 )
-        task = get_task(claim.task)
-        if claim.direction != ("higher" if task.mode == "max" else "lower"):
+        try:  # the same check judge() makes, before anything runs
+            _, mode = measured(claim, get_task(claim.task))
+        except ValueError as error:
+            raise ConfigError(f"{claims_path}: {error}") from None
+        if claim.direction != ("higher" if mode == "max" else "lower"):
             raise ConfigError(
                 f"{claims_path}: claim {claim.id!r}: direction {claim.direction!r}, but a "
-                f"{'higher' if task.mode == 'max' else 'lower'} {task.metric} is better on {claim.task}"
-            )
-        if claim.metric != f"{claim.split} {task.metric}":
-            raise ConfigError(
-                f"{claims_path}: claim {claim.id!r}: metric {claim.metric!r}; {claim.task} measures "
-                f"{claim.split} {task.metric!r}"
+                f"{'higher' if mode == 'max' else 'lower'} {claim.metric} is better on {claim.task}"
             )
     extras = out.parent / out.stem  # docs/results.md -> docs/results/: figures and full reports
     preflight.check_writable_file(out, "--out")
