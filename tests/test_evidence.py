@@ -454,7 +454,7 @@ def test_a_claim_compares_a_generative_tasks_fid_read_from_the_stored_rows():
 def test_a_claims_metric_and_direction_must_be_what_the_task_records():
     from optarena.arena.evidence.judgement import judge
 
-    with pytest.raises(ValueError, match="'test fid' is minimised on fashion_mnist_ddpm"):
+    with pytest.raises(ValueError, match="direction 'higher', but a lower test fid is better on fashion_mnist_ddpm"):
         judge(_fid_claim(direction="higher"))
     with pytest.raises(ValueError, match="measures 'test denoising_loss' or 'test fid' or 'test precision'"):
         judge(_fid_claim(metric="test inception_score"))

@@ -73,15 +73,10 @@ def evidence(
                     f"{claims_path}: claim {claim.id!r}: {what} {name!r} is not among the "
                     f"{'tasks' if what == 'task' else 'optimizers'} of {claim.experiment.name} ({', '.join(among)})"
                 )
-        try:  # the same check judge() makes, before anything runs
-            _, mode = measured(claim, get_task(claim.task))
+        try:  # the check judge() makes, before anything runs
+            measured(claim, get_task(claim.task))
         except ValueError as error:
             raise ConfigError(f"{claims_path}: {error}") from None
-        if claim.direction != ("higher" if mode == "max" else "lower"):
-            raise ConfigError(
-                f"{claims_path}: claim {claim.id!r}: direction {claim.direction!r}, but a "
-                f"{'higher' if mode == 'max' else 'lower'} {claim.metric} is better on {claim.task}"
-            )
     extras = out.parent / out.stem  # docs/results.md -> docs/results/: figures and full reports
     preflight.check_writable_file(out, "--out")
     preflight.check_writable_dir(extras, "--out (its figures and reports folder)")

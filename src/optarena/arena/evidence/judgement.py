@@ -221,15 +221,22 @@ def seed_metrics(
 
 
 def measured(claim: Claim, task: Task) -> tuple[str | None, str]:
-    """The recorded column a claim compares (None: the split's ``*_metric``) and whether it is maximised."""
+    """The recorded column a claim compares (None: the split's ``*_metric``) and whether it is maximised; a
+    ValueError if the task records no such metric or the claim's direction is not the metric's."""
     name = claim.metric.removeprefix(claim.split + " ")
     if name == task.metric:
-        return None, task.mode
-    if claim.split == "test" and name in task.measurements:
-        return name, task.measurements[name]
-    valid = [f"{claim.split} {task.metric}", *(f"test {m}" for m in task.measurements if claim.split == "test")]
-    measures = " or ".join(map(repr, valid))
-    raise ValueError(f"claim {claim.id!r}: metric {claim.metric!r}; {claim.task} measures {measures}")
+        column, mode = None, task.mode
+    elif claim.split == "test" and name in task.measurements:
+        column, mode = name, task.measurements[name]
+    else:
+        valid = [f"{claim.split} {task.metric}", *(f"test {m}" for m in task.measurements if claim.split == "test")]
+        measures = " or ".join(map(repr, valid))
+        raise ValueError(f"claim {claim.id!r}: metric {claim.metric!r}; {claim.task} measures {measures}")
+    if claim.direction != ("higher" if mode == "max" else "lower"):
+        better = "higher" if mode == "max" else "lower"
+        raise ValueError(f"claim {claim.id!r}: direction {claim.direction!r}, but a {better} {claim.metric} is better "
+                         f"on {claim.task}")  # fmt: skip
+    return column, mode
 
 
 def judge(claim: Claim, overrides: dict | None = None) -> Judgement:
@@ -237,9 +244,6 @@ def judge(claim: Claim, overrides: dict | None = None) -> Judgement:
     experiment = load_experiment_file(claim.experiment, **(overrides or {}))
     task = get_task(claim.task)
     column, mode = measured(claim, task)
-    if claim.direction != ("higher" if mode == "max" else "lower"):
-        raise ValueError(f"claim {claim.id!r}: direction {claim.direction!r}, but {claim.metric!r} is "
-                         f"{'maximised' if mode == 'max' else 'minimised'} on {claim.task}")  # fmt: skip
 
     def metrics(name: str) -> dict[int, float]:
         return seed_metrics(experiment, claim.task, name, claim.split, claim.at_epoch, column)
