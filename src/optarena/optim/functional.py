@@ -248,11 +248,16 @@ def foreach_lerp_(starts: list[Tensor], ends: list[Tensor], weights: Scalar | Se
         torch._foreach_lerp_(starts, ends, weights if single else per_tensor(weights))  # type: ignore[arg-type]
 
 
-def foreach_div_scalars_(tensors: list[Tensor], divisors: Sequence[Scalar]) -> None:
-    """``tensors[i] /= divisors[i]``. Compiled, a multiplication by the reciprocal, computed once per tensor in
-    float64 (a vector division costs several multiplications, and this one would run for every element); the
-    results differ from the eager division by at most a rounding of the reciprocal."""
-    if torch.compiler.is_compiling() and _holds_tensor(divisors):
+def foreach_div_scalars_(tensors: list[Tensor], divisors: Scalar | Sequence[Scalar]) -> None:
+    """``tensors[i] /= d_i``, with one divisor or one per tensor. Compiled, a multiplication by the reciprocal,
+    computed once (per tensor) in float64 (a vector division costs several multiplications, and this one would run for
+    every element); the results differ from the eager division by at most a rounding of the reciprocal."""
+    if not isinstance(divisors, (list, tuple)):
+        if torch.compiler.is_compiling() and isinstance(divisors, Tensor):
+            torch._foreach_mul_(tensors, per_tensor([1 / divisors]) * len(tensors))  # once, before the loops
+        else:
+            torch._foreach_div_(tensors, divisors)
+    elif torch.compiler.is_compiling() and _holds_tensor(divisors):
         torch._foreach_mul_(tensors, per_tensor([1 / d for d in divisors]))
     else:
         torch._foreach_div_(tensors, per_tensor(divisors))

@@ -99,4 +99,4 @@ def proximal_(param: Tensor, *, lr: Scalar, weight_decay: Scalar) -> None:
 def proximal_multi_(params: list[Tensor], *, lr: Scalar, weight_decay: Scalar) -> None:
     """foreach :func:`proximal_`."""
     if not is_zero(weight_decay):
-        foreach_div_scalars_(params, [1 + lr * weight_decay] * len(params))
+        foreach_div_scalars_(params, 1 + lr * weight_decay)
