@@ -467,3 +467,23 @@ def test_a_claims_metric_or_direction_the_task_does_not_record_is_one_line(
     claims = write_claims(tmp_path)
     claims.write_text(claims.read_text().replace(old, new))
     assert_one_line_error(*cli_run(capsys, "evidence", "--claims", claims, "--out", tmp_path / "r.md"), fragment)
+
+
+def test_a_bad_command_line_value_is_not_blamed_on_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_training: None
+) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text('name = "s"\ntasks = ["digits"]\noptimizers = ["adamw"]\ntrials = 2\n')
+    line = assert_one_line_error(
+        *cli_run(capsys, "compare", "--config", config, "--out", tmp_path / "o", "--optimizers", "adamw,sgdm"),
+        "--optimizers: Unknown optimizer 'adamw,sgdm'",
+    )
+    assert str(config) not in line
+    assert_one_line_error(
+        *cli_run(capsys, "compare", "--config", config, "--out", tmp_path / "o", "--trials", "0"),
+        "--trials: Invalid trials: 0",
+    )
+    config.write_text('name = "s"\ntasks = ["digits"]\noptimizers = ["nope"]\n')  # the file's own mistake: its line
+    assert_one_line_error(
+        *cli_run(capsys, "compare", "--config", config, "--out", tmp_path / "o"), f"{config}:3: Unknown optimizer"
+    )

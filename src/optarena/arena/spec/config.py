@@ -113,6 +113,8 @@ def load_experiment_file(path: str | Path, **overrides: Any) -> Experiment:
         key = {"Unknown optimizer": "optimizers", "Unknown task": "tasks"}.get(
             message.split(" '")[0], message.split(":")[0].removeprefix("Invalid ").strip()
         )
+        if overrides.get(key) is not None:  # the command line's value, not the file's
+            raise ConfigError(f"--{key.replace('_', '-')}: {error}") from error
         line = _line_of(text, key) if key in fields else None
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {error}") from error
