@@ -460,3 +460,21 @@ def test_a_claims_metric_and_direction_must_be_what_the_task_records():
         judge(_fid_claim(metric="test inception_score"))
     with pytest.raises(RuntimeError, match="record fid at epochs 2, 4, not at at_epoch = 3"):
         judge(_fid_claim(at_epoch=3))
+
+
+def test_a_measurement_claims_curve_is_drawn_at_the_epochs_that_recorded_it():
+    """The claim's panel plots what the claim compares: FID where the reruns measured it (epochs 2 and 4 of the
+    committed CPU diffusion store), not the denoising loss of every epoch."""
+    from optarena.arena.evidence.figures import _series
+    from optarena.arena.study import records
+
+    experiment = load_experiment_file(REPO / "experiments/diffusion/fashion_ddpm.toml")
+    pair = records.load_results(experiment.storage_url, experiment.name).pairs[("fashion_mnist_ddpm", "adan")]
+    steps, mean, low, high = _series(pair, "fid")
+    runs = [[r for r in t.run.rows if "fid" in r] for t in pair.final]
+    assert [int(r["epoch"]) for r in runs[0]] == [2, 4] and len(steps) == 2
+    assert list(steps) == [r["step"] for r in runs[0]]
+    assert mean == pytest.approx(np.mean([[r["fid"] for r in rows] for rows in runs], axis=0))
+    assert all(low < mean) and all(mean < high)
+    loss_steps, *_ = _series(pair, "test_metric")
+    assert len(loss_steps) > len(steps)  # every epoch (and the start) records the loss

@@ -74,8 +74,10 @@ def forest(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def _series(pair: records.PairResults, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Steps, mean, low and high of ``key`` over the non-diverged reruns (None: nothing to draw)."""
-    curves = [t.run.rows for t in pair.final if t.run is not None and not t.run.diverged and t.run.rows]
+    """Steps, mean, low and high of ``key`` over the non-diverged reruns, at the rows that record it (a measurement
+    such as FID is taken at some epochs only); None: nothing to draw."""
+    runs = [t.run for t in pair.final if t.run is not None and not t.run.diverged]
+    curves = [rows for rows in ([r for r in run.rows if key in r] for run in runs) if rows]
     if not curves:
         return None
     length = min(len(c) for c in curves)

@@ -18,7 +18,7 @@ from optarena.arena.analysis.views import collect
 from optarena.arena.evidence import agr_change, sections
 from optarena.arena.evidence import figures as evidence_figures
 from optarena.arena.evidence.claims import Claim, Untested
-from optarena.arena.evidence.judgement import ALPHA, POWER, VERDICTS, Comparison, Judgement, correct
+from optarena.arena.evidence.judgement import ALPHA, POWER, VERDICTS, Comparison, Judgement, correct, measured
 from optarena.arena.render.figures import draw_lr_sensitivity
 from optarena.arena.render.markdown import code_span, link_target
 from optarena.arena.render.markdown import text as md
@@ -275,9 +275,11 @@ def _paper_section(
             for j in js:
                 c = j.claim
                 at_step = _step_of_epoch(results[name], task, c.method, c.at_epoch) if c.at_epoch else None
+                column, _ = measured(c, get_task(task))  # a recorded measurement (FID) is plotted where it was taken
                 panels.append(
-                    dict(title=f"{c.id} ({task})", experiment=name, task=task, key=f"{c.split}_metric",
-                         optimizers=[c.method, c.baseline], ylabel=f"{c.split} {metric}", at_step=at_step)
+                    dict(title=f"{c.id} ({task})", experiment=name, task=task, key=column or f"{c.split}_metric",
+                         optimizers=[c.method, c.baseline], ylabel=c.metric if column else f"{c.split} {metric}",
+                         at_step=at_step)
                 )  # fmt: skip
         path = figures / f"curves-{_slug(paper)}.png"
         evidence_figures.small_multiples(panels, results, colors, path)
