@@ -362,7 +362,11 @@ def test_a_missing_dataset_is_a_clear_error_and_keeps_what_was_computed(tmp_path
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
         return {n: [t.state.name for t in optuna.load_study(study_name=n, storage=storage).trials] for n in names}
 
-    assert compare_cli("rosenbrock").returncode == 0
+    first = compare_cli("rosenbrock")
+    assert first.returncode == 0
+    # Not a terminal (a log file): a timestamped line for each run, since the progress bar cannot redraw there.
+    runs = [line for line in first.stdout.splitlines() if re.fullmatch(r"\d\d:\d\d:\d\d \d/3 .*", line)]
+    assert [line.split()[1] for line in runs] == ["1/3", "2/3", "3/3"], first.stdout
     before = trials()
     assert {n: states.count("COMPLETE") for n, states in before.items()} == {
         "default/rosenbrock/adamw/tune": 2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 import rich.progress
@@ -187,6 +188,9 @@ def cmd_compare(args: argparse.Namespace) -> Path:
 
         def advance(message: str) -> None:
             progress.update(bar, advance=1, description=escape(message))
+            if not console.is_terminal:  # a log file (a study in the background): the bar cannot redraw there
+                done_now, total = (int(x or 0) for x in (progress.tasks[0].completed, progress.tasks[0].total))
+                console.print(f"{time.strftime('%H:%M:%S')} {done_now}/{total} {escape(message)}", highlight=False)
 
         compare(
             experiment,
