@@ -365,11 +365,17 @@ def test_the_projects_claims_carry_the_seeds_numbers():
         "training" not in claims["adaburst-sgdm-cifar10"].paper_result
         or claims["adaburst-sgdm-cifar10"].split == "train"
     )
-    untested = {"agr-ddpm", "adamnx-tables-8-10", "adax-alone", "lookahead-larger-lr", "adabelief-gan"}
+    untested = {"adamnx-tables-8-10", "adax-alone", "lookahead-larger-lr", "adabelief-gan"}
     assert {u.id for u in claims_file.untested} >= untested
-    # registered before their studies ran: AGR against its comparators, the burst trigger, AdaBelief's defaults
+    # registered before their studies ran: AGR against its comparators, the burst trigger, AdaBelief's defaults,
+    # the generation (FID) claims
     studies = {c.experiment.name for c in claims_file.claims}
     assert {"agr_comparators.toml", "burst_trigger.toml", "adabelief_defaults.toml", "mnist1d.toml"} <= studies
+    fid = claims["agr-adan-ddpm-fid"]
+    assert (fid.experiment.name, fid.metric, fid.direction) == ("generation.toml", "test fid", "lower")
+    assert "7.98" in fid.paper_result and "7.44" in fid.paper_result  # Table 2
+    assert fid.paper_effect == pytest.approx(0.068 * 7.32, abs=0.01)  # its 6.8 % carried to the CPU store's FID
+    assert claims["adaburst-adamw-ddpm-fid"].paper_effect is None  # 4.62 Inception points: no relative size
 
 
 def test_budget_lines_print_the_recorded_budget_or_say_it_is_missing(tmp_path, monkeypatch):

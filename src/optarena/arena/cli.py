@@ -189,16 +189,11 @@ def cmd_compare(args: argparse.Namespace) -> Path:
         def advance(message: str) -> None:
             progress.update(bar, advance=1, description=escape(message))
             if not console.is_terminal:  # a log file (a study in the background): the bar cannot redraw there
-                done_now, total = (int(x or 0) for x in (progress.tasks[0].completed, progress.tasks[0].total))
-                console.print(f"{time.strftime('%H:%M:%S')} {done_now}/{total} {escape(message)}", highlight=False)
+                runs = f"{int(progress.tasks[0].completed)}/{int(progress.tasks[0].total or 0)}"
+                console.print(f"{time.strftime('%H:%M:%S')} {runs} {escape(message)}", highlight=False)
 
-        compare(
-            experiment,
-            progress=advance,
-            prepare_only=args.prepare,
-            heartbeat_seconds=args.heartbeat,
-            grace_seconds=args.grace,
-        )
+        compare(experiment, progress=advance, prepare_only=args.prepare, heartbeat_seconds=args.heartbeat,
+                grace_seconds=args.grace)  # fmt: skip
     if args.prepare:
         console.print(
             f"queued for workers: optarena worker --storage {escape(experiment.storage_url)} "
