@@ -271,15 +271,13 @@ def _paper_section(
     if figures is not None:
         panels = []
         for (name, task), js in by_task.items():
-            metric = get_task(task).metric
             for j in js:
                 c = j.claim
                 at_step = _step_of_epoch(results[name], task, c.method, c.at_epoch) if c.at_epoch else None
                 column, _ = measured(c, get_task(task))  # a recorded measurement (FID) is plotted where it was taken
                 panels.append(
                     dict(title=f"{c.id} ({task})", experiment=name, task=task, key=column or f"{c.split}_metric",
-                         optimizers=[c.method, c.baseline], ylabel=c.metric if column else f"{c.split} {metric}",
-                         at_step=at_step)
+                         optimizers=[c.method, c.baseline], ylabel=c.metric, at_step=at_step)
                 )  # fmt: skip
         path = figures / f"curves-{_slug(paper)}.png"
         evidence_figures.small_multiples(panels, results, colors, path)
