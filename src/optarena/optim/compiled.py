@@ -18,10 +18,12 @@ kernels are the same functions; inductor only fuses them), which tests/test_comp
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ from torch import Tensor
 from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo import lookup_backend
 from torch._dynamo.source import GetItemSource, LocalSource
+from torch._inductor.codegen.common import KernelArgs
 from torch._inductor.output_code import CompiledFxGraph
 
 from optarena.optim.base import GroupWork, OptarenaOptimizer
@@ -188,6 +191,71 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
 FUSION_PAIR_ATTEMPTS = 8
 
 
+def _storage_root(name: str) -> str | None:
+    """The buffer whose memory a kernel argument points into (a view's or a stacked slice's base; a mutation's
+    target), or None when inductor's IR does not say plainly (then nothing of that kernel is restricted)."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import V
+
+    for _ in range(8):
+        if view := re.match(r"(?:as_strided|reinterpret_tensor)\((\w+),", name):
+            name = view.group(1)
+        name = getattr(V.graph.scheduler, "mutation_real_name", {}).get(name, name)
+        buffer = V.graph.try_get_buffer(name)
+        try:
+            layout = None if buffer is None else buffer.get_layout()
+        except (AttributeError, NotImplementedError):
+            return None
+        if isinstance(layout, ir.NonOwningLayout):  # a slice of a stacked buffer: its base
+            name = layout.view.get_name()
+            continue
+        if type(layout) in (ir.FixedLayout, ir.FlexibleLayout):
+            return name
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def restrict_unaliased_pointers() -> Iterator[None]:
+    """While inductor generates C++, declare ``__restrict__`` every pointer of a kernel whose memory no other of its
+    pointers reaches.
+
+    Why: a loop over a tensor reads per-tensor scalars (the step's hyperparameter buffer, the bias corrections) at
+    a constant index, and inductor writes those loads inside the loop. Its vector stores go through intrinsics that
+    may alias any type, so the C++ compiler must assume each store can change the scalars, and it reloads and
+    converts every one of them for every vector: Adan's loop reloaded twelve. With ``__restrict__`` pointers they
+    are loaded once per tensor (docs/performance.md).
+
+    Why not every pointer: inductor may pass one buffer to a kernel twice (a mutated input read by one node and
+    written by another) and views of one buffer as separate pointers (a stacked buffer and its slices); declared
+    ``__restrict__``, Lamb's step went to inf. So a pointer is restricted only if no other argument of the kernel
+    has the same storage root (:func:`_storage_root`), and none is restricted where a root is unknown. Buffers that
+    are distinct in inductor's IR are distinct memory while the kernel runs (it reuses only freed buffers, and an
+    in-place reuse inside a kernel is one ``in_out_ptr``); graph inputs that alias a mutated input are merged into
+    one input by AOT autograd (its synthetic base); a direct call (:class:`_DirectCall`) passes the engine's own
+    unaliased flat buffers. Only the optimizer's graphs are compiled under this patch, never a user's.
+    """
+    original = KernelArgs.cpp_argdefs
+
+    def cpp_argdefs(self: KernelArgs, *args: Any, **kwargs: Any) -> tuple[list[str], list[str], list[str]]:
+        arg_defs, call_args, arg_types = original(self, *args, **kwargs)
+        pointers = [i for i, t in enumerate(arg_types) if t.endswith("*")]
+        roots = [_storage_root(call_args[i]) for i in pointers]
+        if None in roots:
+            return arg_defs, call_args, arg_types
+        arg_defs = list(arg_defs)
+        for i, root in zip(pointers, roots):
+            if roots.count(root) == 1:
+                arg_defs[i] = arg_defs[i].replace("* ", "* __restrict__ ", 1)
+        return arg_defs, call_args, arg_types
+
+    KernelArgs.cpp_argdefs = cpp_argdefs  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        KernelArgs.cpp_argdefs = original  # type: ignore[method-assign]
+
+
 class _CompiledUpdate:
     """``torch.compile(_update)`` under a code object of its own, and the direct calls of its flat graphs."""
 
@@ -202,7 +270,10 @@ class _CompiledUpdate:
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
             lower_realize_in_inductor()
-            with torch._inductor.config.patch(max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS):
+            with (
+                torch._inductor.config.patch(max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS),
+                restrict_unaliased_pointers(),
+            ):
                 compiled = inductor(gm, example_inputs)
             self.graphs.append(_DirectCall.of(gm, compiled))
             return compiled

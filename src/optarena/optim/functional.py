@@ -153,8 +153,12 @@ def lower_realize_in_inductor() -> None:
 
     @register_lowering(torch.ops.optarena.realize.default)
     def _lowering(x: Any) -> Any:
-        x.realize()  # inductor's own realize: a computed buffer, never inlined into its readers
-        return clone(x)
+        # A buffer of its own (inductor's realize: computed, never inlined into its readers), and one that owns its
+        # memory: a stack realized alone is written through its slices, which alias it, so the loops' pointer to it
+        # could not be declared unaliased (``compiled.restrict_unaliased_pointers``) and would be reloaded per vector.
+        copy = clone(x)
+        copy.realize()
+        return copy
 
     _REALIZE_LOWERED = True
 
