@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -215,6 +216,37 @@ def _storage_root(name: str) -> str | None:
     return None
 
 
+_RESTRICTING = threading.local()  # set while this thread compiles an optimizer's graph
+
+
+def _declare_unaliased_pointers_restrict(arg_defs: list[str], call_args: list[str], arg_types: list[str]) -> list[str]:
+    """``arg_defs`` with ``__restrict__`` on every pointer whose storage root no other argument shares."""
+    pointers = [i for i, t in enumerate(arg_types) if t.endswith("*")]
+    roots = [_storage_root(call_args[i]) for i in pointers]
+    if None in roots:
+        return arg_defs
+    arg_defs = list(arg_defs)
+    for i, root in zip(pointers, roots):
+        if roots.count(root) == 1:
+            arg_defs[i] = arg_defs[i].replace("* ", "* __restrict__ ", 1)
+    return arg_defs
+
+
+def _install_restrict_patch() -> None:
+    original = KernelArgs.cpp_argdefs
+    if getattr(original, "_optarena_restrict", False):
+        return
+
+    def cpp_argdefs(self: KernelArgs, *args: Any, **kwargs: Any) -> tuple[list[str], list[str], list[str]]:
+        arg_defs, call_args, arg_types = original(self, *args, **kwargs)
+        if getattr(_RESTRICTING, "on", False):
+            arg_defs = _declare_unaliased_pointers_restrict(arg_defs, call_args, arg_types)
+        return arg_defs, call_args, arg_types
+
+    cpp_argdefs._optarena_restrict = True  # type: ignore[attr-defined]
+    KernelArgs.cpp_argdefs = cpp_argdefs  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def restrict_unaliased_pointers() -> Iterator[None]:
     """While inductor generates C++, declare ``__restrict__`` every pointer of a kernel whose memory no other of its
@@ -233,27 +265,17 @@ def restrict_unaliased_pointers() -> Iterator[None]:
     are distinct in inductor's IR are distinct memory while the kernel runs (it reuses only freed buffers, and an
     in-place reuse inside a kernel is one ``in_out_ptr``); graph inputs that alias a mutated input are merged into
     one input by AOT autograd (its synthetic base); a direct call (:class:`_DirectCall`) passes the engine's own
-    unaliased flat buffers. Only the optimizer's graphs are compiled under this patch, never a user's.
+    unaliased flat buffers. Only the optimizer's graphs get it: inductor's argument list is wrapped once, and the
+    wrapper acts only in the thread that has this context open, while it is open (a user's graph, even one compiled
+    by another thread meanwhile, is left as inductor writes it).
     """
-    original = KernelArgs.cpp_argdefs
-
-    def cpp_argdefs(self: KernelArgs, *args: Any, **kwargs: Any) -> tuple[list[str], list[str], list[str]]:
-        arg_defs, call_args, arg_types = original(self, *args, **kwargs)
-        pointers = [i for i, t in enumerate(arg_types) if t.endswith("*")]
-        roots = [_storage_root(call_args[i]) for i in pointers]
-        if None in roots:
-            return arg_defs, call_args, arg_types
-        arg_defs = list(arg_defs)
-        for i, root in zip(pointers, roots):
-            if roots.count(root) == 1:
-                arg_defs[i] = arg_defs[i].replace("* ", "* __restrict__ ", 1)
-        return arg_defs, call_args, arg_types
-
-    KernelArgs.cpp_argdefs = cpp_argdefs  # type: ignore[method-assign]
+    _install_restrict_patch()
+    before = getattr(_RESTRICTING, "on", False)
+    _RESTRICTING.on = True
     try:
         yield
     finally:
-        KernelArgs.cpp_argdefs = original  # type: ignore[method-assign]
+        _RESTRICTING.on = before
 
 
 class _CompiledUpdate:
