@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import run_and_get_code
 
 import optarena
-from optarena.optim import OptarenaOptimizer, compiled
+from optarena.optim import OptarenaOptimizer, codegen, compiled
 from optarena.optim.registry import get_optimizer_info
 from optarena.optim.wrapper import OptimizerWrapper
 
@@ -429,7 +429,7 @@ def test_fewer_fusion_attempts_generate_inductors_default_code(monkeypatch, name
     inductor's default (64 attempts) generates."""
     monkeypatch.setattr(compiled, "_COMPILED", {})
     ours = _kernel_sources(name)
-    monkeypatch.setattr(compiled, "FUSION_PAIR_ATTEMPTS", 64)
+    monkeypatch.setattr(codegen, "FUSION_PAIR_ATTEMPTS", 64)
     monkeypatch.setattr(compiled, "_COMPILED", {})
     default = _kernel_sources(name)
     assert "cpp_fused" in ours and ours == default
@@ -484,3 +484,32 @@ def test_kernels_restrict_only_unaliased_pointers_and_only_the_optimizers_do():
         _, codes = run_and_get_code(torch.compile(user_function), torch.randn(64), torch.randn(64))
     user_source = "\n".join(codes)
     assert "cpp_fused" in user_source and "__restrict__" not in user_source
+
+
+def test_equal_per_tensor_scalars_are_computed_once_and_each_tensor_keeps_its_own_loops():
+    """Where every tensor of a group has the same step, a bias correction is computed and stored once, not once per
+    tensor into a stack read through a view per tensor (``codegen.ShareEqualScalars``); and loops of same-sized
+    tensors, which then share those scalars, are not fused into one (``codegen.SEPARATE_TENSORS_BELOW_BYTES``)."""
+    source = _kernel_sources("adamnx")
+    assert "cpp_fused" in source and "reinterpret_tensor(" not in source
+    loops_over_300 = re.findall(r"for\(int64_t x0=static_cast<int64_t>\(0L\); x0<static_cast<int64_t>\(30\dL\)", source)
+    assert len(loops_over_300) >= 5  # five tensors of 300 values: one loop each (inductor may split one in two)
+
+
+@pytest.mark.parametrize("name", ["yogi", "acprop", "adabelief", "adan", "adamnx"])
+def test_compiled_list_group_with_unequal_steps_equals_eager(name):
+    """A parameter without a gradient for two steps falls behind the others' count: the group's steps differ, each
+    tensor's scalars are its own (one stacked entry each); compiled equals eager."""
+    torch._dynamo.reset()
+    results = []
+    for compile in (True, False):
+        params = fixed_params(torch.float64)
+        opt = optarena.create_optimizer(params, name, lr=1e-2, compile=compile, flat=False)
+        for k in range(6):
+            set_grads(params, k)
+            if k in (1, 2):
+                params[0].grad = None
+            opt.step()
+        assert [engine_optimizer(opt).state[p]["step"].item() for p in params] == [4.0, 6.0, 6.0, 6.0]
+        results.append([p.detach() for p in params])
+    assert max_diff(*results) <= 1e-12

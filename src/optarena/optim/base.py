@@ -29,6 +29,7 @@ from torch import Tensor
 from optarena.optim.flat import FlatGroup, qualifies, state_keys
 from optarena.optim.functional import group_by_device_and_dtype, scalar_value
 from optarena.optim.guarded import GuardedOptimizer
+from optarena.optim.step_counters import StepCounters
 from optarena.optim.transforms import TRANSFORM_OPTIONS, apply_pipeline, global_clip_factor, pipeline
 from optarena.validation import NON_NEGATIVE, Constraint, Flag, betas, check_range
 
@@ -257,11 +258,24 @@ class OptarenaOptimizer(GuardedOptimizer):
         params, grads, states, steps = self._gather(group)
         if not params:
             return None
-        flat = self.__dict__.get("_flat_groups", {}).get(id(group))
-        if flat is not None and flat.counts(steps):  # the counters are views of one buffer: one add
-            return GroupWork(group, params, grads, states, flat.advance())
+        counters = self._step_counters(group, steps)
+        if counters is not None:  # the counters are views of one buffer: one add
+            return GroupWork(group, params, grads, states, counters.advance())
         torch._foreach_add_(steps, 1)
         return GroupWork(group, params, grads, states, [s.item() for s in steps])
+
+    def _step_counters(self, group: dict[str, Any], steps: list[Tensor]) -> StepCounters | None:
+        """The group's gathered step counters in one buffer (made or remade here), or None where they cannot be."""
+        banks: dict[int, StepCounters] = self.__dict__.setdefault("_counters", {})  # not pickled: remade
+        counters = banks.get(id(group))
+        if counters is not None and counters.counts(steps):
+            return counters
+        banks.pop(id(group), None)
+        if not StepCounters.can_hold(steps):
+            return None
+        # The states of the gathered parameters, in _gather's order (a complex one's state is keyed by itself).
+        counters = banks[id(group)] = StepCounters([self.state[p] for p in group["params"] if p.grad is not None])
+        return counters
 
     def _update(self, work: GroupWork) -> None:
         """The eager update of one group: the foreach kernel per (device, dtype), or the reference loop."""

@@ -12,19 +12,19 @@ the inputs); its gradient transforms still see each tensor, as views of the grad
 Once a graph over flat groups only is compiled, later steps call inductor's compiled module directly (see
 :class:`_DirectCall`): dynamo's frame entry and guards cost more than the whole update of a 20k-parameter model.
 
+Inductor compiles these graphs with three changes of :mod:`optarena.optim.codegen` (restricted pointers, per-tensor
+scalars computed once where the steps are equal, fewer fusion attempts), never a user's graph.
+
 The eager path stays the reference: the compiled update equals it within float rounding (the
 kernels are the same functions; inductor only fuses them), which tests/test_compiled.py checks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import re
-import threading
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,10 +32,10 @@ from torch import Tensor
 from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo import lookup_backend
 from torch._dynamo.source import GetItemSource, LocalSource
-from torch._inductor.codegen.common import KernelArgs
 from torch._inductor.output_code import CompiledFxGraph
 
 from optarena.optim.base import GroupWork, OptarenaOptimizer
+from optarena.optim.codegen import optimizer_codegen
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
@@ -46,7 +46,7 @@ from optarena.optim.wrapper import OptimizerWrapper
 # (static hyperparameters, float hyperparameter names, the gradient-transform pipeline (static),
 #  the tensors' shapes for a flat group (static; None for lists),
 #  params, grads, state lists (a flat group: one buffer each), float64 tensor of the float hyperparameters then
-#  the step counts (a flat group: one), the step's clip_norm factor (a 0-d tensor, or None))
+#  the step counts (one where every tensor of the slice has the same), the clip_norm factor (0-d tensor or None))
 Slice = tuple[
     tuple[tuple[str, Any], ...],
     tuple[str, ...],
@@ -66,6 +66,8 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         values = scalars.unbind(0)
         hyper = dict(zip(names, values))
         steps = list(values[len(names) :])
+        if len(steps) == 1:  # a flat group, or tensors that share one step count (codegen.ShareEqualScalars)
+            steps *= len(params)
         # The eager step's transforms, the same functions.
         if shapes is None:
             grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True, clip_factor=clip_factor)
@@ -184,100 +186,6 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
     return graph
 
 
-#: How many later nodes inductor's scheduler tries to fuse with each node that reads a buffer (its default is 64).
-#: Every tensor's loop reads the step's one hyperparameter buffer, so with the default each of a large group's
-#: ~1,000 nodes is tried against 64 others of other tensors, fusions that the tensors' own buffers never allow:
-#: half of a ResNet-18 graph's scheduling time. 8 still reaches every fusion of one tensor's update (the generated
-#: code is unchanged, checked by tests/test_compiled.py) at half the scheduling time (docs/performance.md).
-FUSION_PAIR_ATTEMPTS = 8
-
-
-def _storage_root(name: str) -> str | None:
-    """The buffer whose memory a kernel argument points into (a view's or a stacked slice's base; a mutation's
-    target), or None when inductor's IR does not say plainly (then nothing of that kernel is restricted)."""
-    from torch._inductor import ir
-    from torch._inductor.virtualized import V
-
-    for _ in range(8):
-        if view := re.match(r"(?:as_strided|reinterpret_tensor)\((\w+),", name):
-            name = view.group(1)
-        name = getattr(V.graph.scheduler, "mutation_real_name", {}).get(name, name)
-        buffer = V.graph.try_get_buffer(name)
-        try:
-            layout = None if buffer is None else buffer.get_layout()
-        except (AttributeError, NotImplementedError):
-            return None
-        if isinstance(layout, ir.NonOwningLayout):  # a slice of a stacked buffer: its base
-            name = layout.view.get_name()
-            continue
-        if type(layout) in (ir.FixedLayout, ir.FlexibleLayout):
-            return name
-        return None
-    return None
-
-
-_RESTRICTING = threading.local()  # set while this thread compiles an optimizer's graph
-
-
-def _declare_unaliased_pointers_restrict(arg_defs: list[str], call_args: list[str], arg_types: list[str]) -> list[str]:
-    """``arg_defs`` with ``__restrict__`` on every pointer whose storage root no other argument shares."""
-    pointers = [i for i, t in enumerate(arg_types) if t.endswith("*")]
-    roots = [_storage_root(call_args[i]) for i in pointers]
-    if None in roots:
-        return arg_defs
-    arg_defs = list(arg_defs)
-    for i, root in zip(pointers, roots):
-        if roots.count(root) == 1:
-            arg_defs[i] = arg_defs[i].replace("* ", "* __restrict__ ", 1)
-    return arg_defs
-
-
-def _install_restrict_patch() -> None:
-    original = KernelArgs.cpp_argdefs
-    if getattr(original, "_optarena_restrict", False):
-        return
-
-    def cpp_argdefs(self: KernelArgs, *args: Any, **kwargs: Any) -> tuple[list[str], list[str], list[str]]:
-        arg_defs, call_args, arg_types = original(self, *args, **kwargs)
-        if getattr(_RESTRICTING, "on", False):
-            arg_defs = _declare_unaliased_pointers_restrict(arg_defs, call_args, arg_types)
-        return arg_defs, call_args, arg_types
-
-    cpp_argdefs._optarena_restrict = True  # type: ignore[attr-defined]
-    KernelArgs.cpp_argdefs = cpp_argdefs  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
-def restrict_unaliased_pointers() -> Iterator[None]:
-    """While inductor generates C++, declare ``__restrict__`` every pointer of a kernel whose memory no other of its
-    pointers reaches.
-
-    Why: a loop over a tensor reads per-tensor scalars (the step's hyperparameter buffer, the bias corrections) at
-    a constant index, and inductor writes those loads inside the loop. Its vector stores go through intrinsics that
-    may alias any type, so the C++ compiler must assume each store can change the scalars, and it reloads and
-    converts every one of them for every vector: Adan's loop reloaded twelve. With ``__restrict__`` pointers they
-    are loaded once per tensor (docs/performance.md).
-
-    Why not every pointer: inductor may pass one buffer to a kernel twice (a mutated input read by one node and
-    written by another) and views of one buffer as separate pointers (a stacked buffer and its slices); declared
-    ``__restrict__``, Lamb's step went to inf. So a pointer is restricted only if no other argument of the kernel
-    has the same storage root (:func:`_storage_root`), and none is restricted where a root is unknown. Buffers that
-    are distinct in inductor's IR are distinct memory while the kernel runs (it reuses only freed buffers, and an
-    in-place reuse inside a kernel is one ``in_out_ptr``); graph inputs that alias a mutated input are merged into
-    one input by AOT autograd (its synthetic base); a direct call (:class:`_DirectCall`) passes the engine's own
-    unaliased flat buffers. Only the optimizer's graphs get it: inductor's argument list is wrapped once, and the
-    wrapper acts only in the thread that has this context open, while it is open (a user's graph, even one compiled
-    by another thread meanwhile, is left as inductor writes it).
-    """
-    _install_restrict_patch()
-    before = getattr(_RESTRICTING, "on", False)
-    _RESTRICTING.on = True
-    try:
-        yield
-    finally:
-        _RESTRICTING.on = before
-
-
 class _CompiledUpdate:
     """``torch.compile(_update)`` under a code object of its own, and the direct calls of its flat graphs."""
 
@@ -292,10 +200,7 @@ class _CompiledUpdate:
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
             lower_realize_in_inductor()
-            with (
-                torch._inductor.config.patch(max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS),
-                restrict_unaliased_pointers(),
-            ):
+            with optimizer_codegen():
                 compiled = inductor(gm, example_inputs)
             self.graphs.append(_DirectCall.of(gm, compiled))
             return compiled
@@ -386,9 +291,10 @@ class CompiledStep:
         out = []
         for idx in group_by_device_and_dtype(work.params):
             params = [work.params[i] for i in idx]
-            scalars = torch.tensor(
-                [*floats.values(), *(work.step_values[i] for i in idx)], dtype=torch.float64, device=params[0].device
-            )
+            steps = [work.step_values[i] for i in idx]
+            if steps.count(steps[0]) == len(steps):  # one step for all: their per-tensor scalars are computed once
+                steps = steps[:1]
+            scalars = torch.tensor([*floats.values(), *steps], dtype=torch.float64, device=params[0].device)
             out.append(
                 (
                     static,

@@ -9,8 +9,7 @@ values instead, as torch's fused optimizers do per tensor list:
   is a view of its slice — state_dicts, checkpoints and user code see the same per-parameter tensors as before;
 * each step copies the parameters and the (transformed) gradients into buffers of their own (one ``_foreach_copy_``
   each), runs the unchanged multi-tensor kernel on one-element lists, and copies the parameters back;
-* the step counters (``state[p]["step"]``, float32 scalars) are views of one buffer too, so a step advances them
-  with one ``add_`` and reads them with one ``tolist()`` (a ``_foreach_add_`` over scalars costs ≈ 2 µs each).
+* the step counters are views of one buffer, as in every group (:mod:`optarena.optim.step_counters`).
 
 That costs two to three extra passes over parameters and gradients, so it pays only while the group stays in a
 core's cache and its tensors are small (:data:`FLAT_MAX_NUMEL`, :data:`FLAT_MAX_MEAN_NUMEL`). A group qualifies
@@ -77,14 +76,6 @@ class FlatGroup:
             self.state_views.append(views)
         self.state = state
         self._scalars: tuple[Tensor, Any] | None = None
-        self.step_flat: Tensor | None = None
-        self.step_views: list[Tensor] = []
-        steps = [state[p].get("step") for p in params]
-        if all(isinstance(t, Tensor) and t.dim() == 0 and t.dtype == torch.float32 and t.is_cpu for t in steps):
-            self.step_flat = torch.stack(steps)  # type: ignore[arg-type]
-            self.step_views = list(self.step_flat.unbind(0))
-            for p, view in zip(params, self.step_views):
-                state[p]["step"] = view
 
     def holds(self, group: dict[str, Any], params: list[Tensor], states: list[list[Tensor]]) -> bool:
         """Whether these are still the tensors the buffers were made for (the state not replaced since)."""
@@ -92,24 +83,10 @@ class FlatGroup:
             return False
         if any(p.dtype != self.dtype or not p.is_cpu for p in params) or len(states) != len(self.state_views):
             return False
-        if self.step_flat is not None and not all(map(is_, (self.state[p]["step"] for p in params), self.step_views)):
-            return False  # a step counter replaced: the buffers are remade, the counters with them
         return all(
             all(t is None for t in tensors) if views is None else all(map(is_, tensors, views))
             for tensors, views in zip(states, self.state_views)
         )
-
-    def counts(self, steps: list[Tensor]) -> bool:
-        """Whether ``steps`` are this group's step counters, in order (then :meth:`advance` may step them)."""
-        return (
-            self.step_flat is not None and len(steps) == len(self.step_views) and all(map(is_, steps, self.step_views))
-        )
-
-    def advance(self) -> list[float]:
-        """Add one to every step counter; their new values."""
-        assert self.step_flat is not None
-        self.step_flat.add_(1)
-        return self.step_flat.tolist()
 
     def scalars(self, values: list[float]) -> Tensor:
         """``values`` in a float64 tensor that this group keeps for them (a compiled step's hyperparameters and step

@@ -155,7 +155,7 @@ def lower_realize_in_inductor() -> None:
     def _lowering(x: Any) -> Any:
         # A buffer of its own (inductor's realize: computed, never inlined into its readers), and one that owns its
         # memory: a stack realized alone is written through its slices, which alias it, so the loops' pointer to it
-        # could not be declared unaliased (``compiled.restrict_unaliased_pointers``) and would be reloaded per vector.
+        # could not be declared unaliased (``codegen.restrict_unaliased_pointers``) and would be reloaded per vector.
         copy = clone(x)
         copy.realize()
         return copy

@@ -1,0 +1,224 @@
+"""How inductor generates the code of an optimizer's compiled step (:mod:`optarena.optim.compiled`).
+
+Three changes, made only while an optimizer's graph is compiled (:func:`optimizer_codegen`), never to a user's graph:
+
+* fewer fusion attempts per node (:data:`FUSION_PAIR_ATTEMPTS`): the same kernels in half the scheduling time;
+* ``__restrict__`` on every kernel pointer no other argument reaches (:func:`restrict_unaliased_pointers`): the loops
+  load their per-tensor scalars once, not once per vector;
+* per-tensor scalars that are equal are computed and stored once (:class:`ShareEqualScalars`): where every tensor of
+  a group has the same step count, a bias correction is one value, not one stacked entry (and one view) per tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._inductor.codegen.common import KernelArgs
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+#: How many later nodes inductor's scheduler tries to fuse with each node that reads a buffer (its default is 64).
+#: Every tensor's loop reads the step's one hyperparameter buffer, so with the default each of a large group's
+#: ~1,000 nodes is tried against 64 others of other tensors, fusions that the tensors' own buffers never allow:
+#: half of a ResNet-18 graph's scheduling time. 8 still reaches every fusion of one tensor's update (the generated
+#: code is unchanged, checked by tests/test_compiled.py) at half the scheduling time (docs/performance.md).
+FUSION_PAIR_ATTEMPTS = 8
+
+#: The least data (bytes) two loops with no producer between them must share for inductor to fuse them into one
+#: (its default is 10). Two tensors' loops of one size share only the step's scalars (a bias correction, the
+#: hyperparameters: 8 bytes each); fused, one loop streams both tensors' parameters, gradients and states at once,
+#: which ran a ResNet-18 step 15–20 % slower on one thread. 128 bytes is more than all of a kernel's scalars and less
+#: than the gradient of any tensor of 32 or more values, so a tensor's own loops still fuse.
+SEPARATE_TENSORS_BELOW_BYTES = 128
+
+
+def _storage_root(name: str) -> str | None:
+    """The buffer whose memory a kernel argument points into (a view's or a stacked slice's base; a mutation's
+    target), or None when inductor's IR does not say plainly (then nothing of that kernel is restricted)."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import V
+
+    for _ in range(8):
+        if view := re.match(r"(?:as_strided|reinterpret_tensor)\((\w+),", name):
+            name = view.group(1)
+        name = getattr(V.graph.scheduler, "mutation_real_name", {}).get(name, name)
+        buffer = V.graph.try_get_buffer(name)
+        try:
+            layout = None if buffer is None else buffer.get_layout()
+        except (AttributeError, NotImplementedError):
+            return None
+        if isinstance(layout, ir.NonOwningLayout):  # a slice of a stacked buffer: its base
+            name = layout.view.get_name()
+            continue
+        if type(layout) in (ir.FixedLayout, ir.FlexibleLayout):
+            return name
+        return None
+    return None
+
+
+_RESTRICTING = threading.local()  # set while this thread compiles an optimizer's graph
+
+
+def _declare_unaliased_pointers_restrict(arg_defs: list[str], call_args: list[str], arg_types: list[str]) -> list[str]:
+    """``arg_defs`` with ``__restrict__`` on every pointer whose storage root no other argument shares."""
+    pointers = [i for i, t in enumerate(arg_types) if t.endswith("*")]
+    roots = [_storage_root(call_args[i]) for i in pointers]
+    if None in roots:
+        return arg_defs
+    arg_defs = list(arg_defs)
+    for i, root in zip(pointers, roots):
+        if roots.count(root) == 1:
+            arg_defs[i] = arg_defs[i].replace("* ", "* __restrict__ ", 1)
+    return arg_defs
+
+
+def _install_restrict_patch() -> None:
+    original = KernelArgs.cpp_argdefs
+    if getattr(original, "_optarena_restrict", False):
+        return
+
+    def cpp_argdefs(self: KernelArgs, *args: Any, **kwargs: Any) -> tuple[list[str], list[str], list[str]]:
+        arg_defs, call_args, arg_types = original(self, *args, **kwargs)
+        if getattr(_RESTRICTING, "on", False):
+            arg_defs = _declare_unaliased_pointers_restrict(arg_defs, call_args, arg_types)
+        return arg_defs, call_args, arg_types
+
+    cpp_argdefs._optarena_restrict = True  # type: ignore[attr-defined]
+    KernelArgs.cpp_argdefs = cpp_argdefs  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def restrict_unaliased_pointers() -> Iterator[None]:
+    """While inductor generates C++, declare ``__restrict__`` every pointer of a kernel whose memory no other of its
+    pointers reaches.
+
+    Why: a loop over a tensor reads per-tensor scalars (the step's hyperparameter buffer, the bias corrections) at
+    a constant index, and inductor writes those loads inside the loop. Its vector stores go through intrinsics that
+    may alias any type, so the C++ compiler must assume each store can change the scalars, and it reloads and
+    converts every one of them for every vector: Adan's loop reloaded twelve. With ``__restrict__`` pointers they
+    are loaded once per tensor (docs/performance.md).
+
+    Why not every pointer: inductor may pass one buffer to a kernel twice (a mutated input read by one node and
+    written by another) and views of one buffer as separate pointers (a stacked buffer and its slices); declared
+    ``__restrict__``, Lamb's step went to inf. So a pointer is restricted only if no other argument of the kernel
+    has the same storage root (:func:`_storage_root`), and none is restricted where a root is unknown. Buffers that
+    are distinct in inductor's IR are distinct memory while the kernel runs (it reuses only freed buffers, and an
+    in-place reuse inside a kernel is one ``in_out_ptr``); graph inputs that alias a mutated input are merged into
+    one input by AOT autograd (its synthetic base); a direct call (:class:`_DirectCall`) passes the engine's own
+    unaliased flat buffers. Only the optimizer's graphs get it: inductor's argument list is wrapped once, and the
+    wrapper acts only in the thread that has this context open, while it is open (a user's graph, even one compiled
+    by another thread meanwhile, is left as inductor writes it).
+    """
+    _install_restrict_patch()
+    before = getattr(_RESTRICTING, "on", False)
+    _RESTRICTING.on = True
+    try:
+        yield
+    finally:
+        _RESTRICTING.on = before
+
+
+class ShareEqualScalars(CustomGraphPass):
+    """An inductor post-grad pass: equal one-value computations become one, and a stack of one value becomes it.
+
+    A compiled step passes one step count for a group whose tensors share it, and a kernel's per-tensor scalars
+    (``[1 - beta2**t for t in steps]``) are then the same computation once per tensor, stacked into one buffer by
+    :func:`~optarena.optim.functional.per_tensor` and read through a view per tensor. This pass merges computations
+    with the same operator and inputs (one-value results only, within one region between mutations: the graph
+    mutates its inputs in place, so a value read before a mutation is never merged with one read after), then
+    replaces ``realize(stack([x, x, …]))[i]`` by one ``realize(x)``. The values are the same; the graph has one
+    node where it had one per tensor, and the compiled module makes no view per tensor (docs/performance.md).
+    """
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        _merge_equal_scalars(graph)
+        _unstack_repeated_scalars(graph)
+        graph.eliminate_dead_code()
+
+    def uuid(self) -> bytes:  # FX graph cache key: this file's contents
+        return get_hash_for_files((__file__,))
+
+
+def _merge_equal_scalars(graph: torch.fx.Graph) -> None:
+    from torch._inductor.pattern_matcher import compute_mutation_region_ids
+
+    compute_mutation_region_ids(graph)  # type: ignore[arg-type]
+    seen: dict[Any, torch.fx.Node] = {}
+    for node in list(graph.nodes):
+        target = node.target
+        value = node.meta.get("val")
+        if (
+            node.op != "call_function"
+            or not isinstance(target, torch._ops.OpOverload)
+            or target._schema.is_mutable
+            or torch.Tag.nondeterministic_seeded in target.tags
+            or not isinstance(value, Tensor)
+            or value.numel() != 1
+        ):
+            continue
+        try:
+            key = (target, node.args, tuple(node.kwargs.items()), node.meta["mutation_region_id"])
+            hash(key)
+        except TypeError:  # an unhashable argument: left alone
+            continue
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            graph.erase_node(node)
+        else:
+            seen[key] = node
+
+
+def _unstack_repeated_scalars(graph: torch.fx.Graph) -> None:
+    aten = torch.ops.aten
+    for node in list(graph.nodes):
+        if node.target is not torch.ops.optarena.realize.default:
+            continue
+        stacked = node.args[0]
+        if not (
+            isinstance(stacked, torch.fx.Node) and stacked.target is aten.cat.default and stacked.args[1:] in ((), (0,))
+        ):
+            continue
+        parts = stacked.args[0]
+        first = parts[0]
+        if len(parts) < 2 or any(p is not first for p in parts) or first.target is not aten.unsqueeze.default:
+            continue
+        value = first.args[0]
+        if first.args[1:] != (0,) or not isinstance(value, torch.fx.Node) or value.meta["val"].dim() != 0:
+            continue
+        unbinds = list(node.users)
+        if not all(
+            user.target is aten.unbind.int
+            and user.args[1:] in ((), (0,))
+            and all(item.target is operator.getitem for item in user.users)
+            for user in unbinds
+        ):
+            continue
+        with graph.inserting_after(node):
+            one = graph.call_function(torch.ops.optarena.realize.default, (value,))
+        one.meta["val"] = value.meta["val"].clone()
+        for unbind in unbinds:
+            for item in list(unbind.users):
+                item.replace_all_uses_with(one)
+                graph.erase_node(item)
+            graph.erase_node(unbind)
+        graph.erase_node(node)
+
+
+@contextlib.contextmanager
+def optimizer_codegen() -> Iterator[None]:
+    """While inductor compiles an optimizer's graph: the three changes of the module docstring."""
+    with (
+        torch._inductor.config.patch(
+            max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS,
+            score_fusion_memory_threshold=SEPARATE_TENSORS_BELOW_BYTES,
+            post_grad_custom_pre_pass=ShareEqualScalars(),
+        ),
+        restrict_unaliased_pointers(),
+    ):
+        yield
