@@ -513,3 +513,37 @@ def test_compiled_list_group_with_unequal_steps_equals_eager(name):
         assert [engine_optimizer(opt).state[p]["step"].item() for p in params] == [4.0, 6.0, 6.0, 6.0]
         results.append([p.detach() for p in params])
     assert max_diff(*results) <= 1e-12
+
+
+def test_list_groups_are_called_directly_and_through_dynamo_where_a_check_fails(monkeypatch):
+    """A per-tensor list group's graph is called past dynamo from the second step on (``compiled._DirectCall``). A
+    gradient with other strides fails the compiled module's size asserts before anything is written, and gradients
+    that share storage fail the engine's aliasing check: both steps go through dynamo, and every step equals the
+    eager one."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    results, entered_dynamo, step = [], [], [0]
+    for compile in (True, False):
+        params = fixed_params(torch.float64)
+        opt = optarena.create_optimizer(params, "adamnx", lr=1e-2, compile=compile, flat=False)
+        for k in range(9):
+            step[0] = k
+            set_grads(params, k)
+            if k >= 3:  # from step 3 on, the first gradient (6 × 4) is column-major: other strides
+                params[0].grad = params[0].grad.t().contiguous().t()
+            if k == 6:  # the second gradient (6 values) is a view of the first one's storage
+                params[1].grad = params[0].grad.t().reshape(-1)[:6]
+            opt.step()
+            if compile and k == 0:
+                update = _only_update()
+                assert len(update.direct) == 1
+                through = update.through_dynamo
+
+                def counted(*args, through=through, **kwargs):
+                    entered_dynamo.append(step[0])
+                    return through(*args, **kwargs)
+
+                update.through_dynamo = counted
+        results.append([p.detach() for p in params])
+    assert entered_dynamo == [3, 6]
+    assert max_diff(*results) <= 1e-12

@@ -212,11 +212,13 @@ def _unstack_repeated_scalars(graph: torch.fx.Graph) -> None:
 
 @contextlib.contextmanager
 def optimizer_codegen() -> Iterator[None]:
-    """While inductor compiles an optimizer's graph: the three changes of the module docstring."""
+    """While inductor compiles an optimizer's graph: the three changes of the module docstring (and the module's
+    checks of its inputs' sizes and strides kept on, whatever the user's configuration)."""
     with (
         torch._inductor.config.patch(
             max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS,
             score_fusion_memory_threshold=SEPARATE_TENSORS_BELOW_BYTES,
+            size_asserts=True,  # the module checks its inputs' sizes and strides: compiled._DirectCall relies on it
             post_grad_custom_pre_pass=ShareEqualScalars(),
         ),
         restrict_unaliased_pointers(),

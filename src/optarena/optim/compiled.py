@@ -9,8 +9,9 @@ A small CPU group that qualifies for the flat step (:mod:`optarena.optim.flat`) 
 buffers (a handful of inputs instead of one per tensor and state: dynamo's per-call guards and wrappers grow with
 the inputs); its gradient transforms still see each tensor, as views of the gradient buffer.
 
-Once a graph over flat groups only is compiled, later steps call inductor's compiled module directly (see
-:class:`_DirectCall`): dynamo's frame entry and guards cost more than the whole update of a 20k-parameter model.
+Once a graph is compiled, later steps call inductor's compiled module directly (see :class:`_DirectCall`): dynamo's
+frame entry and guards cost more than the whole update of a 20k-parameter model, and a few per cent of a ResNet-18's.
+The engine checks what decides the graph itself; where a check fails, the step goes through dynamo.
 
 Inductor compiles these graphs with three changes of :mod:`optarena.optim.codegen` (restricted pointers, per-tensor
 scalars computed once where the steps are equal, fewer fusion attempts), never a user's graph.
@@ -98,13 +99,18 @@ def _flat_pipeline(
 
 
 class _DirectCall:
-    """A compiled graph over flat groups, called without dynamo: its inputs' places in the slices, and the callable.
+    """A compiled graph called without dynamo: its inputs' places in the slices, and the callable.
 
     Dynamo's per-call work (frame entry, guards on every input and constant) is there to decide which graph fits.
-    For slices made only of flat groups the engine knows that without it: the graph depends on the optimizer
-    class and the slices' signature (static hyperparameters, float names, transforms, shapes), which select the
-    :class:`_CompiledUpdate`, and on the buffers' dtype and device (:func:`_flat_layout`); the buffers are the
-    engine's own, contiguous and unaliased. The graph must also leave nothing for dynamo to do after it (no
+    The engine knows most of that without it: the graph depends on the optimizer class and the slices' signature
+    (static hyperparameters, float names, transforms, a flat group's shapes), which select the
+    :class:`_CompiledUpdate`, and on what :func:`_layout` records (per slice: flat or list, dtype, device, tensor
+    count, how many step counts, the clip factor's dtype, unused states). A flat group's buffers are the engine's own,
+    contiguous and unaliased. A list group's tensors are the user's: before each direct call the engine checks that
+    they are plain tensors of the slice's dtype and device with no storage in common (:class:`_PlainAndUnaliased`),
+    and inductor's module checks every input's sizes and strides before it writes anything (its size asserts, kept
+    on by :func:`~optarena.optim.codegen.optimizer_codegen`); where either fails, the step goes through dynamo,
+    which finds or compiles the graph that fits. The graph must also leave nothing for dynamo to do after it (no
     outputs: every effect is an in-place write), and every input must be found in the slices by indexing.
     """
 
@@ -135,7 +141,9 @@ class _DirectCall:
             paths.append(tuple(reversed(path)))
         return cls(paths, compiled)
 
-    def __call__(self, slices: list[Slice]) -> None:
+    def __call__(self, slices: list[Slice]) -> bool:
+        """Run the graph on ``slices``; False, with nothing written, where an input's sizes or strides are not the
+        ones it was compiled for."""
         inputs = []
         for path in self.paths:
             value: Any = slices
@@ -144,10 +152,14 @@ class _DirectCall:
             inputs.append(value)
         if self.inner is None:
             self.compiled(*inputs)
-            return
+            return True
         mutated = [inputs[i] for i in self.mutated]
-        self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
+        try:
+            self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
+        except AssertionError:  # the module's size and stride asserts, which precede its kernels
+            return False
         torch.autograd.graph.increment_version(mutated)
+        return True
 
 
 def _inductor_module(compiled: Callable[..., Any]) -> Any:
@@ -208,21 +220,25 @@ class _CompiledUpdate:
         fn = types.FunctionType(self.code, _update.__globals__, name)
         self.through_dynamo = torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
 
-    def direct_call(self, layout: tuple[Any, ...] | None) -> _DirectCall | None:
-        """The graph for this flat layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
-        if layout is None or not self.allows_direct or layout not in self.direct:
+    def direct_call(self, layout: tuple[Any, ...]) -> _DirectCall | None:
+        """The graph for this layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
+        if not self.allows_direct or layout not in self.direct:
             return None
         if not _debug_get_cache_entry_list(self.code):  # reset since: go through dynamo again
             self.direct.clear()
             return None
         return self.direct[layout]
 
-    def __call__(self, kernel: Callable[..., Any], slices: list[Slice], layout: tuple[Any, ...] | None) -> None:
-        """Through dynamo; a flat layout's first graph is kept for direct calls."""
+    def __call__(self, kernel: Callable[..., Any], slices: list[Slice], layout: tuple[Any, ...]) -> None:
+        """Through dynamo; a graph compiled here is kept for direct calls of its layout where it can have them (see
+        :class:`_DirectCall`): a list group's only if its tensors were plain and unaliased when it was traced."""
         compiled_before = len(self.graphs)
         self.through_dynamo(kernel, slices)
         new = self.graphs[compiled_before:]
-        if layout is not None and self.allows_direct and len(new) == 1 and new[0] is not None:
+        if not (self.allows_direct and len(new) == 1 and new[0] is not None):
+            return
+        has_lists = any(s[3] is None for s in slices)
+        if not has_lists or (new[0].inner is not None and _PlainAndUnaliased()(slices)):
             self.direct[layout] = new[0]
 
 
@@ -248,17 +264,58 @@ def _compiled_update_for(cls: type, signature: tuple[Any, ...] = ()) -> _Compile
     return _COMPILED[key]
 
 
-def _flat_layout(slices: list[Slice]) -> tuple[Any, ...] | None:
-    """Per slice, the buffers' dtype and device, the clip factor's dtype and which states are unused, when every
-    slice is a flat group's; else None."""
+def _layout(slices: list[Slice]) -> tuple[Any, ...]:
+    """Per slice, what selects its graph beyond the signature and the tensors' sizes and strides: flat or list, the
+    tensors' dtype and device and count, how many step counts, the clip factor's dtype, which states are unused."""
     layout = []
-    for s in slices:
-        if s[3] is None:
-            return None
-        param, clip_factor = s[4][0], s[8]
-        unused = tuple(buffers[0] is None for buffers in s[6])  # a state the group does not keep (AMSGrad off)
-        layout.append((param.dtype, param.device, None if clip_factor is None else clip_factor.dtype, unused))
+    for _, _, _, shapes, params, _, states, scalars, clip_factor in slices:
+        param = params[0]
+        unused = tuple(tensors[0] is None for tensors in states)  # a state the group does not keep (AMSGrad off)
+        clip_dtype = None if clip_factor is None else clip_factor.dtype
+        layout.append((shapes is None, param.dtype, param.device, len(params), scalars.numel(), clip_dtype, unused))
     return tuple(layout)
+
+
+class _PlainAndUnaliased:
+    """Whether every tensor of a step's list slices is a plain tensor of its slice's dtype and device, and no two
+    share storage: what dynamo's guards would check (with the sizes and strides, which inductor's module checks), and
+    what lets the graph's inputs be the tensors themselves (AOT autograd merges aliased inputs into one).
+
+    Cheap from the second step on: parameters and states keep their storage from step to step, so their full check is
+    redone only where one of their data pointers moved (a new tensor, ``p.data = …``, a loaded state; a tensor cannot
+    change dtype or device, or come to share another's storage, without its data pointer moving). The gradients,
+    often new tensors every step, are checked in full every time."""
+
+    def __init__(self) -> None:
+        self.owned_pointers: list[int] | None = None
+        self.owned_storages: set[int] = set()
+
+    def __call__(self, slices: list[Slice]) -> bool:
+        lists = [s for s in slices if s[3] is None]  # a flat group's buffers are the engine's own
+        owned = [
+            (s[4][0].dtype, s[4][0].device, [*s[4], *(t for ts in s[6] for t in ts if t is not None)]) for s in lists
+        ]
+        pointers = [t.data_ptr() for _, _, tensors in owned for t in tensors]
+        if pointers != self.owned_pointers:
+            self.owned_pointers, self.owned_storages = None, set()
+            if not all(_add_storages(tensors, dtype, device, self.owned_storages) for dtype, device, tensors in owned):
+                return False
+            self.owned_pointers = pointers
+        storages = set(self.owned_storages)
+        return all(_add_storages(s[5], s[4][0].dtype, s[4][0].device, storages) for s in lists)
+
+
+def _add_storages(tensors: list[Tensor], dtype: torch.dtype, device: torch.device, storages: set[int]) -> bool:
+    """Add each tensor's storage to ``storages``; False at the first that is not a plain tensor of this dtype and
+    device, or whose storage is there already."""
+    for t in tensors:
+        if type(t) not in (Tensor, torch.nn.Parameter) or t.dtype != dtype or t.device != device:
+            return False
+        storage = t.untyped_storage().data_ptr()
+        if storage in storages:
+            return False
+        storages.add(storage)
+    return True
 
 
 class CompiledStep:
@@ -267,6 +324,7 @@ class CompiledStep:
     def __init__(self, optimizer: OptarenaOptimizer) -> None:
         self.optimizer = optimizer
         self.compiled_once = False
+        self.plain_and_unaliased = _PlainAndUnaliased()
 
     def accepts(self, work: GroupWork) -> bool:
         """False where the reference loop was asked for (``foreach=False``): it runs eagerly."""
@@ -315,10 +373,9 @@ class CompiledStep:
         slices = [s for work in works for s in self.slices(work, flats)]
         cls = type(self.optimizer)
         update = _compiled_update_for(cls, tuple(s[:4] for s in slices))
-        layout = _flat_layout(slices)
-        direct = update.direct_call(layout)
-        if direct is not None:
-            direct(slices)
+        layout = _layout(slices)
+        if self.called_directly(update.direct_call(layout), slices):
+            pass
         elif self.compiled_once:
             update(cls.multi_tensor_kernel, slices, layout)
         else:
@@ -338,6 +395,16 @@ class CompiledStep:
             self.compiled_once = True
         for flat in flats:
             flat.store()
+
+    def called_directly(self, direct: _DirectCall | None, slices: list[Slice]) -> bool:
+        """Run ``direct`` on ``slices`` where its checks pass (list slices: :class:`_PlainAndUnaliased`; every
+        input's sizes and strides: the compiled module's asserts); False, with nothing written, where there is none
+        or a check fails."""
+        if direct is None:
+            return False
+        if any(s[3] is None for s in slices) and not self.plain_and_unaliased(slices):
+            return False
+        return direct(slices)
 
 
 def _is_float(value: Any) -> bool:
