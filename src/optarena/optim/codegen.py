@@ -33,7 +33,7 @@ FUSION_PAIR_ATTEMPTS = 8
 #: The least data (bytes) two loops with no producer between them must share for inductor to fuse them into one
 #: (its default is 10). Two tensors' loops of one size share only the step's scalars (a bias correction, the
 #: hyperparameters: 8 bytes each); fused, one loop streams both tensors' parameters, gradients and states at once,
-#: which ran a ResNet-18 step 15–20 % slower on one thread. 128 bytes is more than all of a kernel's scalars and less
+#: which made a ResNet-18 step clearly slower on one thread. 128 bytes is more than all of a kernel's scalars and less
 #: than the gradient of any tensor of 32 or more values, so a tensor's own loops still fuse.
 SEPARATE_TENSORS_BELOW_BYTES = 128
 
