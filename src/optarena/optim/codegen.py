@@ -158,6 +158,7 @@ def _merge_equal_scalars(graph: torch.fx.Graph) -> None:
             or not isinstance(target, torch._ops.OpOverload)
             or target._schema.is_mutable
             or torch.Tag.nondeterministic_seeded in target.tags
+            or "empty" in target._schema.name  # uninitialized memory: never one buffer for two (as AOT's own CSE)
             or not isinstance(value, Tensor)
             or value.numel() != 1
         ):
