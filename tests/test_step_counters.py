@@ -26,6 +26,15 @@ def _grads(step: int, skip: set[int]) -> list[torch.Tensor | None]:
             for i, shape in enumerate(SHAPES)]  # fmt: skip
 
 
+def _step_all(runs: list[tuple[torch.optim.Optimizer, list[torch.Tensor]]], steps: tuple[int, ...]) -> None:
+    """Every optimizer steps on the same gradients (every parameter has one)."""
+    for step in steps:
+        for opt, params in runs:
+            for p, g in zip(params, _grads(step, set())):
+                p.grad = g
+            opt.step()
+
+
 def _run_both(skips: list[set[int]], *, foreach: bool) -> tuple[optarena.AdamW, list, torch.optim.AdamW, list]:
     ours, theirs = _params(), _params()
     opt = optarena.AdamW(ours, lr=0.1, weight_decay=0.01, foreach=foreach, flat=False)
@@ -59,12 +68,7 @@ def test_a_replaced_or_reloaded_counter_is_honoured_and_the_state_dict_round_tri
     for p, q in zip(ours, theirs):  # a user's new counters: stacked into a new buffer at the next step
         opt.state[p]["step"] = torch.tensor(10.0)
         ref.state[q]["step"] = torch.tensor(10.0)
-    for step in (2, 3):
-        for params in (ours, theirs):
-            for p, g in zip(params, _grads(step, set())):
-                p.grad = g
-        opt.step()
-        ref.step()
+    _step_all([(opt, ours), (ref, theirs)], (2, 3))
     assert [opt.state[p]["step"].item() for p in ours] == [12.0] * len(ours)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
@@ -75,12 +79,7 @@ def test_a_replaced_or_reloaded_counter_is_honoured_and_the_state_dict_round_tri
     clone = optarena.AdamW(clone_params, lr=0.1, weight_decay=0.01, flat=False)
     buffer.seek(0)
     clone.load_state_dict(torch.load(buffer))
-    for step in (4, 5):
-        for params in (ours, clone_params):
-            for p, g in zip(params, _grads(step, set())):
-                p.grad = g
-        opt.step()
-        clone.step()
+    _step_all([(opt, ours), (clone, clone_params)], (4, 5))
     for a, b in zip(ours, clone_params):
         assert torch.equal(a, b)
     assert [clone.state[p]["step"].item() for p in clone_params] == [14.0] * len(ours)
