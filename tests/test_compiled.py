@@ -235,7 +235,8 @@ def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge
     """Compiled, Σ|g| of a tensor over 4,096 values is summed in rows (functional.sum_in_chunks) and α = |g|·(1/Σ|g|):
     both within float64 rounding of the eager reference, remainders and an all-zero tensor included."""
     torch._dynamo.reset()
-    shapes = [(70, 100), (3, 8197), (64, 64), (5, 4)]  # 7,000 and 24,591 values: rows plus a remainder; exactly 4,096
+    # 7,000 values: rows plus a remainder; 24,591: segments plus rows and a remainder; exactly 4,096
+    shapes = [(70, 100), (3, 8197), (64, 64), (5, 4)]
     results = []
     for compile in (True, False):
         g = torch.Generator().manual_seed(3)
@@ -258,9 +259,10 @@ def test_sum_in_chunks_equals_sum_in_float64_and_compiles():
     from optarena.optim.functional import sum_in_chunks
 
     g = torch.Generator().manual_seed(0)
-    for n in (1, 4095, 4096, 4097, 8192, 3 * 4096 + 17):
+    for n in (1, 4095, 4096, 4097, 8192, 3 * 4096 + 17, 4 * 4096, 4 * 4096 + 1, 9 * 4096 + 5, 40 * 4096):
         x = torch.randn(n, generator=g, dtype=torch.float64)
         assert sum_in_chunks(x).item() == x.sum().item()  # eagerly, plain sum
+        torch._dynamo.reset()  # one graph per length: more lengths than dynamo keeps graphs for one function
         compiled_sum = torch.compile(sum_in_chunks, fullgraph=True, dynamic=False)
         assert abs(compiled_sum(x).item() - x.sum().item()) <= 1e-12 * x.abs().sum().item()
 
