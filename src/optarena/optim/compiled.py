@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+from torch._C._dynamo.guards import TensorGuards
 from torch._dynamo import lookup_backend
 from torch._dynamo.source import GetItemSource, LocalSource
 from torch._inductor.output_code import CompiledFxGraph
@@ -108,8 +109,8 @@ class _DirectCall:
     count, how many step counts, the clip factor's dtype, unused states). A flat group's buffers are the engine's own,
     contiguous and unaliased. A list group's tensors are the user's: before each direct call the engine checks that
     they are plain tensors of the slice's dtype and device with no storage in common (:class:`_PlainAndUnaliased`),
-    and inductor's module checks every input's sizes and strides before it writes anything (its size asserts, kept
-    on by :func:`~optarena.optim.codegen.optimizer_codegen`); where either fails, the step goes through dynamo,
+    and for every graph it checks each input's type, dtype, device, sizes and strides against those the graph was
+    compiled for (dynamo's ``TensorGuards``, in one C++ call); where either fails, the step goes through dynamo,
     which finds or compiles the graph that fits. The graph must also leave nothing for dynamo to do after it (no
     outputs: every effect is an in-place write), and every input must be found in the slices by indexing.
     """
@@ -121,6 +122,7 @@ class _DirectCall:
         # bump the mutated inputs' version counters, done here), where that is sound; else the whole wrapper.
         self.inner = _inductor_module(compiled)
         self.mutated = [] if self.inner is None else sorted(self.inner.mutated_input_idxs)
+        self.tensor_guards: TensorGuards | None = None  # set by guard(), before the first direct call
 
     @classmethod
     def of(cls, gm: torch.fx.GraphModule, compiled: Callable[..., Any]) -> _DirectCall | None:
@@ -141,23 +143,38 @@ class _DirectCall:
             paths.append(tuple(reversed(path)))
         return cls(paths, compiled)
 
-    def __call__(self, slices: list[Slice]) -> bool:
-        """Run the graph on ``slices``; False, with nothing written, where an input's sizes or strides are not the
-        ones it was compiled for."""
+    def inputs(self, slices: list[Slice]) -> list[Any]:
+        """The graph's inputs, found in ``slices``."""
         inputs = []
         for path in self.paths:
             value: Any = slices
             for index in path:
                 value = value[index]
             inputs.append(value)
+        return inputs
+
+    def guard(self, slices: list[Slice]) -> bool:
+        """Record what the graph was compiled for from its inputs in ``slices`` (each tensor's type, dtype, device,
+        sizes and strides), for :meth:`__call__` to check; False where an input is not a tensor (no direct calls)."""
+        inputs = self.inputs(slices)
+        if not all(type(x) in (Tensor, torch.nn.Parameter) for x in inputs):
+            return False
+        sizes = [list(x.size()) for x in inputs]
+        strides = [list(x.stride()) for x in inputs]
+        self.tensor_guards = TensorGuards(*inputs, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
+        return True
+
+    def __call__(self, slices: list[Slice]) -> bool:
+        """Run the graph on ``slices``; False, with nothing written, where an input's type, dtype, device, sizes or
+        strides are not the ones it was compiled for (checked in one C++ call, as dynamo's own tensor guards)."""
+        inputs = self.inputs(slices)
+        if self.tensor_guards is None or not self.tensor_guards.check(*inputs):
+            return False
         if self.inner is None:
             self.compiled(*inputs)
             return True
         mutated = [inputs[i] for i in self.mutated]
-        try:
-            self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
-        except AssertionError:  # the module's size and stride asserts, which precede its kernels
-            return False
+        self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
         torch.autograd.graph.increment_version(mutated)
         return True
 
@@ -237,8 +254,8 @@ class _CompiledUpdate:
         new = self.graphs[compiled_before:]
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
-        has_lists = any(s[3] is None for s in slices)
-        if not has_lists or (new[0].inner is not None and _PlainAndUnaliased()(slices)):
+        plain = not _has_lists(layout) or (new[0].inner is not None and _PlainAndUnaliased()(slices))
+        if plain and new[0].guard(slices):
             self.direct[layout] = new[0]
 
 
@@ -274,6 +291,11 @@ def _layout(slices: list[Slice]) -> tuple[Any, ...]:
         clip_dtype = None if clip_factor is None else clip_factor.dtype
         layout.append((shapes is None, param.dtype, param.device, len(params), scalars.numel(), clip_dtype, unused))
     return tuple(layout)
+
+
+def _has_lists(layout: tuple[Any, ...]) -> bool:
+    """Whether a step's :func:`_layout` has a list slice (the user's tensors, not a flat group's own buffers)."""
+    return any(is_list for is_list, *_ in layout)
 
 
 class _PlainAndUnaliased:
@@ -374,7 +396,7 @@ class CompiledStep:
         cls = type(self.optimizer)
         update = _compiled_update_for(cls, tuple(s[:4] for s in slices))
         layout = _layout(slices)
-        if self.called_directly(update.direct_call(layout), slices):
+        if self.called_directly(update.direct_call(layout), slices, layout):
             pass
         elif self.compiled_once:
             update(cls.multi_tensor_kernel, slices, layout)
@@ -396,13 +418,12 @@ class CompiledStep:
         for flat in flats:
             flat.store()
 
-    def called_directly(self, direct: _DirectCall | None, slices: list[Slice]) -> bool:
+    def called_directly(self, direct: _DirectCall | None, slices: list[Slice], layout: tuple[Any, ...]) -> bool:
         """Run ``direct`` on ``slices`` where its checks pass (list slices: :class:`_PlainAndUnaliased`; every
-        input's sizes and strides: the compiled module's asserts); False, with nothing written, where there is none
-        or a check fails."""
+        input: :meth:`_DirectCall.__call__`); False, with nothing written, where there is none or a check fails."""
         if direct is None:
             return False
-        if any(s[3] is None for s in slices) and not self.plain_and_unaliased(slices):
+        if _has_lists(layout) and not self.plain_and_unaliased(slices):
             return False
         return direct(slices)
 
