@@ -519,7 +519,7 @@ def test_compiled_list_group_with_unequal_steps_equals_eager(name):
 
 def test_list_groups_are_called_directly_and_through_dynamo_where_a_check_fails(monkeypatch):
     """A per-tensor list group's graph is called past dynamo from the second step on (``compiled._DirectCall``). A
-    gradient with other strides fails the compiled module's size asserts before anything is written, and gradients
+    gradient with other strides fails the input check (TensorGuards) before anything is written, and gradients
     that share storage fail the engine's aliasing check: both steps go through dynamo, and every step equals the
     eager one."""
     torch._dynamo.reset()
