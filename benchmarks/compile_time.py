@@ -17,7 +17,9 @@ graph capture (dynamo's bytecode tracing and AOT autograd's metadata pass), indu
 (fusion), the C++ compiler (every ``compile_file``: the kernel and, in a cold cache, the instruction-set probes),
 and the rest (imports, kernel code generation, loading). A later step of the same process is reported beside
 them, so that what is compile time is plain. Several ``--sets`` give the size-dependent part: the ``huge`` set is
-one tensor, the least a graph can hold.
+one tensor, the least a graph can hold. ``--graphs`` times both kinds of compiled step (``compile_step``'s
+``graphs``): ``whole`` (one graph for a step's tensors, specialized to their shapes) and ``per_tensor`` (one graph
+with a symbolic size, shared by every tensor).
 
 Run from the repository root: ``python benchmarks/compile_time.py --help``.
 """
@@ -50,7 +52,7 @@ for shape in bench.PARAM_SETS[sys.argv[2]]():
     p.grad = torch.randn(shape, generator=generator)
     params.append(p)
 options = {"total_steps": 1000} if sys.argv[3].startswith("adaburst") else {}
-opt = optarena.create_optimizer(params, sys.argv[3], compile=True, **options)
+opt = optarena.create_optimizer(params, sys.argv[3], compile=True if sys.argv[5] == "whole" else sys.argv[5], **options)
 start = time.perf_counter(); opt.step(); first = time.perf_counter() - start
 total = lambda *keys: sum(sum(timers.get(k, [])) for k in keys)
 phases = {
@@ -74,9 +76,9 @@ def _child(args: list[str], cache: Path) -> str:
     return done.stdout
 
 
-def measure(optimizer: str, param_set: str, cache: Path, threads: int) -> dict[str, float]:
+def measure(optimizer: str, param_set: str, cache: Path, threads: int, graphs: str) -> dict[str, float]:
     script = Path(__file__).with_name("step_time.py")
-    out = _child([CHILD, str(script), param_set, optimizer, str(threads)], cache)
+    out = _child([CHILD, str(script), param_set, optimizer, str(threads), graphs], cache)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -85,10 +87,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--optimizers", default="adamw_agr,adaburst,adan,lion", help="comma-separated registry names")
     parser.add_argument("--sets", default="resnet18", help="comma-separated parameter sets of benchmarks/step_time.py")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each timing process")
+    parser.add_argument(
+        "--graphs",
+        default="whole,per_tensor",
+        help="comma-separated compile_step graphs: whole (one graph for a step's tensors), per_tensor (one graph "
+        "shared by every tensor's size)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    graph_kinds = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    for g in graph_kinds:
+        if g not in ("whole", "per_tensor"):
+            parser.error(f"unknown graphs {g!r} in --graphs; valid: whole, per_tensor")
     sys.path.insert(0, str(Path(__file__).parent))
     from step_time import PARAM_SETS
 
@@ -98,25 +110,24 @@ def main(argv: list[str] | None = None) -> None:
         if s not in PARAM_SETS:
             parser.error(f"unknown set {s!r} in --sets; valid: {', '.join(PARAM_SETS)}")
     rows = [
-        "| set | optimizer | cold first step (s) | of which: capture / lowering+fusion / C++ compiler / rest (s) "
-        "| new graph, primed cache (s) | warm cache (s) | a later step (ms) |",
-        "|---|---|---|---|---|---|---|",
+        "| set | optimizer | graphs | cold first step (s) | of which: capture / lowering+fusion / C++ compiler / rest "
+        "(s) | new graph, primed cache (s) | warm cache (s) | a later step (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for set_name in sets:
-        for name in names:
-            with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
-                cold = measure(name, set_name, Path(cache), args.threads)
-                warm = measure(name, set_name, Path(cache), args.threads)
-            with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
-                _child([PRIME], Path(cache))
-                primed = measure(name, set_name, Path(cache), args.threads)
-            rest = cold["first"] - cold["capture"] - cold["lowering"] - cold["cxx"]
-            split = f"{cold['capture']:.1f} / {cold['lowering']:.1f} / {cold['cxx']:.1f} / {rest:.1f}"
-            rows.append(
-                f"| {set_name} | {name} | {cold['first']:.1f} | {split} | {primed['first']:.1f} | "
-                f"{warm['first']:.1f} | {1000 * warm['later']:.1f} |"
-            )
-            print(rows[-1], flush=True)
+    for set_name, name, graphs in ((s, n, g) for s in sets for n in names for g in graph_kinds):
+        with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
+            cold = measure(name, set_name, Path(cache), args.threads, graphs)
+            warm = measure(name, set_name, Path(cache), args.threads, graphs)
+        with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
+            _child([PRIME], Path(cache))
+            primed = measure(name, set_name, Path(cache), args.threads, graphs)
+        rest = cold["first"] - cold["capture"] - cold["lowering"] - cold["cxx"]
+        split = f"{cold['capture']:.1f} / {cold['lowering']:.1f} / {cold['cxx']:.1f} / {rest:.1f}"
+        rows.append(
+            f"| {set_name} | {name} | {graphs} | {cold['first']:.1f} | {split} | {primed['first']:.1f} | "
+            f"{warm['first']:.1f} | {1000 * warm['later']:.1f} |"
+        )
+        print(rows[-1], flush=True)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     command = "python benchmarks/compile_time.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join(

@@ -184,8 +184,14 @@ MODES: dict[str, Mode] = {
     "compiled": Mode({"compile": True}, compilable),
     # The compiled step with the flat step off: a small group enters the graph as per-tensor lists.
     "compiled-lists": Mode({"compile": True, "flat": False}, lambda info: compilable(info) and flat_capable(info)),
+    # compile_step(graphs='per_tensor'): each tensor through one graph with a symbolic size (compile time that does
+    # not grow with the tensor count), for an elementwise kernel.
+    "compiled-per-tensor": Mode({"compile": "per_tensor"}, lambda info: compilable(info) and flat_capable(info)),
     "kozistr": Mode({}, third_party_available),
 }
+
+#: Modes timed only when asked for by name (--modes): variants of the compiled step for the questions they answer.
+OPT_IN_MODES = ("compiled-lists", "compiled-per-tensor")
 
 REFERENCE_NAME = "torch AdamW"
 REFERENCE_MODES = ("fused", "foreach")
@@ -294,7 +300,7 @@ def make_configs(names: Sequence[str], modes: Sequence[str], transforms: bool = 
             kwargs = {**supplied, **MODES[mode].kwargs}
             configs.append(Config(name, mode, lambda params, n=name, kw=kwargs: create_optimizer(params, n, **kw)))
     for label, options in TRANSFORM_CASES.items() if transforms else ():
-        for mode in (m for m in modes if m in ("foreach", "compiled")):
+        for mode in (m for m in modes if m in ("foreach", "compiled", "compiled-per-tensor")):
             kwargs = {**options, **MODES[mode].kwargs}
             build = lambda params, kw=kwargs: create_optimizer(params, TRANSFORM_BASE, **kw)  # noqa: E731
             configs.append(Config(label, mode, build))
@@ -734,6 +740,7 @@ def plot(results: Sequence[SetResult], path: Path) -> None:
         "fused": "tab:green",
         "compiled": "tab:red",
         "compiled-lists": "tab:pink",
+        "compiled-per-tensor": "tab:olive",
         "kozistr": "tab:purple",
     }
     height = max(3.0, 0.22 * max(len(r.configs) for r in results) + 1.2)
@@ -779,10 +786,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--modes",
-        default=",".join(m for m in MODES if m != "compiled-lists"),
+        default=",".join(m for m in MODES if m not in OPT_IN_MODES),
         help="comma-separated modes to try; each runs only where the optimizer supports it "
         "(compiled: optarena.compile_step; kozistr: pytorch-optimizer's implementation, where it has one); "
-        f"the default is every mode but compiled-lists (asked for by name); all: {', '.join(MODES)}",
+        f"the default is every mode but {', '.join(OPT_IN_MODES)} (asked for by name); all: {', '.join(MODES)}",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply each tensor's leading dimension")
     parser.add_argument("--rounds", type=int, default=10, help="round-robin passes over all configurations")

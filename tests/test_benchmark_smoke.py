@@ -137,12 +137,14 @@ def test_compile_time_script_splits_the_cold_compile_into_phases(tmp_path: Path)
     spec.loader.exec_module(module)
     with pytest.raises(SystemExit):  # a set step_time.py does not define is refused before anything runs
         module.main(["--optimizers", "lion", "--sets", "no_such_set", "--out", str(tmp_path / "x.md")])
+    with pytest.raises(SystemExit):  # so is an unknown kind of graph
+        module.main(["--optimizers", "lion", "--graphs", "fast", "--out", str(tmp_path / "x.md")])
     out = tmp_path / "compile.md"
-    module.main(["--optimizers", "lion", "--sets", "small_cnn", "--out", str(out)])
+    module.main(["--optimizers", "lion", "--sets", "small_cnn", "--graphs", "per_tensor", "--out", str(out)])
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| small_cnn")]
     assert len(rows) == 1
-    _, name, cold, phases, primed, warm, later = (cell.strip() for cell in rows[0])
-    assert name == "lion"
+    _, name, graphs, cold, phases, primed, warm, later = (cell.strip() for cell in rows[0])
+    assert name == "lion" and graphs == "per_tensor"
     parts = [float(x) for x in phases.split(" / ")]
     assert len(parts) == 4 and all(x >= 0 for x in parts[:3])
     assert sum(parts) == pytest.approx(float(cold), abs=0.25)  # the phases and the rest make up the cold step

@@ -381,7 +381,7 @@ def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
 
     inside = GetItemSource(GetItemSource(LocalSource("slices"), 0), 4)
     direct = compiled._DirectCall.of(graph_with(inside, output=False), print)
-    assert direct is not None and direct.paths == [(0, 4)]
+    assert direct is not None and direct.paths == [((0, 4), None)]  # the tensor itself, not one of its sizes
     assert compiled._DirectCall.of(graph_with(inside, output=True), print) is None
     assert compiled._DirectCall.of(graph_with(GlobalSource("table"), output=False), print) is None
     assert compiled._DirectCall.of(graph_with(LocalSource("kernel"), output=False), print) is None
@@ -549,3 +549,104 @@ def test_list_groups_are_called_directly_and_through_dynamo_where_a_check_fails(
         results.append([p.detach() for p in params])
     assert entered_dynamo == [3, 6]
     assert max_diff(*results) <= 1e-12
+
+
+PER_TENSOR = [name for name in COMPILABLE_ENTRIES if get_optimizer_info(name).cls.elementwise_kernel]
+
+
+def run_per_tensor(name: str, shapes: list[tuple[int, ...]], steps: int, *, compile: bool, **kwargs):
+    """``steps`` steps of a list group (no flat buffers) of these shapes, compiled with ``graphs='per_tensor'``
+    or eager; the parameters and states after them."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+    opt = make(name, params, flat=False, **kwargs)
+    if compile:
+        optarena.compile_step(opt, graphs="per_tensor")
+    for k in range(steps):
+        set_grads(params, k)
+        opt.step()
+    states = [t for p in params for t in engine_optimizer(opt).state[p].values() if isinstance(t, torch.Tensor)]
+    return [p.detach() for p in params] + states
+
+
+@pytest.mark.parametrize("name", PER_TENSOR)
+def test_per_tensor_graphs_equal_eager_and_do_not_grow_with_the_tensors(name, monkeypatch):
+    """``graphs='per_tensor'``: every tensor of two or more values runs through one graph with a symbolic size (a
+    1-value tensor through one of its own: dynamo specializes sizes 0 and 1), so twelve tensors of eight sizes
+    compile no more graphs than two; equal to the eager step."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    counters.clear()
+    shapes = [(6, 4), (6,), (3, 6), (1,), (5, 5, 3, 3), (7,), (2, 9), (6, 4), (11,), (6,), (4, 4, 1, 1), (13, 2)]
+    result = run_per_tensor(name, shapes, 6, compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    assert max_diff(result, run_per_tensor(name, shapes, 6, compile=False)) <= 1e-12
+    torch._dynamo.reset()
+    counters.clear()
+    run_per_tensor(name, shapes[:4], 1, compile=True)
+    assert graphs == counters["stats"]["unique_graphs"] <= 3  # AGR's scope: a graph for vectors, one for weights
+
+
+@pytest.mark.parametrize("agr_scope", ["weights", "all"])
+def test_per_tensor_agr_across_the_chunked_sums_branches_is_called_directly_and_equals_eager(agr_scope, monkeypatch):
+    """AGR's Σ|g| of a whole graph branches on the size (``sum_in_chunks``); a graph shared by every size does not (it
+    would be specialized): one graph for vectors and one for weights ('weights' scope), one for all ('all'), over
+    sizes on both sides of each branch. Each tensor is called directly on the graph whose dynamo guards its size
+    passed (checked once per size): from the second step on nothing goes through dynamo; every step equals eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    counters.clear()
+    shapes = [(64, 3, 7, 7), (64,), (128, 64, 1, 1), (300, 70), (5000,), (40, 40, 3, 3), (20000,)]
+    entered: list[int] = []
+    original = compiled._CompiledUpdate.__call__
+
+    def counted(self, kernel, slices, layout):
+        entered.append(len(slices[0][4][0]))
+        return original(self, kernel, slices, layout)
+
+    monkeypatch.setattr(compiled._CompiledUpdate, "__call__", counted)
+    result = run_per_tensor("adamw_agr", shapes, 4, compile=True, agr_scope=agr_scope)
+    assert len(entered) <= len(shapes)  # the first step only: each tensor at most once through dynamo
+    assert counters["stats"]["unique_graphs"] == (2 if agr_scope == "weights" else 1)
+    assert max_diff(result, run_per_tensor("adamw_agr", shapes, 4, compile=False, agr_scope=agr_scope)) <= 1e-12
+
+
+def test_per_tensor_leaves_centralization_to_the_whole_graph_and_rejects_unknown_graphs(monkeypatch):
+    """Centralization reads each tensor's shape: such a group keeps the whole graph (equal to eager). An unknown
+    ``graphs`` (or ``compile`` of create_optimizer) is refused, naming the choices."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    shapes = [(6, 4), (6,), (3, 6)]
+    result = run_per_tensor("adabelief", shapes, 4, compile=True, centralize="weights")
+    assert [key[2] for key in compiled._COMPILED] == [False]  # no graph with symbolic sizes
+    assert max_diff(result, run_per_tensor("adabelief", shapes, 4, compile=False, centralize="weights")) <= 1e-12
+    opt = optarena.create_optimizer([torch.zeros(2, requires_grad=True)], "adamw")
+    with pytest.raises(ValueError, match="Invalid graphs: 'fast'; expected one of 'whole', 'per_tensor'"):
+        optarena.compile_step(opt, graphs="fast")
+    with pytest.raises(ValueError, match="Invalid compile: 'fast'; expected True, False or one of 'whole', 'per_t"):
+        optarena.create_optimizer([torch.zeros(2, requires_grad=True)], "adamw", compile="fast")
+    per_tensor = optarena.create_optimizer([torch.zeros(2, requires_grad=True)], "adabelief", compile="per_tensor")
+    assert per_tensor._compiled_step.per_tensor
+
+
+def test_a_per_tensor_compile_failure_steps_the_rest_eagerly_and_nothing_twice(monkeypatch):
+    """With graphs='per_tensor' a step's tensors go through their graphs one by one: where a later tensor's graph fails
+    to compile (here the 1-value tensor's, which needs a graph of its own), the tensors already stepped are left and
+    the others step eagerly, as does every later step; the run equals the eager one."""
+    calls: list[int] = []
+    original = compiled._CompiledUpdate.__call__
+
+    def failing_second(self, kernel, slices, layout):
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise RuntimeError("no C++ compiler")
+        return original(self, kernel, slices, layout)
+
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setattr(compiled._CompiledUpdate, "__call__", failing_second)
+    torch._dynamo.reset()
+    shapes = [(6, 4), (6,), (1,), (3, 6)]
+    with pytest.warns(RuntimeWarning, match=r"torch\.compile failed .*no C\+\+ compiler"):
+        result = run_per_tensor("adabelief", shapes, 4, compile=True)
+    assert calls == [0, 1]  # the first tensor compiled its graph, the second took it directly, the third failed
+    assert max_diff(result, run_per_tensor("adabelief", shapes, 4, compile=False)) <= 1e-12

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._C._dynamo.guards import TensorGuards
 from torch._dynamo import lookup_backend
-from torch._dynamo.source import GetItemSource, LocalSource
+from torch._dynamo.source import GetItemSource, LocalSource, TensorProperty, TensorPropertySource
 from torch._inductor.output_code import CompiledFxGraph
 
 from optarena.optim.base import GroupWork, OptarenaOptimizer
@@ -41,7 +41,7 @@ from optarena.optim.codegen import optimizer_codegen
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
-from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline
+from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline, view_dims
 from optarena.optim.wrapper import OptimizerWrapper
 
 # One graph input per (device, dtype) slice of a param group, or per flat group (optarena.optim.flat):
@@ -115,19 +115,31 @@ class _DirectCall:
     outputs: every effect is an in-place write), and every input must be found in the slices by indexing.
     """
 
-    def __init__(self, paths: list[tuple[int, ...]], compiled: Callable[..., Any]) -> None:
-        self.paths = paths
+    def __init__(self, paths: list[tuple[tuple[int, ...], int | None]], compiled: Callable[..., Any]) -> None:
+        self.paths = paths  # per input: where it is in the slices, and which size of that tensor (None: the tensor)
         self.compiled = compiled
         # Inductor's module itself, past AOT autograd's runtime wrappers (≈ 10 µs a call: for this graph they only
         # bump the mutated inputs' version counters, done here), where that is sound; else the whole wrapper.
         self.inner = _inductor_module(compiled)
         self.mutated = [] if self.inner is None else sorted(self.inner.mutated_input_idxs)
+        self.tensors = [i for i, (_, dim) in enumerate(paths) if dim is None]
         self.tensor_guards: TensorGuards | None = None  # set by guard(), before the first direct call
+        # A graph traced with symbolic sizes (per_tensor): each tensor size that is a symbol, as (input, dim, input
+        # giving the symbol); dynamo's guards of its frame (set by _CompiledUpdate), which decide the sizes it
+        # serves (what the trace assumed of them: at least 2, a range, ...); which sizes passed them (the guards on
+        # sizes are a function of the sizes: checked once per size, ≈ 15 µs, not at every call).
+        self.sizes = [i for i, (_, dim) in enumerate(paths) if dim is not None]
+        self.symbolic: list[tuple[int, int, int]] = []
+        self.symbolic_strides: set[tuple[int, int]] = set()  # (input, dim): any stride (a size-1 dim's)
+        self.frame_guards: Any = None
+        self.kernel: Callable[..., Any] | None = None
+        self.sizes_served: dict[tuple[int, ...], bool] = {}
 
     @classmethod
     def of(cls, gm: torch.fx.GraphModule, compiled: Callable[..., Any]) -> _DirectCall | None:
         """The direct call of a graph dynamo traced from ``_update``, or None where it cannot have one."""
-        paths = []
+        paths: list[tuple[tuple[int, ...], int | None]] = []
+        values = []
         for node in gm.graph.nodes:
             if node.op == "output" and node.args != ((),):
                 return None
@@ -135,41 +147,81 @@ class _DirectCall:
                 continue
             path: list[int] = []
             source = getattr(node, "_dynamo_source", None)
+            dim = None
+            if isinstance(source, TensorPropertySource) and source.prop is TensorProperty.SIZE:
+                source, dim = source.base, source.idx
             while isinstance(source, GetItemSource) and isinstance(source.index, int):
                 path.append(source.index)
                 source = source.base
             if not (isinstance(source, LocalSource) and source.local_name == "slices"):
                 return None
-            paths.append(tuple(reversed(path)))
-        return cls(paths, compiled)
+            paths.append((tuple(reversed(path)), dim))
+            values.append(node.meta.get("example_value"))
+        direct = cls(paths, compiled)
+        if direct.sizes and not direct.trace_sizes(values):
+            return None
+        return direct
+
+    def trace_sizes(self, values: list[Any]) -> bool:
+        """For a graph with symbolic sizes: which size input gives each tensor's symbolic sizes (traced ``values``).
+        False where a tensor's size is an expression of the symbols, not one of them (no direct calls then)."""
+        if self.inner is None:
+            return False
+        symbols = {values[i].node.expr: i for i in self.sizes}
+        for i in self.tensors:
+            for dim, size in enumerate(values[i].shape):
+                if _is_symbol(size):
+                    if size.node.expr not in symbols:
+                        return False
+                    self.symbolic.append((i, dim, symbols[size.node.expr]))
+            self.symbolic_strides |= {(i, d) for d, n in enumerate(values[i].stride()) if _is_symbol(n)}
+        return True
 
     def inputs(self, slices: list[Slice]) -> list[Any]:
         """The graph's inputs, found in ``slices``."""
         inputs = []
-        for path in self.paths:
+        for path, dim in self.paths:
             value: Any = slices
             for index in path:
                 value = value[index]
-            inputs.append(value)
+            inputs.append(value if dim is None else value.size(dim))
         return inputs
 
     def guard(self, slices: list[Slice]) -> bool:
         """Record what the graph was compiled for from its inputs in ``slices`` (each tensor's type, dtype, device,
-        sizes and strides), for :meth:`__call__` to check; False where an input is not a tensor (no direct calls)."""
-        inputs = self.inputs(slices)
+        sizes and strides; a symbolic size or stride: any), for :meth:`__call__` to check; False where an input is
+        not a tensor (no direct calls)."""
+        inputs = [x for i, x in enumerate(self.inputs(slices)) if i in self.tensors]
         if not all(type(x) in (Tensor, torch.nn.Parameter) for x in inputs):
             return False
-        sizes = [list(x.size()) for x in inputs]
-        strides = [list(x.stride()) for x in inputs]
+        symbolic = {(i, dim) for i, dim, _ in self.symbolic}
+        sizes, strides = [], []
+        for i, x in zip(self.tensors, inputs):
+            sizes.append([None if (i, d) in symbolic else n for d, n in enumerate(x.size())])
+            strides.append([None if (i, d) in self.symbolic_strides else n for d, n in enumerate(x.stride())])
         self.tensor_guards = TensorGuards(*inputs, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
         return True
 
     def __call__(self, slices: list[Slice]) -> bool:
         """Run the graph on ``slices``; False, with nothing written, where an input's type, dtype, device, sizes or
-        strides are not the ones it was compiled for (checked in one C++ call, as dynamo's own tensor guards)."""
+        strides are not the ones it was compiled for (checked in one C++ call, as dynamo's own tensor guards) or, for
+        a graph with symbolic sizes, where the sizes break the trace's shape guards."""
         inputs = self.inputs(slices)
-        if self.tensor_guards is None or not self.tensor_guards.check(*inputs):
+        tensors = [inputs[i] for i in self.tensors] if self.sizes else inputs
+        if self.tensor_guards is None or not self.tensor_guards.check(*tensors):
             return False
+        if self.sizes:
+            if any(inputs[i].size(dim) != inputs[s] for i, dim, s in self.symbolic):
+                return False
+            sizes = tuple(inputs[i] for i in self.sizes)
+            served = self.sizes_served.get(sizes)
+            if served is None:
+                served = self.frame_guards is not None and self.frame_guards.check(
+                    {"kernel": self.kernel, "slices": slices}
+                )
+                self.sizes_served[sizes] = served
+            if not served:
+                return False
         if self.inner is None:
             self.compiled(*inputs)
             return True
@@ -177,6 +229,11 @@ class _DirectCall:
         self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
         torch.autograd.graph.increment_version(mutated)
         return True
+
+
+def _is_symbol(size: Any) -> bool:
+    """Whether a traced size or stride is symbolic (not a plain int, nor a symbol the trace specialized)."""
+    return isinstance(size, torch.SymInt) and not size.node.expr.is_number
 
 
 def _inductor_module(compiled: Callable[..., Any]) -> Any:
@@ -218,13 +275,15 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
 class _CompiledUpdate:
     """``torch.compile(_update)`` under a code object of its own, and the direct calls of its flat graphs."""
 
-    def __init__(self, name: str, *, direct: bool = True) -> None:
+    def __init__(self, name: str, *, direct: bool = True, dynamic: bool = False) -> None:
         """``direct=False``: configurations that differ beyond the flat layout share this code object (an
-        unhashable option value), so no graph is called directly."""
+        unhashable option value), so no graph is called directly. ``dynamic=True``: graphs traced with symbolic
+        sizes (one tensor's, for ``graphs='per_tensor'``), so that one graph serves every size."""
         self.allows_direct = direct
         self.code = _update.__code__.replace(co_name=name)
         self.graphs: list[_DirectCall | None] = []  # every graph the backend compiled, in order
         self.direct: dict[tuple[Any, ...], _DirectCall] = {}  # by flat layout
+        self.by_sizes: dict[tuple[Any, ...], list[_DirectCall]] = {}  # graphs with symbolic sizes, by layout
         inductor = lookup_backend("inductor")
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
@@ -235,7 +294,7 @@ class _CompiledUpdate:
             return compiled
 
         fn = types.FunctionType(self.code, _update.__globals__, name)
-        self.through_dynamo = torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+        self.through_dynamo = torch.compile(fn, fullgraph=True, dynamic=dynamic, backend=backend)
 
     def direct_call(self, layout: tuple[Any, ...]) -> _DirectCall | None:
         """The graph for this layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
@@ -246,6 +305,15 @@ class _CompiledUpdate:
             return None
         return self.direct[layout]
 
+    def sized_calls(self, layout: tuple[Any, ...]) -> list[_DirectCall]:
+        """The graphs with symbolic sizes of this layout, each to be tried in turn, while dynamo still holds them."""
+        if not self.allows_direct or layout not in self.by_sizes:
+            return []
+        if not _debug_get_cache_entry_list(self.code):  # reset since: go through dynamo again
+            self.by_sizes.clear()
+            return []
+        return self.by_sizes[layout]
+
     def __call__(self, kernel: Callable[..., Any], slices: list[Slice], layout: tuple[Any, ...]) -> None:
         """Through dynamo; a graph compiled here is kept for direct calls of its layout where it can have them (see
         :class:`_DirectCall`): a list group's only if its tensors were plain and unaliased when it was traced."""
@@ -255,14 +323,21 @@ class _CompiledUpdate:
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
         plain = not _has_lists(layout) or (new[0].inner is not None and _PlainAndUnaliased()(slices))
+        if new[0].sizes:  # symbolic sizes: dynamo's guards of the newest graph (cache entries: newest first)
+            new[0].frame_guards, new[0].kernel = _debug_get_cache_entry_list(self.code)[0].guard_manager, kernel
         if plain and new[0].guard(slices):
-            self.direct[layout] = new[0]
+            if new[0].sizes:  # one layout, several graphs (the size ranges a trace branched on): each is tried
+                self.by_sizes.setdefault(layout, []).append(new[0])
+            else:
+                self.direct[layout] = new[0]
 
 
 _COMPILED: dict[tuple[Any, ...], _CompiledUpdate] = {}
+#: ``compile_step``'s ``graphs``: one graph for a step's tensors, or one shared by every tensor's size.
+COMPILE_GRAPHS = ("whole", "per_tensor")
 
 
-def _compiled_update_for(cls: type, signature: tuple[Any, ...] = ()) -> _CompiledUpdate:
+def _compiled_update_for(cls: type, signature: tuple[Any, ...] = (), *, dynamic: bool = False) -> _CompiledUpdate:
     """The compiled update with a code object of its own for each optimizer class and graph signature.
 
     Dynamo caches graphs per code object, with a limit of eight each, past which it silently runs the
@@ -271,13 +346,13 @@ def _compiled_update_for(cls: type, signature: tuple[Any, ...] = ()) -> _Compile
     optimizers, or one optimizer under many options, in one process never evicts a graph or falls back to
     eager; only the shapes of one configuration share a code object.
     """
-    key, direct = (cls, signature), True
+    key, direct = (cls, signature, dynamic), True
     try:
         hash(key)
     except TypeError:  # an unhashable option value: such configurations share the class's code object
-        key, direct = (cls, ()), False
+        key, direct = (cls, (), dynamic), False
     if key not in _COMPILED:
-        _COMPILED[key] = _CompiledUpdate(f"_update_{cls.__name__}_{len(_COMPILED)}", direct=direct)
+        _COMPILED[key] = _CompiledUpdate(f"_update_{cls.__name__}_{len(_COMPILED)}", direct=direct, dynamic=dynamic)
     return _COMPILED[key]
 
 
@@ -343,8 +418,9 @@ def _add_storages(tensors: list[Tensor], dtype: torch.dtype, device: torch.devic
 class CompiledStep:
     """Runs an optimizer's groups through its compiled update; falls back to eager on failure."""
 
-    def __init__(self, optimizer: OptarenaOptimizer) -> None:
+    def __init__(self, optimizer: OptarenaOptimizer, *, per_tensor: bool = False) -> None:
         self.optimizer = optimizer
+        self.per_tensor = per_tensor and optimizer.elementwise_kernel
         self.compiled_once = False
         self.plain_and_unaliased = _PlainAndUnaliased()
 
@@ -394,29 +470,76 @@ class CompiledStep:
         flats: list[FlatGroup] = []
         slices = [s for work in works for s in self.slices(work, flats)]
         cls = type(self.optimizer)
-        update = _compiled_update_for(cls, tuple(s[:4] for s in slices))
-        layout = _layout(slices)
-        if self.called_directly(update.direct_call(layout), slices, layout):
-            pass
-        elif self.compiled_once:
-            update(cls.multi_tensor_kernel, slices, layout)
-        else:
-            try:  # a failure to compile raises before any tensor is written (a flat group's own buffers aside)
-                update(cls.multi_tensor_kernel, slices, layout)
-            except Exception as error:
-                warnings.warn(
-                    f"{cls.__name__}: torch.compile failed ({type(error).__name__}: {error}); "
-                    "running the eager foreach step instead",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                self.optimizer._compiled_step = None
+        whole, singles = self.split_per_tensor(slices) if self.per_tensor else (slices, [])
+        stepped_whole, done = False, 0  # what an eager fallback must not step again
+        try:  # a failure to compile raises before its graph writes any tensor (a flat group's own buffers aside)
+            if whole:
+                update = _compiled_update_for(cls, tuple(s[:4] for s in whole))
+                layout = _layout(whole)
+                if not self.called_directly(update.direct_call(layout), whole, layout):
+                    update(cls.multi_tensor_kernel, whole, layout)
+                stepped_whole = True
+            sized: dict[tuple[int, tuple[Any, ...]], list[_DirectCall]] = {}  # this step's, by update and layout
+            signature_before: Any = None
+            for single, signature, layout in singles:
+                if signature is not signature_before:  # one per list slice
+                    update, signature_before = _compiled_update_for(cls, signature, dynamic=True), signature
+                calls = sized.get((id(update), layout))
+                if calls is None:
+                    calls = sized[id(update), layout] = update.sized_calls(layout)
+                # Plain and unaliased tensors: checked by split_per_tensor.
+                if not any(direct([single]) for direct in calls):
+                    update(cls.multi_tensor_kernel, [single], layout)
+                    sized.pop((id(update), layout))  # it may have compiled a graph
+                done += 1
+        except Exception as error:
+            if self.compiled_once:
+                raise
+            warnings.warn(
+                f"{cls.__name__}: torch.compile failed ({type(error).__name__}: {error}); "
+                "running the eager foreach step instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.optimizer._compiled_step = None
+            if not stepped_whole and done == 0:
                 for work in works:
                     self.optimizer._update(work)
                 return
-            self.compiled_once = True
+            # Some tensors are stepped already: the others get the same functions, eagerly.
+            _update(cls.multi_tensor_kernel, [single for single, _, _ in singles[done:]])
+        self.compiled_once = True
         for flat in flats:
             flat.store()
+
+    def split_per_tensor(self, slices: list[Slice]) -> tuple[list[Slice], list[tuple[Slice, tuple[Any, ...], Any]]]:
+        """``graphs='per_tensor'``: each list slice whose tensors are plain, unaliased and contiguous, and whose
+        transforms read no more than :func:`~optarena.optim.transforms.view_dims` of a shape, becomes one slice per
+        tensor (its parameter, gradient and states as views of :func:`_values_view`), each with its graph signature
+        and layout; the other slices stay together for the whole graph."""
+        lists = [s for s in slices if s[3] is None]
+        if not lists or not self.plain_and_unaliased(lists):
+            return slices, []
+        whole, singles = [], []
+        for s, layout in zip(slices, _layout(slices)):
+            static, names, transforms, shapes, params, grads, states, scalars, clip = s
+            dims = view_dims(transforms)
+            tensors = [*params, *grads, *(t for ts in states for t in ts if t is not None)]
+            if shapes is not None or dims is None or not all(t.is_contiguous() for t in tensors):
+                whole.append(s)
+                continue
+            floats = len(names)
+            steps = scalars.numel() - floats  # one, or one per tensor
+            signature = ((static, names, transforms, None), params[0].dtype, params[0].device)
+            for i, p in enumerate(params):
+                kept = min(p.dim(), dims)
+                view = (1, p.numel()) if kept == 2 else (p.numel(),)
+                single_scalars = scalars if steps == 1 else torch.cat((scalars[:floats], scalars[floats + i :][:1]))
+                single_states = [[None] if ts[i] is None else [_values_view(ts[i], view)] for ts in states]
+                single = (static, names, transforms, None, [_values_view(p, view)], [_values_view(grads[i], view)],
+                          single_states, single_scalars, clip)  # fmt: skip
+                singles.append((single, signature, ((*layout[:3], min(p.numel(), 2), 1, *layout[5:], len(view)),)))
+        return whole, singles
 
     def called_directly(self, direct: _DirectCall | None, slices: list[Slice], layout: tuple[Any, ...]) -> bool:
         """Run ``direct`` on ``slices`` where its checks pass (list slices: :class:`_PlainAndUnaliased`; every
@@ -428,21 +551,37 @@ class CompiledStep:
         return direct(slices)
 
 
+def _values_view(tensor: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``tensor``'s values as a contiguous tensor of ``shape`` sharing its storage and version counter, detached
+    (no view of an autograd leaf) and with no base (dynamo would trace the base's shape: one graph per shape)."""
+    return tensor.view(shape).detach()
+
+
 def _is_float(value: Any) -> bool:
     if isinstance(value, Tensor):
         return value.numel() == 1 and value.is_floating_point()
     return isinstance(value, float)
 
 
-def compile_step(optimizer: Any) -> Any:
-    """Make ``optimizer.step()`` run its multi-tensor update as one compiled graph; returns it.
+def compile_step(optimizer: Any, *, graphs: str = "whole") -> Any:
+    """Make ``optimizer.step()`` run its multi-tensor update as compiled graphs; returns it.
+
+    ``graphs='whole'``: one graph for all of a step's tensors, specialized to their shapes: the fastest step, but
+    its compile time grows with the tensor count (tens of seconds for a ResNet-18 on two cores). ``'per_tensor'``:
+    an optimizer with an elementwise kernel runs each tensor through one graph traced with a symbolic size, shared
+    by every tensor of a dtype and device (two where AGR tells vectors from weights): a compile time that does not
+    grow with the model, for one kernel call per tensor a step; groups this cannot take (centralization, which
+    reads each tensor's shape; a non-contiguous or aliased tensor) use the whole graph. Both compute the same
+    update (tests/test_compiled.py); benchmarks/compile_time.py and benchmarks/step_time.py measure the trade.
 
     Works on any optarena optimizer (and through Lookahead to the one inside). Raises
     ``ValueError`` for an optimizer whose step is not an elementwise kernel (its
-    ``not_compilable`` says why) and ``TypeError`` for one that is not an optarena optimizer
-    (compile a torch optimizer's step with ``torch.compile`` itself). Where this platform cannot
+    ``not_compilable`` says why) or for an unknown ``graphs``, and ``TypeError`` for one that is not an optarena
+    optimizer (compile a torch optimizer's step with ``torch.compile`` itself). Where this platform cannot
     compile, it warns and leaves the optimizer eager.
     """
+    if graphs not in COMPILE_GRAPHS:
+        raise ValueError(f"Invalid graphs: {graphs!r}; expected one of {', '.join(map(repr, COMPILE_GRAPHS))}")
     inner = optimizer
     while isinstance(inner, OptimizerWrapper) and not isinstance(inner, OptarenaOptimizer):
         if isinstance(inner, AGR):
@@ -465,5 +604,5 @@ def compile_step(optimizer: Any) -> Any:
             stacklevel=2,
         )
         return optimizer
-    inner._compiled_step = CompiledStep(inner)
+    inner._compiled_step = CompiledStep(inner, per_tensor=graphs == "per_tensor")
     return optimizer

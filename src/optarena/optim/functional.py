@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 Scalar = float | Tensor
 
@@ -82,6 +83,12 @@ def _sum_in_rows(flat: Tensor) -> Tensor:
     return total + flat[whole:].sum() if whole < n else total
 
 
+def _is_static(size: int) -> bool:
+    """Whether a traced size is a number, not a symbol of a graph traced for every size; a test that adds no guard
+    (``statically_known_true`` is False for what the trace cannot prove, where a comparison would specialize it)."""
+    return statically_known_true(size % 2 == 0) or statically_known_true(size % 2 == 1)
+
+
 def sum_in_chunks(x: Tensor) -> Tensor:
     """``x.sum()`` for a compiled graph, in a summation order that runs at memory speed on a CPU core.
 
@@ -94,6 +101,8 @@ def sum_in_chunks(x: Tensor) -> Tensor:
         return x.sum()
     flat = x.reshape(-1)
     n = flat.numel()
+    if not _is_static(n):  # a graph shared by every size (graphs='per_tensor'): branching would specialize it
+        return flat.sum()
     whole = n // (_SEGMENTS * _CHUNK) * (_SEGMENTS * _CHUNK)
     if whole == 0:
         return _sum_in_rows(flat)

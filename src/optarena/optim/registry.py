@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from optarena.optim.base import OptarenaOptimizer
-from optarena.optim.compiled import compile_step
+from optarena.optim.compiled import COMPILE_GRAPHS, compile_step
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.lookahead import Lookahead
 from optarena.optim.transform_wrapper import AGR, GradientTransforms
@@ -88,7 +88,7 @@ def create_optimizer(
     name: str,
     *,
     decay_1d: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     **hyperparameters: Any,
 ) -> Optimizer:
     """Build the registered optimizer ``name``.
@@ -101,7 +101,9 @@ def create_optimizer(
     optimizer not built on the engine (the torch baselines) wrap it in
     :class:`~optarena.optim.transform_wrapper.GradientTransforms` (:class:`~optarena.optim.transform_wrapper.AGR`
     when AGR is the only one).
-    ``compile=True`` runs the step through :func:`~optarena.optim.compiled.compile_step`.
+    ``compile=True`` runs the step through :func:`~optarena.optim.compiled.compile_step` (one graph for all of a
+    step's tensors); ``compile='per_tensor'`` through its ``graphs='per_tensor'`` (a graph shared by every
+    tensor's size: a compile time that does not grow with the model).
     Every other keyword (``lr``, ``foreach``, ...) goes to the optimizer.
     """
     info = get_optimizer_info(name)
@@ -110,8 +112,12 @@ def create_optimizer(
         key: kwargs.pop(f"lookahead_{key}") for key in ("k", "alpha", "pullback") if f"lookahead_{key}" in kwargs
     }
     use_lookahead = kwargs.pop("lookahead", False)
-    for flag, value in (("lookahead", use_lookahead), ("compile", compile), ("decay_1d", decay_1d)):
+    for flag, value in (("lookahead", use_lookahead), ("decay_1d", decay_1d)):
         check_bool(flag, value)
+    if not isinstance(compile, bool) and compile not in COMPILE_GRAPHS:
+        raise ValueError(
+            f"Invalid compile: {compile!r}; expected True, False or one of {', '.join(map(repr, COMPILE_GRAPHS))}"
+        )
     if lookahead and not use_lookahead:
         raise ValueError(f"Invalid {', '.join('lookahead_' + k for k in lookahead)}: set lookahead=True to use them")
     for key, value in lookahead.items():  # named as the caller wrote them
@@ -150,7 +156,7 @@ def create_optimizer(
     if use_lookahead:
         optimizer = Lookahead(optimizer, **lookahead)
     if compile:
-        compile_step(optimizer)
+        compile_step(optimizer, graphs="whole" if compile is True else compile)
     return optimizer
 
 

@@ -226,6 +226,20 @@ def pipeline(group: dict[str, Any]) -> Pipeline:
     return tuple(entries)
 
 
+def view_dims(transforms: Pipeline) -> int | None:
+    """How many dimensions of a tensor ``transforms`` read, for a compiled step that gives each tensor to a graph
+    shared by every size (``compile_step(..., graphs='per_tensor')``): 1 where they see only its values (a flat view
+    serves), 2 where AGR's ``'weights'`` scope tells a vector from a weight (a weight becomes a ``(1, n)`` view),
+    None where one needs the real shape (centralization's per-row means)."""
+    dims = 1
+    for name, *options in transforms:
+        if name == "centralize":
+            return None
+        if name == "agr" and options[-1] != "all":
+            dims = 2
+    return dims
+
+
 def apply_pipeline(
     transforms: Pipeline,
     grads: list[Tensor],
