@@ -127,7 +127,7 @@ class _DirectCall:
         # A graph traced with symbolic sizes (per_tensor): each tensor size that is a symbol, as (input, dim, input
         # giving the symbol); dynamo's guards of its frame (set by _CompiledUpdate), which decide the sizes it
         # serves (what the trace assumed of them: at least 2, a range, ...); which sizes passed them (the guards on
-        # sizes are a function of the sizes: checked once per size, ≈ 15 µs, not at every call).
+        # sizes are a function of the sizes: checked once per size, not at every call).
         self.sizes = [i for i, (_, dim) in enumerate(paths) if dim is not None]
         self.symbolic: list[tuple[int, int, int]] = []
         self.symbolic_strides: set[tuple[int, int]] = set()  # (input, dim): any stride (a size-1 dim's)
