@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import run_and_get_code
 
 import optarena
-from optarena.optim import OptarenaOptimizer, codegen, compiled
+from optarena.optim import OptarenaOptimizer, codegen, compiled, transforms
 from optarena.optim.registry import get_optimizer_info
 from optarena.optim.wrapper import OptimizerWrapper
 
@@ -370,10 +370,13 @@ def test_direct_calls_follow_the_dtype_and_a_dynamo_reset(monkeypatch):
 
 
 def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
-    def graph_with(source, output):
+    """Nor one with an input that is a number traced as a symbol (not a tensor's size): dynamo's to find."""
+
+    def graph_with(source, output, value=None):
         graph = torch.fx.Graph()
         x = graph.placeholder("x")
         x._dynamo_source = source
+        x.meta["example_value"] = torch.zeros(2) if value is None else value
         graph.output((x,) if output else ())
         return torch.fx.GraphModule(torch.nn.Module(), graph)
 
@@ -385,6 +388,7 @@ def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
     assert compiled._DirectCall.of(graph_with(inside, output=True), print) is None
     assert compiled._DirectCall.of(graph_with(GlobalSource("table"), output=False), print) is None
     assert compiled._DirectCall.of(graph_with(LocalSource("kernel"), output=False), print) is None
+    assert compiled._DirectCall.of(graph_with(inside, output=False, value=2), print) is None
 
 
 def test_configurations_sharing_a_code_object_are_never_called_directly(monkeypatch):
@@ -584,14 +588,14 @@ def test_per_tensor_graphs_equal_eager_and_do_not_grow_with_the_tensors(name, mo
     torch._dynamo.reset()
     counters.clear()
     run_per_tensor(name, shapes[:4], 1, compile=True)
-    assert graphs == counters["stats"]["unique_graphs"] <= 3  # AGR's scope: a graph for vectors, one for weights
+    assert graphs == counters["stats"]["unique_graphs"] <= 2  # one for every size of two or more values, one for 1
 
 
 @pytest.mark.parametrize("agr_scope", ["weights", "all"])
 def test_per_tensor_agr_across_the_chunked_sums_branches_is_called_directly_and_equals_eager(agr_scope, monkeypatch):
     """AGR's Σ|g| of a whole graph branches on the size (``sum_in_chunks``); a graph shared by every size does not (it
-    would be specialized): one graph for vectors and one for weights ('weights' scope), one for all ('all'), over
-    sizes on both sides of each branch. Each tensor is called directly on the graph whose dynamo guards its size
+    would be specialized): one graph for every tensor, whichever the scope ('weights' gives it as data), over sizes
+    on both sides of each branch. Each tensor is called directly on the graph whose dynamo guards its size
     passed (checked once per size): from the second step on nothing goes through dynamo; every step equals eager."""
     monkeypatch.setattr(compiled, "_COMPILED", {})
     torch._dynamo.reset()
@@ -607,8 +611,59 @@ def test_per_tensor_agr_across_the_chunked_sums_branches_is_called_directly_and_
     monkeypatch.setattr(compiled._CompiledUpdate, "__call__", counted)
     result = run_per_tensor("adamw_agr", shapes, 4, compile=True, agr_scope=agr_scope)
     assert len(entered) <= len(shapes)  # the first step only: each tensor at most once through dynamo
-    assert counters["stats"]["unique_graphs"] == (2 if agr_scope == "weights" else 1)
+    assert counters["stats"]["unique_graphs"] == 1
     assert max_diff(result, run_per_tensor("adamw_agr", shapes, 4, compile=False, agr_scope=agr_scope)) <= 1e-12
+
+
+def run_per_tensor_changing(shapes: list[tuple[int, ...]], *, compile: bool, **kwargs):
+    """Four steps of AdaBelief with AGR on a list group, compiled per tensor or eager: the first step without the
+    vectors' gradients (their step counts lag: one step count per tensor), then, before the third, a new tensor for
+    one parameter, a state loaded from its own dict (new state tensors) and AGR's scope switched to 'all'."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+    opt = make("adabelief", params, flat=False, **kwargs)
+    if compile:
+        optarena.compile_step(opt, graphs="per_tensor")
+    for k in range(4):
+        set_grads(params, k)
+        if k == 0:
+            for p in params:
+                if p.dim() == 1:
+                    p.grad = None
+        if k == 2:
+            params[0].data = params[0].data.clone()
+            opt.load_state_dict(opt.state_dict())
+            engine_optimizer(opt).param_groups[0]["agr_scope"] = "all"
+        opt.step()
+    states = [t for p in params for t in engine_optimizer(opt).state[p].values() if isinstance(t, torch.Tensor)]
+    return [p.detach() for p in params] + states
+
+
+@pytest.mark.parametrize(
+    "agr_kwargs",
+    [{"agr": "paper", "agr_stop_step": 2}, {"agr": "code", "agr_official_edge_cases": True}],
+    ids=["paper-stop-step", "code-official-edges"],
+)
+def test_per_tensor_agr_scope_as_data_equals_eager_as_tensors_states_and_options_change(agr_kwargs, monkeypatch):
+    """AGR's 'weights' scope reaches the per-tensor graph as a flag per tensor (a flat view has no shape to tell a
+    vector from a weight), combined with ``agr_stop_step``, through per-tensor step counts, a 1-value weight and
+    vector (official edge cases: the weight frozen, the vector left), a parameter's new tensor, a loaded state and a
+    switch of scope mid-run: the views the step keeps are remade where a tensor changed, and every step equals
+    eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    counters.clear()
+    shapes = [(6, 4), (6,), (1, 1), (1,), (3, 3, 2, 2), (5,), (2, 9)]
+    result = run_per_tensor_changing(shapes, compile=True, **agr_kwargs)
+    assert max_diff(result, run_per_tensor_changing(shapes, compile=False, **agr_kwargs)) <= 1e-12
+    # The 'weights' scope and the 'all' scope each: one graph for two or more values, one for one.
+    assert counters["stats"]["unique_graphs"] == 4
+
+
+def test_agr_scope_flags_are_for_a_compiled_step_only():
+    """The flags stand for a shape a compiled graph cannot see; eagerly the shape is there, and flags are refused."""
+    with pytest.raises(RuntimeError, match="scope_flags are for a compiled step"):
+        transforms.agr([torch.ones(3)], [torch.ones(3)], [1.0], True, "code", None, False, scope_flags=[torch.ones(())])
 
 
 def test_per_tensor_leaves_centralization_to_the_whole_graph_and_rejects_unknown_graphs(monkeypatch):

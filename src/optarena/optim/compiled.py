@@ -36,12 +36,13 @@ from torch._dynamo import lookup_backend
 from torch._dynamo.source import GetItemSource, LocalSource, TensorProperty, TensorPropertySource
 from torch._inductor.output_code import CompiledFxGraph
 
+from optarena.optim.agr import in_scope
 from optarena.optim.base import GroupWork, OptarenaOptimizer
 from optarena.optim.codegen import optimizer_codegen
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
-from optarena.optim.transforms import Pipeline, apply_pipeline, pipeline, view_dims
+from optarena.optim.transforms import Pipeline, agr_scope_by_shape, apply_pipeline, pipeline, reads_shape
 from optarena.optim.wrapper import OptimizerWrapper
 
 # One graph input per (device, dtype) slice of a param group, or per flat group (optarena.optim.flat):
@@ -62,6 +63,11 @@ Slice = tuple[
 ]
 
 
+#: The float name of a per-tensor slice's AGR scope flag (1: in scope), for a graph shared by every shape
+#: (``graphs='per_tensor'``), which sees a flat view of each tensor.
+AGR_IN_SCOPE = "agr_in_scope"
+
+
 def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
     """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once."""
     for static, names, transforms, shapes, params, grads, states, scalars, clip_factor in slices:
@@ -70,9 +76,13 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         steps = list(values[len(names) :])
         if len(steps) == 1:  # a flat group, or tensors that share one step count (codegen.ShareEqualScalars)
             steps *= len(params)
+        scope_flag = hyper.pop(AGR_IN_SCOPE, None)  # a graph shared by every shape: AGR's scope as data
+        agr_in_scope = None if scope_flag is None else [scope_flag]
         # The eager step's transforms, the same functions.
         if shapes is None:
-            grads, m_grads = apply_pipeline(transforms, grads, steps, foreach=True, clip_factor=clip_factor)
+            grads, m_grads = apply_pipeline(
+                transforms, grads, steps, foreach=True, clip_factor=clip_factor, agr_in_scope=agr_in_scope
+            )
         else:
             grads, m_grads = _flat_pipeline(transforms, grads[0], shapes, steps[0], clip_factor)
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
@@ -155,8 +165,11 @@ class _DirectCall:
                 source = source.base
             if not (isinstance(source, LocalSource) and source.local_name == "slices"):
                 return None
+            value = node.meta.get("example_value")
+            if dim is None and not isinstance(value, Tensor):  # an int or float traced as a symbol: dynamo's own
+                return None
             paths.append((tuple(reversed(path)), dim))
-            values.append(node.meta.get("example_value"))
+            values.append(value)
         direct = cls(paths, compiled)
         if direct.sizes and not direct.trace_sizes(values):
             return None
@@ -318,7 +331,10 @@ class _CompiledUpdate:
         """Through dynamo; a graph compiled here is kept for direct calls of its layout where it can have them (see
         :class:`_DirectCall`): a list group's only if its tensors were plain and unaliased when it was traced."""
         compiled_before = len(self.graphs)
-        self.through_dynamo(kernel, slices)
+        # Symbolic sizes only: the options' ints (AGR's stop step, a total step count) stay constants of the graph,
+        # as in a graph traced for fixed sizes (dynamic=True would make each one a symbol, an input of the graph).
+        with torch._dynamo.config.patch(specialize_int=True):
+            self.through_dynamo(kernel, slices)
         new = self.graphs[compiled_before:]
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
@@ -423,6 +439,8 @@ class CompiledStep:
         self.per_tensor = per_tensor and optimizer.elementwise_kernel
         self.compiled_once = False
         self.plain_and_unaliased = _PlainAndUnaliased()
+        # graphs='per_tensor': per list slice (by position), the views of split_per_tensor and what they were made of
+        self.views: dict[int, tuple[Any, list[int], list[Any]]] = {}
 
     def accepts(self, work: GroupWork) -> bool:
         """False where the reference loop was asked for (``foreach=False``): it runs eagerly."""
@@ -514,32 +532,60 @@ class CompiledStep:
 
     def split_per_tensor(self, slices: list[Slice]) -> tuple[list[Slice], list[tuple[Slice, tuple[Any, ...], Any]]]:
         """``graphs='per_tensor'``: each list slice whose tensors are plain, unaliased and contiguous, and whose
-        transforms read no more than :func:`~optarena.optim.transforms.view_dims` of a shape, becomes one slice per
-        tensor (its parameter, gradient and states as views of :func:`_values_view`), each with its graph signature
-        and layout; the other slices stay together for the whole graph."""
+        transforms read no shape (:func:`~optarena.optim.transforms.reads_shape`), becomes one slice per tensor, each
+        with its graph signature and layout: its parameter, gradient and states as flat views of their values
+        (:func:`_values_view`; a parameter's and its states' kept from step to step while their data pointers stay),
+        AGR's ``'weights'`` scope as a float of its own (:data:`AGR_IN_SCOPE`). The other slices stay together for
+        the whole graph."""
         lists = [s for s in slices if s[3] is None]
         if not lists or not self.plain_and_unaliased(lists):
             return slices, []
         whole, singles = [], []
-        for s, layout in zip(slices, _layout(slices)):
+        for k, (s, layout) in enumerate(zip(slices, _layout(slices))):
             static, names, transforms, shapes, params, grads, states, scalars, clip = s
-            dims = view_dims(transforms)
-            tensors = [*params, *grads, *(t for ts in states for t in ts if t is not None)]
-            if shapes is not None or dims is None or not all(t.is_contiguous() for t in tensors):
+            owned = [*params, *(t for ts in states for t in ts if t is not None)]
+            if shapes is not None or reads_shape(transforms) or not all(t.is_contiguous() for t in [*owned, *grads]):
                 whole.append(s)
                 continue
+            flagged = agr_scope_by_shape(transforms)
+            single_names = (*names, AGR_IN_SCOPE) if flagged else names
+            signature = ((static, single_names, transforms, None), params[0].dtype, params[0].device)
+            pointers = [t.data_ptr() for t in owned]
+            cached = self.views.get(k)
+            if cached is None or cached[0] != signature or cached[1] != pointers:
+                cached = self.views[k] = (signature, pointers, self.tensor_views(params, states, layout, transforms))
             floats = len(names)
-            steps = scalars.numel() - floats  # one, or one per tensor
-            signature = ((static, names, transforms, None), params[0].dtype, params[0].device)
-            for i, p in enumerate(params):
-                kept = min(p.dim(), dims)
-                view = (1, p.numel()) if kept == 2 else (p.numel(),)
-                single_scalars = scalars if steps == 1 else torch.cat((scalars[:floats], scalars[floats + i :][:1]))
-                single_states = [[None] if ts[i] is None else [_values_view(ts[i], view)] for ts in states]
-                single = (static, names, transforms, None, [_values_view(p, view)], [_values_view(grads[i], view)],
-                          single_states, single_scalars, clip)  # fmt: skip
-                singles.append((single, signature, ((*layout[:3], min(p.numel(), 2), 1, *layout[5:], len(view)),)))
+            one_step = scalars.numel() == floats + 1  # one step count for every tensor, or one each
+            by_flag: list[Tensor] = []
+            if flagged and one_step:  # two scalar tensors for all: out of scope, in scope
+                by_flag = [torch.cat((scalars[:floats], scalars.new_tensor([f]), scalars[floats:])) for f in (0, 1)]
+            for i, (param, tensor_states, in_scope_, single_layout) in enumerate(cached[2]):
+                if one_step:
+                    single_scalars = by_flag[in_scope_] if flagged else scalars
+                else:
+                    flag = (scalars.new_tensor([in_scope_]),) if flagged else ()
+                    single_scalars = torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
+                grad = [_values_view(grads[i], (grads[i].numel(),))]
+                single = (static, single_names, transforms, None, param, grad, tensor_states, single_scalars, clip)
+                singles.append((single, signature, single_layout))
+        if len(self.views) > len(slices):  # slices gone (a group removed): their views would keep old tensors alive
+            self.views = {k: v for k, v in self.views.items() if k < len(slices)}
         return whole, singles
+
+    @staticmethod
+    def tensor_views(
+        params: list[Tensor], states: list[list[Tensor]], layout: tuple[Any, ...], transforms: Pipeline
+    ) -> list[tuple[list[Tensor], list[list[Tensor]], int, tuple[Any, ...]]]:
+        """Per tensor of a list slice: its parameter's and states' flat views, whether it is in AGR's scope (by its
+        real shape), and its per-tensor layout (a 1-value tensor's graph is its own: dynamo specializes size 1)."""
+        scope = next((options[-1] for name, *options in transforms if name == "agr"), "all")
+        out = []
+        for i, p in enumerate(params):
+            view = (p.numel(),)
+            tensor_states = [[None] if ts[i] is None else [_values_view(ts[i], view)] for ts in states]
+            single_layout = ((*layout[:3], min(p.numel(), 2), 1, *layout[5:]),)
+            out.append(([_values_view(p, view)], tensor_states, int(in_scope(p, scope)), single_layout))
+        return out
 
     def called_directly(self, direct: _DirectCall | None, slices: list[Slice], layout: tuple[Any, ...]) -> bool:
         """Run ``direct`` on ``slices`` where its checks pass (list slices: :class:`_PlainAndUnaliased`; every

@@ -169,14 +169,23 @@ def agr(
     stop_step: int | None,
     official_edge_cases: bool,
     scope: str = "weights",
+    *,
+    scope_flags: Sequence[Tensor] | None = None,
 ) -> Gradients:
     """Adaptive gradient regularization (:mod:`optarena.optim.agr`) of ``m_grads``, for steps ``t ≤ stop_step``,
     on the tensors of ``scope`` (``'weights'``: two or more dimensions; ``'all'``).
 
     ``mode='code'``: every moment sees the regularized gradient; ``'paper'``: the first moment only.
+    ``scope_flags``: whether each tensor is in ``scope``, as 0-d tensors (positive: in), for a compiled graph shared
+    by every shape (``graphs='per_tensor'``), which sees each tensor as a flat view whose shape cannot tell.
     """
-    scoped = [i for i, g in enumerate(m_grads) if in_scope(g, scope)]
     compiled = bool(steps) and isinstance(steps[0], Tensor)
+    if scope_flags is not None and not compiled:
+        raise RuntimeError("agr: scope_flags are for a compiled step (0-d tensor steps)")
+    if scope_flags is not None:  # every tensor, the flags choosing which to keep
+        scoped = list(range(len(m_grads)))
+    else:
+        scoped = [i for i, g in enumerate(m_grads) if in_scope(g, scope)]
     # Eagerly, only the tensors still within stop_step; compiled, all of them, the step picking which to keep.
     active = scoped if compiled else [i for i in scoped if stop_step is None or steps[i] <= stop_step]
     if not active:
@@ -186,14 +195,23 @@ def agr(
         done = agr_multi_tensor(chosen, official_edge_cases=official_edge_cases)
     else:
         done = [agr_single_tensor(g, official_edge_cases=official_edge_cases) for g in chosen]
-    if compiled and stop_step is not None:
-        done = [torch.where(steps[i] <= stop_step, r, m_grads[i]) for i, r in zip(active, done)]
+    if compiled and (stop_step is not None or scope_flags is not None):
+        done = [torch.where(_kept(steps[i], stop_step, scope_flags, i), r, m_grads[i]) for i, r in zip(active, done)]
     regularized = list(m_grads)
     for i, r in zip(active, done):
         regularized[i] = r
     if mode == "paper":
         return grads, regularized
     return regularized, regularized
+
+
+def _kept(step: Tensor, stop_step: int | None, scope_flags: Sequence[Tensor] | None, i: int) -> Tensor:
+    """Whether a compiled step keeps tensor ``i``'s regularized gradient: its step within ``stop_step``, in scope."""
+    keep = None if stop_step is None else step <= stop_step
+    if scope_flags is not None:
+        keep = scope_flags[i] > 0 if keep is None else keep & (scope_flags[i] > 0)
+    assert keep is not None
+    return keep
 
 
 #: Every transform by name: a pipeline entry ``(name, *options)`` calls ``TRANSFORMS[name](..., *options)``.
@@ -226,18 +244,17 @@ def pipeline(group: dict[str, Any]) -> Pipeline:
     return tuple(entries)
 
 
-def view_dims(transforms: Pipeline) -> int | None:
-    """How many dimensions of a tensor ``transforms`` read, for a compiled step that gives each tensor to a graph
-    shared by every size (``compile_step(..., graphs='per_tensor')``): 1 where they see only its values (a flat view
-    serves), 2 where AGR's ``'weights'`` scope tells a vector from a weight (a weight becomes a ``(1, n)`` view),
-    None where one needs the real shape (centralization's per-row means)."""
-    dims = 1
-    for name, *options in transforms:
-        if name == "centralize":
-            return None
-        if name == "agr" and options[-1] != "all":
-            dims = 2
-    return dims
+def reads_shape(transforms: Pipeline) -> bool:
+    """Whether ``transforms`` read a tensor's shape beyond its values and AGR's scope (centralization's per-row means):
+    a compiled step that gives each tensor to a graph shared by every size (``graphs='per_tensor'``) cannot take
+    them, as a flat view of the values would not serve."""
+    return any(name == "centralize" for name, *_ in transforms)
+
+
+def agr_scope_by_shape(transforms: Pipeline) -> bool:
+    """Whether ``transforms`` run AGR on some tensors only, chosen by their shape (the ``'weights'`` scope): a graph
+    shared by every shape gets that choice as data (``apply_pipeline``'s ``agr_in_scope``)."""
+    return any(name == "agr" and options[-1] != "all" for name, *options in transforms)
 
 
 def apply_pipeline(
@@ -247,16 +264,21 @@ def apply_pipeline(
     *,
     foreach: bool,
     clip_factor: Tensor | None = None,
+    agr_in_scope: Sequence[Tensor] | None = None,
 ) -> Gradients:
     """Run ``transforms`` on ``grads``; returns (gradient for every moment, gradient for the first moment).
 
-    ``clip_factor`` is the step's :func:`global_clip_factor`, needed when the pipeline clips the norm.
+    ``clip_factor`` is the step's :func:`global_clip_factor`, needed when the pipeline clips the norm;
+    ``agr_in_scope``: AGR's scope as data, per tensor (see :func:`agr`'s ``scope_flags``).
     """
     m_grads = grads
     for name, *options in transforms:
+        extra = {}
         if name == "clip_norm":
             if clip_factor is None:
                 raise RuntimeError("apply_pipeline: the pipeline clips the global norm but got no clip_factor")
             options = [clip_factor]
-        grads, m_grads = TRANSFORMS[name](grads, m_grads, steps, foreach, *options)
+        if name == "agr" and agr_in_scope is not None:
+            extra = {"scope_flags": agr_in_scope}
+        grads, m_grads = TRANSFORMS[name](grads, m_grads, steps, foreach, *options, **extra)
     return grads, m_grads
