@@ -89,19 +89,21 @@ def _is_static(size: int) -> bool:
     return statically_known_true(size % 2 == 0) or statically_known_true(size % 2 == 1)
 
 
-def _sum_in_rows_any_size(flat: Tensor, n: Any) -> Tensor:
-    """:func:`sum_in_chunks`'s order for a size the graph does not know (a symbol), with no branch on it: the values
-    and zeros up to a whole number of blocks of ``_SEGMENTS * _CHUNK`` (inductor reads them through a mask: no copy),
-    their segments added, then summed in rows. One block of zeros more than needed: with a single block, the trace
-    would specialize its graph to that (sizes up to one block; a second graph for the others)."""
-    block = _SEGMENTS * _CHUNK
-    rows = (n + block - 1) // block + 1
-    padded = torch.nn.functional.pad(flat, (0, rows * block - n))
-    segments = padded.view(_SEGMENTS, rows * _CHUNK).unbind(0)
-    added = segments[0]
-    for segment in segments[1:]:
-        added = added + segment
-    return added.view(rows, _CHUNK).sum(1).sum()
+def _sum_any_size(flat: Tensor, n: Any) -> Tensor:
+    """:func:`sum_in_chunks` for a size the graph does not know (a symbol), with no branch that would split it into
+    size ranges: ``_SEGMENTS`` equal contiguous parts added elementwise, then summed (one loop reading them all at
+    once, at memory speed), plus the ``n mod _SEGMENTS`` values after them, read as the last ``_SEGMENTS`` values
+    under a mask. Fewer than ``2 * _SEGMENTS`` values: a plain sum (the comparison is a guard: such small tensors
+    get a graph of their own)."""
+    if n < 2 * _SEGMENTS:
+        return flat.sum()
+    length = n // _SEGMENTS
+    added = flat[:length]
+    for k in range(1, _SEGMENTS):
+        added = added + flat[k * length : (k + 1) * length]
+    last = flat[n - _SEGMENTS :]
+    in_rest = torch.arange(_SEGMENTS, device=flat.device) >= _SEGMENTS - (n - _SEGMENTS * length)
+    return added.sum() + torch.where(in_rest, last, 0).sum()
 
 
 def sum_in_chunks(x: Tensor) -> Tensor:
@@ -117,7 +119,7 @@ def sum_in_chunks(x: Tensor) -> Tensor:
     flat = x.reshape(-1)
     n = flat.numel()
     if not _is_static(n):  # a graph shared by every size (graphs='per_tensor'): branching would specialize it
-        return _sum_in_rows_any_size(flat, n)
+        return _sum_any_size(flat, n)
     whole = n // (_SEGMENTS * _CHUNK) * (_SEGMENTS * _CHUNK)
     if whole == 0:
         return _sum_in_rows(flat)
