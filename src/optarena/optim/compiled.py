@@ -615,9 +615,10 @@ def compile_step(optimizer: Any, *, graphs: str = "whole") -> Any:
     ``graphs='whole'``: one graph for all of a step's tensors, specialized to their shapes: the fastest step, but
     its compile time grows with the tensor count (tens of seconds for a ResNet-18 on two cores). ``'per_tensor'``:
     an optimizer with an elementwise kernel runs each tensor through one graph traced with a symbolic size, shared
-    by every tensor of a dtype and device (two where AGR tells vectors from weights): a compile time that does not
-    grow with the model, for one kernel call per tensor a step; groups this cannot take (centralization, which
-    reads each tensor's shape; a non-contiguous or aliased tensor) use the whole graph. Both compute the same
+    by every tensor of a dtype and device (AGR's ``'weights'`` scope reaches it as data; tensors of one value, and
+    with AGR of 2 to 7, get one more each): a compile time that does not grow with the model, for one kernel call
+    per tensor a step; groups this cannot take (centralization, which reads each tensor's shape; a non-contiguous or
+    aliased tensor) use the whole graph. Both compute the same
     update (tests/test_compiled.py); benchmarks/compile_time.py and benchmarks/step_time.py measure the trade.
 
     Works on any optarena optimizer (and through Lookahead to the one inside). Raises

@@ -93,8 +93,10 @@ def _sum_any_size(flat: Tensor, n: Any) -> Tensor:
     """:func:`sum_in_chunks` for a size the graph does not know (a symbol), with no branch that would split it into
     size ranges: ``_SEGMENTS`` equal contiguous parts added elementwise, then summed (one loop reading them all at
     once, at memory speed), plus the ``n mod _SEGMENTS`` values after them, read as the last ``_SEGMENTS`` values
-    under a mask. Fewer than ``2 * _SEGMENTS`` values: a plain sum (the comparison is a guard: such small tensors
-    get a graph of their own)."""
+    under a mask, accumulated in float64: inductor sums a float32 reduction of more than ``_CHUNK`` values through its
+    cascade helper, and for a symbolic size guards on which it is (a second graph); a float64 accumulator needs
+    neither. Fewer than ``2 * _SEGMENTS`` values: a plain sum (the comparison is a guard: such small tensors get a
+    graph of their own)."""
     if n < 2 * _SEGMENTS:
         return flat.sum()
     length = n // _SEGMENTS
@@ -103,7 +105,8 @@ def _sum_any_size(flat: Tensor, n: Any) -> Tensor:
         added = added + flat[k * length : (k + 1) * length]
     last = flat[n - _SEGMENTS :]
     in_rest = torch.arange(_SEGMENTS, device=flat.device) >= _SEGMENTS - (n - _SEGMENTS * length)
-    return added.sum() + torch.where(in_rest, last, 0).sum()
+    total = added.sum(dtype=torch.float64) + torch.where(in_rest, last, 0).sum(dtype=torch.float64)
+    return total.to(flat.dtype)
 
 
 def sum_in_chunks(x: Tensor) -> Tensor:
