@@ -559,11 +559,11 @@ class CompiledStep:
             by_flag: list[Tensor] = []
             if flagged and one_step:  # two scalar tensors for all: out of scope, in scope
                 by_flag = [torch.cat((scalars[:floats], scalars.new_tensor([f]), scalars[floats:])) for f in (0, 1)]
-            for i, (param, tensor_states, in_scope_, single_layout) in enumerate(cached[2]):
+            for i, (param, tensor_states, scoped, single_layout) in enumerate(cached[2]):
                 if one_step:
-                    single_scalars = by_flag[in_scope_] if flagged else scalars
+                    single_scalars = by_flag[scoped] if flagged else scalars
                 else:
-                    flag = (scalars.new_tensor([in_scope_]),) if flagged else ()
+                    flag = (scalars.new_tensor([scoped]),) if flagged else ()
                     single_scalars = torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
                 grad = [_values_view(grads[i], (grads[i].numel(),))]
                 single = (static, single_names, transforms, None, param, grad, tensor_states, single_scalars, clip)
