@@ -37,7 +37,7 @@ COMPILABLE_ENTRIES = [name for cid, name, _ in COMPILABLE if cid == name]
 def fixed_params(dtype: torch.dtype) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     shapes = [(6, 4), (6,), (3, 6), (1,)]
-    return [torch.randn(*s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
 
 
 def set_grads(params: list[torch.Tensor], step: int) -> None:
@@ -564,7 +564,7 @@ def run_per_tensor(
     """``steps`` steps of a list group (no flat buffers) of these shapes, compiled with ``graphs='per_tensor'``
     or eager; the parameters and states after them."""
     g = torch.Generator().manual_seed(0)
-    params = [torch.randn(*s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+    params = [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
     opt = make(name, params, flat=False, **kwargs)
     if compile:
         optarena.compile_step(opt, graphs="per_tensor")
@@ -624,6 +624,23 @@ def test_per_tensor_agr_across_the_chunked_sums_branches_is_called_directly_and_
     assert len(entered) <= len(shapes)  # the first step only: each tensor at most once through dynamo
     assert counters["stats"]["unique_graphs"] == 1
     eager = run_per_tensor("adamw_agr", shapes, 4, compile=False, agr_scope=agr_scope, dtype=dtype)
+    assert max_diff(result, eager) <= (1e-12 if dtype == torch.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["norm", "std"])
+def test_per_tensor_normalization_sums_without_splitting_the_graph_and_equals_eager(kind, dtype, monkeypatch):
+    """Normalization's reductions (the norm; the standard deviation's mean and sum of squares) in a graph shared by
+    every size go through ``sum_of_any_size``: one graph for every tensor of 8 values or more (one for fewer: the
+    sum's guard; 'std' leaves 2 values alone, a guard too; one for 1 value), each size called directly, and every
+    step equal to eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    counters.clear()
+    shapes = [(64, 3, 7, 7), (64,), (300, 70), (20000,), (37, 3), (4097,), (9,), (6,), (2,), (1,), ()]
+    result = run_per_tensor("adabelief", shapes, 4, compile=True, normalize=kind, dtype=dtype)
+    assert counters["stats"]["unique_graphs"] <= 4
+    eager = run_per_tensor("adabelief", shapes, 4, compile=False, normalize=kind, dtype=dtype)
     assert max_diff(result, eager) <= (1e-12 if dtype == torch.float64 else 1e-6)
 
 

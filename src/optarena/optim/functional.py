@@ -89,24 +89,31 @@ def _is_static(size: int) -> bool:
     return statically_known_true(size % 2 == 0) or statically_known_true(size % 2 == 1)
 
 
-def _sum_any_size(flat: Tensor, n: Any) -> Tensor:
-    """:func:`sum_in_chunks` for a size the graph does not know (a symbol), with no branch that would split it into
-    size ranges: ``_SEGMENTS`` equal contiguous parts added elementwise, then summed (one loop reading them all at
-    once, at memory speed), plus the ``n mod _SEGMENTS`` values after them, read as the last ``_SEGMENTS`` values
-    under a mask, accumulated in float64: inductor sums a float32 reduction of more than ``_CHUNK`` values through its
-    cascade helper, and for a symbolic size guards on which it is (a second graph); a float64 accumulator needs
-    neither. Fewer than ``2 * _SEGMENTS`` values: a plain sum (the comparison is a guard: such small tensors get a
-    graph of their own)."""
+def has_symbolic_size(x: Tensor) -> bool:
+    """Whether ``x`` is being traced with a symbolic size: a graph shared by every size (``graphs='per_tensor'``),
+    where a reduction must not branch on the size (the graph would be split into size ranges)."""
+    return torch.compiler.is_compiling() and not _is_static(x.numel())
+
+
+def sum_of_any_size(x: Tensor) -> Tensor:
+    """``Σx`` as a float64 0-d tensor, for a graph with a symbolic size (:func:`has_symbolic_size`), at memory speed
+    and with no branch that would split the graph into size ranges: ``_SEGMENTS`` equal contiguous parts added
+    elementwise, then summed (one loop reading them all at once), plus the ``n mod _SEGMENTS`` values after them,
+    read as the last ``_SEGMENTS`` values under a mask. Accumulated in float64: inductor sums a float32 reduction of
+    more than ``_CHUNK`` values through its cascade helper (about half of memory speed), and for a symbolic size
+    guards on which it is (a second graph); a float64 accumulator needs neither. Fewer than ``2 * _SEGMENTS``
+    values: a plain sum (the comparison is a guard: such small tensors get a graph of their own)."""
+    flat = x.reshape(-1)
+    n = flat.numel()
     if n < 2 * _SEGMENTS:
-        return flat.sum()
+        return flat.sum(dtype=torch.float64)
     length = n // _SEGMENTS
     added = flat[:length]
     for k in range(1, _SEGMENTS):
         added = added + flat[k * length : (k + 1) * length]
     last = flat[n - _SEGMENTS :]
     in_rest = torch.arange(_SEGMENTS, device=flat.device) >= _SEGMENTS - (n - _SEGMENTS * length)
-    total = added.sum(dtype=torch.float64) + torch.where(in_rest, last, 0).sum(dtype=torch.float64)
-    return total.to(flat.dtype)
+    return added.sum(dtype=torch.float64) + torch.where(in_rest, last, 0).sum(dtype=torch.float64)
 
 
 def sum_in_chunks(x: Tensor) -> Tensor:
@@ -122,7 +129,7 @@ def sum_in_chunks(x: Tensor) -> Tensor:
     flat = x.reshape(-1)
     n = flat.numel()
     if not _is_static(n):  # a graph shared by every size (graphs='per_tensor'): branching would specialize it
-        return _sum_any_size(flat, n)
+        return sum_of_any_size(flat).to(flat.dtype)
     whole = n // (_SEGMENTS * _CHUNK) * (_SEGMENTS * _CHUNK)
     if whole == 0:
         return _sum_in_rows(flat)

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from optarena.optim.agr import AGR_OPTIONS, agr_multi_tensor, agr_single_tensor, in_scope
-from optarena.optim.functional import Scalar, global_l2_norm, realize
+from optarena.optim.functional import Scalar, global_l2_norm, has_symbolic_size, realize, sum_of_any_size
 from optarena.validation import Constraint, OneOf, Real
 
 Pipeline = tuple[tuple[Any, ...], ...]
@@ -147,9 +147,23 @@ def normalize_single_tensor(grad: Tensor, kind: str = "norm") -> Tensor:
     pytorch-optimizer's ``normalize_gradient`` does (the unbiased std of so few values means little).
     """
     if kind == "std":
-        return grad if grad.numel() <= 2 else grad / (grad.std() + NORMALIZE_STD_EPS)
-    norm = torch.linalg.vector_norm(grad)
+        return grad if grad.numel() <= 2 else grad / (_std(grad) + NORMALIZE_STD_EPS)
+    if has_symbolic_size(grad):  # a graph shared by every size: its reductions through sum_of_any_size
+        norm = sum_of_any_size(grad * grad).sqrt().to(grad.dtype)
+    else:
+        norm = torch.linalg.vector_norm(grad)
     return grad / torch.where(norm == 0, torch.ones_like(norm), norm)
+
+
+def _std(grad: Tensor) -> Tensor:
+    """The unbiased standard deviation of every value of ``grad``; in a graph shared by every size, in two passes
+    through :func:`~optarena.optim.functional.sum_of_any_size` (``std`` there is inductor's Welford loop, the slowest
+    of the per-tensor transforms in ``benchmarks/results/transforms_per_tensor.md``)."""
+    if not has_symbolic_size(grad):
+        return grad.std()
+    n = grad.numel()
+    centred = grad.to(torch.float64) - sum_of_any_size(grad) / n
+    return (sum_of_any_size(centred * centred) / (n - 1)).sqrt().to(grad.dtype)
 
 
 def normalize(
