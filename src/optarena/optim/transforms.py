@@ -157,8 +157,8 @@ def normalize_single_tensor(grad: Tensor, kind: str = "norm") -> Tensor:
 
 def _std(grad: Tensor) -> Tensor:
     """The unbiased standard deviation of every value of ``grad``; in a graph shared by every size, in two passes
-    through :func:`~optarena.optim.functional.sum_of_any_size` (``std`` there is inductor's Welford loop, the slowest
-    of the per-tensor transforms in ``benchmarks/results/transforms_per_tensor.md``)."""
+    through :func:`~optarena.optim.functional.sum_of_any_size` (``std`` there is inductor's Welford loop, far below
+    memory speed for a symbolic size: docs/performance.md)."""
     if not has_symbolic_size(grad):
         return grad.std()
     n = grad.numel()
