@@ -42,7 +42,7 @@ from optarena.optim.codegen import optimizer_codegen
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
-from optarena.optim.transforms import Pipeline, agr_scope_by_shape, apply_pipeline, pipeline, reads_shape
+from optarena.optim.transforms import Pipeline, agr_scope, apply_pipeline, pipeline, reads_shape
 from optarena.optim.wrapper import OptimizerWrapper
 
 # One graph input per (device, dtype) slice of a param group, or per flat group (optarena.optim.flat):
@@ -77,7 +77,7 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         if len(steps) == 1:  # a flat group, or tensors that share one step count (codegen.ShareEqualScalars)
             steps *= len(params)
         scope_flag = hyper.pop(AGR_IN_SCOPE, None)  # a graph shared by every shape: AGR's scope as data
-        agr_in_scope = None if scope_flag is None else [scope_flag]
+        agr_in_scope = None if scope_flag is None else [scope_flag] * len(params)
         # The eager step's transforms, the same functions.
         if shapes is None:
             grads, m_grads = apply_pipeline(
@@ -293,6 +293,7 @@ class _CompiledUpdate:
         unhashable option value), so no graph is called directly. ``dynamic=True``: graphs traced with symbolic
         sizes (one tensor's, for ``graphs='per_tensor'``), so that one graph serves every size."""
         self.allows_direct = direct
+        self.dynamic = dynamic
         self.code = _update.__code__.replace(co_name=name)
         self.graphs: list[_DirectCall | None] = []  # every graph the backend compiled, in order
         self.direct: dict[tuple[Any, ...], _DirectCall] = {}  # by flat layout
@@ -331,9 +332,9 @@ class _CompiledUpdate:
         """Through dynamo; a graph compiled here is kept for direct calls of its layout where it can have them (see
         :class:`_DirectCall`): a list group's only if its tensors were plain and unaliased when it was traced."""
         compiled_before = len(self.graphs)
-        # Symbolic sizes only: the options' ints (AGR's stop step, a total step count) stay constants of the graph,
-        # as in a graph traced for fixed sizes (dynamic=True would make each one a symbol, an input of the graph).
-        with torch._dynamo.config.patch(specialize_int=True):
+        # Symbolic sizes: the options' ints (AGR's stop step, a total step count) stay constants of the graph, as in a
+        # graph traced for fixed sizes (dynamic=True would make each one a symbol, an input of the graph).
+        with torch._dynamo.config.patch(specialize_int=self.dynamic):
             self.through_dynamo(kernel, slices)
         new = self.graphs[compiled_before:]
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
@@ -547,13 +548,14 @@ class CompiledStep:
             if shapes is not None or reads_shape(transforms) or not all(t.is_contiguous() for t in [*owned, *grads]):
                 whole.append(s)
                 continue
-            flagged = agr_scope_by_shape(transforms)
+            scope = agr_scope(transforms)
+            flagged = scope not in (None, "all")  # AGR chooses by shape, which a flat view hides: a flag per tensor
             single_names = (*names, AGR_IN_SCOPE) if flagged else names
             signature = ((static, single_names, transforms, None), params[0].dtype, params[0].device)
             pointers = [t.data_ptr() for t in owned]
             cached = self.views.get(k)
             if cached is None or cached[0] != signature or cached[1] != pointers:
-                cached = self.views[k] = (signature, pointers, self.tensor_views(params, states, layout, transforms))
+                cached = self.views[k] = (signature, pointers, self.tensor_views(params, states, layout, scope))
             floats = len(names)
             one_step = scalars.numel() == floats + 1  # one step count for every tensor, or one each
             by_flag: list[Tensor] = []
@@ -574,11 +576,12 @@ class CompiledStep:
 
     @staticmethod
     def tensor_views(
-        params: list[Tensor], states: list[list[Tensor]], layout: tuple[Any, ...], transforms: Pipeline
+        params: list[Tensor], states: list[list[Tensor]], layout: tuple[Any, ...], scope: str | None
     ) -> list[tuple[list[Tensor], list[list[Tensor]], int, tuple[Any, ...]]]:
-        """Per tensor of a list slice: its parameter's and states' flat views, whether it is in AGR's scope (by its
-        real shape), and its per-tensor layout (a 1-value tensor's graph is its own: dynamo specializes size 1)."""
-        scope = next((options[-1] for name, *options in transforms if name == "agr"), "all")
+        """Per tensor of a list slice: its parameter's and states' flat views, whether it is in AGR's ``scope`` (by
+        its real shape; None: no AGR), and its per-tensor layout (a 1-value tensor's graph is its own: dynamo
+        specializes size 1)."""
+        scope = scope or "all"
         out = []
         for i, p in enumerate(params):
             view = (p.numel(),)

@@ -265,10 +265,10 @@ def reads_shape(transforms: Pipeline) -> bool:
     return any(name == "centralize" for name, *_ in transforms)
 
 
-def agr_scope_by_shape(transforms: Pipeline) -> bool:
-    """Whether ``transforms`` run AGR on some tensors only, chosen by their shape (the ``'weights'`` scope): a graph
-    shared by every shape gets that choice as data (``apply_pipeline``'s ``agr_in_scope``)."""
-    return any(name == "agr" and options[-1] != "all" for name, *options in transforms)
+def agr_scope(transforms: Pipeline) -> str | None:
+    """AGR's scope in ``transforms`` (None without AGR). Under ``'weights'`` a tensor's shape chooses whether AGR
+    regularizes it: a graph shared by every shape gets that choice as data (``apply_pipeline``'s ``agr_in_scope``)."""
+    return next((options[-1] for name, *options in transforms if name == "agr"), None)
 
 
 def apply_pipeline(
