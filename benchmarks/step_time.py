@@ -337,6 +337,17 @@ def state_bytes(optimizer: Optimizer) -> int:
     return total
 
 
+COMPILE_FAILED = "torch.compile failed (its warning is in the log): the eager foreach step was timed"
+
+
+def compile_failed(config: Config) -> bool:
+    """Whether a compiled mode's optimizer fell back to its eager step (optarena drops its compiled step then)."""
+    optimizer = config.optimizer
+    while isinstance(optimizer, OptimizerWrapper):
+        optimizer = optimizer.optimizer
+    return config.mode.startswith("compiled") and getattr(optimizer, "_compiled_step", True) is None
+
+
 def phase_note(optimizer: Optimizer) -> str:
     """What the timed steps ran when an optimizer changes its update mid-run (SWATS: Adam, then SGD)."""
     phases = {g["swats_phase"] for g in optimizer.param_groups if "swats_phase" in g}
@@ -504,7 +515,7 @@ def run_set(name: str, shapes: list[Shape], configs: list[Config], args: argpars
         for _ in range(args.warmup):
             config.optimizer.step()
         config.state_bytes = state_bytes(config.optimizer)
-        config.note = phase_note(config.optimizer)
+        config.note = COMPILE_FAILED if compile_failed(config) else phase_note(config.optimizer)
     copy_dst.copy_(copy_src)
 
     rng = random.Random(args.seed)
@@ -638,6 +649,8 @@ TARGET_SETS = ("resnet18", "transformer")
 def verdict(config: Config, ref: Config, target: float) -> tuple[str, str]:
     """(measured, verdict) of "config's step time ≤ target × ref's", flagging verdicts within the noise."""
     measured = ratio(config, ref)
+    if config.note == COMPILE_FAILED:
+        return f"{measured:.2f}", "not measured: torch.compile failed, the eager step was timed"
     low, high = quartiles(round_ratios(config, ref))
     word = "met" if measured <= target else "missed"
     if low <= target <= high and len(config.round_medians) > 1:

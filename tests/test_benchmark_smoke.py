@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -88,6 +89,48 @@ def test_step_time_thread_clock_on_the_small_cnn_set(tmp_path: Path) -> None:
     # the flat step (the default foreach step of a small group) beside the list path it replaces
     for name in ("adamw_agr", "lion"):
         assert f"| {name} | foreach |" in text and f"| {name} | foreach-lists |" in text
+
+
+def test_a_compiled_mode_that_fell_back_to_eager_is_reported_so_not_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compile that fails (torch 2.11's dynamo refused two list idioms on a GPU machine) warns and runs the eager
+    step: its row must say so, and its target must not be judged on the eager time."""
+    from optarena.optim import compiled
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(compiled, "_compiled_update_for", refuse)
+    bench = load_script()
+    out = tmp_path / "fallback.md"
+    argv = ["--sets", "resnet18", "--scale", "0.001", "--optimizers", "lion", "--modes", "foreach,compiled"]
+    argv += ["--rounds", "1"]
+    argv += ["--steps", "1", "--warmup", "1", "--copy-mb", "8", "--threads", "1", "--no-memory", "--out", str(out)]
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        assert bench.main(argv) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| lion |")]
+    compiled_row = next(r for r in rows if r.startswith("| lion | compiled |"))
+    foreach_row = next(r for r in rows if r.startswith("| lion | foreach |"))
+    assert bench.COMPILE_FAILED in compiled_row and bench.COMPILE_FAILED not in foreach_row
+    target = next(r for r in rows if "compiled ≤" in r)
+    assert "not measured: torch.compile failed" in target and "| met" not in target and "| missed" not in target
+
+
+def test_device_check_script_finds_compiled_equal_to_eager_on_the_cpu() -> None:
+    """tests/device_check.py (run by hand on a GPU machine) works: here on the CPU, for two optimizers."""
+    import subprocess
+
+    root = SCRIPT.parents[1]
+    script = root / "tests" / "device_check.py"
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run(
+        [sys.executable, str(script), "cpu", "adamw_agr", "lion"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith(("adamw_agr", "lion"))]
+    assert [line[0] for line in lines] == ["adamw_agr", "lion"] and all(line[-2] == "ok" for line in lines)
+    assert all(float(line[4]) <= 1e-12 and float(line[6]) <= 1e-12 for line in lines)
 
 
 def test_step_time_thread_clock_needs_one_cpu_thread() -> None:

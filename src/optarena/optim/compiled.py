@@ -75,7 +75,7 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         hyper = dict(zip(names, values))
         steps = list(values[len(names) :])
         if len(steps) == 1:  # a flat group, or tensors that share one step count (codegen.ShareEqualScalars)
-            steps *= len(params)
+            steps = steps * len(params)  # not `*=`: dynamo before torch 2.13 cannot trace a list's in-place repeat
         scope_flag = hyper.pop(AGR_IN_SCOPE, None)  # a graph shared by every shape: AGR's scope as data
         agr_in_scope = None if scope_flag is None else [scope_flag] * len(params)
         # The eager step's transforms, the same functions.
