@@ -595,6 +595,33 @@ def test_per_tensor_graphs_equal_eager_and_do_not_grow_with_the_tensors(name, mo
     assert graphs == counters["stats"]["unique_graphs"] <= (3 if agr else 2)
 
 
+@pytest.mark.parametrize("name", ["lion", "adamw_agr"])
+def test_per_tensor_one_value_tensors_are_called_directly_after_their_first_step(name, monkeypatch):
+    """A 1-value tensor's graph is specialized (dynamo's size 1), not one of symbolic sizes: it is called directly
+    too, so from the second step on no tensor goes through dynamo (before, every 1-value tensor did, every step);
+    equal to eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    shapes = [(6, 4), (1,), (5,), (), (1, 1), (9, 3), (1,)]
+    entered: list[int] = []
+    original = compiled._CompiledUpdate.__call__
+
+    def counted(self, kernel, slices, layout):
+        entered.append(slices[0][4][0].numel())
+        return original(self, kernel, slices, layout)
+
+    monkeypatch.setattr(compiled._CompiledUpdate, "__call__", counted)
+    result = run_per_tensor(name, shapes, 1, compile=True)
+    first_step = len(entered)
+    assert 1 in entered  # a 1-value tensor was compiled through dynamo on the first step
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    entered.clear()
+    result = run_per_tensor(name, shapes, 5, compile=True)
+    assert len(entered) == first_step  # the first step only
+    assert max_diff(result, run_per_tensor(name, shapes, 5, compile=False)) <= 1e-12
+
+
 @pytest.mark.parametrize(
     ("agr_scope", "dtype"), [("weights", torch.float64), ("all", torch.float64), ("weights", torch.float32)]
 )

@@ -141,7 +141,7 @@ class _DirectCall:
         self.sizes = [i for i, (_, dim) in enumerate(paths) if dim is not None]
         self.symbolic: list[tuple[int, int, int]] = []
         self.symbolic_strides: set[tuple[int, int]] = set()  # (input, dim): any stride (a size-1 dim's)
-        self.frame_guards: Any = None
+        self.frame_guards: Any = None  # set by _CompiledUpdate: its cache entry's guards
         self.kernel: Callable[..., Any] | None = None
         self.sizes_served: dict[tuple[int, ...], bool] = {}
 
@@ -314,8 +314,9 @@ class _CompiledUpdate:
         """The graph for this layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
         if not self.allows_direct or layout not in self.direct:
             return None
-        if not _debug_get_cache_entry_list(self.code):  # reset since: go through dynamo again
-            self.direct.clear()
+        if not self.live_calls([self.direct[layout]]):  # dropped since (a reset drops all): go through dynamo again
+            live = self.live_calls(list(self.direct.values()))
+            self.direct = {key: call for key, call in self.direct.items() if call in live}
             return None
         return self.direct[layout]
 
@@ -323,10 +324,14 @@ class _CompiledUpdate:
         """The graphs with symbolic sizes of this layout, each to be tried in turn, while dynamo still holds them."""
         if not self.allows_direct or layout not in self.by_sizes:
             return []
-        if not _debug_get_cache_entry_list(self.code):  # reset since: go through dynamo again
-            self.by_sizes.clear()
-            return []
-        return self.by_sizes[layout]
+        calls = self.by_sizes[layout] = self.live_calls(self.by_sizes[layout])
+        return calls
+
+    def live_calls(self, calls: list[_DirectCall]) -> list[_DirectCall]:
+        """Those of ``calls`` whose graph dynamo still holds: a reset drops every graph, and the graphs compiled
+        after it are new entries of the cache, so an entry's guards tell which graph is still in it."""
+        live = {id(entry.guard_manager) for entry in _debug_get_cache_entry_list(self.code)}
+        return [call for call in calls if id(call.frame_guards) in live]
 
     def __call__(self, kernel: Callable[..., Any], slices: list[Slice], layout: tuple[Any, ...]) -> None:
         """Through dynamo; a graph compiled here is kept for direct calls of its layout where it can have them (see
@@ -340,8 +345,9 @@ class _CompiledUpdate:
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
         plain = not _has_lists(layout) or (new[0].inner is not None and _PlainAndUnaliased()(slices))
-        if new[0].sizes:  # symbolic sizes: dynamo's guards of the newest graph (cache entries: newest first)
-            new[0].frame_guards, new[0].kernel = _debug_get_cache_entry_list(self.code)[0].guard_manager, kernel
+        # dynamo's guards of the newest graph (cache entries: newest first): what a graph with symbolic sizes checks
+        # a new size against, and what tells that dynamo still holds the graph (see live_calls)
+        new[0].frame_guards, new[0].kernel = _debug_get_cache_entry_list(self.code)[0].guard_manager, kernel
         if plain and new[0].guard(slices):
             if new[0].sizes:  # one layout, several graphs (the size ranges a trace branched on): each is tried
                 self.by_sizes.setdefault(layout, []).append(new[0])
@@ -504,8 +510,10 @@ class CompiledStep:
                 if signature is not signature_before:  # one per list slice
                     update, signature_before = _compiled_update_for(cls, signature, dynamic=True), signature
                 calls = sized.get((id(update), layout))
-                if calls is None:
-                    calls = sized[id(update), layout] = update.sized_calls(layout)
+                if calls is None:  # the graphs with symbolic sizes; a specialized one (a 1-value tensor's) too
+                    fixed = update.direct_call(layout)
+                    calls = update.sized_calls(layout) + ([] if fixed is None else [fixed])
+                    sized[id(update), layout] = calls
                 # Plain and unaliased tensors: checked by split_per_tensor.
                 if not any(direct([single]) for direct in calls):
                     update(cls.multi_tensor_kernel, [single], layout)
