@@ -369,6 +369,47 @@ def test_direct_calls_follow_the_dtype_and_a_dynamo_reset(monkeypatch):
     assert len(update.direct) == 1
 
 
+def test_a_direct_call_leaves_a_misaligned_input_the_kernels_assume_aligned_to_dynamo(monkeypatch):
+    """On a GPU inductor's kernels assume some inputs 16-byte aligned (``inputs_to_check``) and its wrappers copy one
+    that is not: a direct call checks those inputs' addresses and leaves a misaligned step to dynamo. Here (a CPU,
+    where no input is checked) one parameter is marked as such an input, then moved to an address 8 bytes off and
+    to one 16 bytes off; every step equals eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    entered: list[int] = []
+    original = compiled._CompiledUpdate.__call__
+
+    def counted(self, kernel, slices, layout):
+        entered.append(1)
+        return original(self, kernel, slices, layout)
+
+    monkeypatch.setattr(compiled._CompiledUpdate, "__call__", counted)
+
+    def moved(p: torch.Tensor, offset: int) -> torch.Tensor:  # p's values at ``offset`` float64 values into a buffer
+        buffer = torch.empty(p.numel() + offset, dtype=p.dtype)
+        return buffer[offset:].view(p.shape).copy_(p.detach())
+
+    def run(compile: bool) -> tuple[list[torch.Tensor], list[int]]:
+        params = fixed_params(torch.float64)
+        opt = optarena.create_optimizer(params, "adax", lr=1e-2, compile=compile, flat=False)
+        through_dynamo = []
+        for k, offset in enumerate([None, None, 1, 2, None]):
+            if offset is not None:
+                params[0].data = moved(params[0], offset)
+            if compile and k == 1:
+                (direct,) = _only_update().direct.values()
+                direct.aligned = [direct.paths.index(((0, 4, 0), None))]  # the first parameter
+            set_grads(params, k)
+            before = len(entered)
+            opt.step()
+            through_dynamo.append(len(entered) - before)
+        return [p.detach() for p in params], through_dynamo
+
+    result, through_dynamo = run(compile=True)
+    assert through_dynamo == [1, 0, 1, 0, 0]  # compiled; direct; misaligned: dynamo; aligned again: direct
+    assert max_diff(result, run(compile=False)[0]) <= 1e-12
+
+
 def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
     """Nor one with an input that is a number traced as a symbol (not a tensor's size): dynamo's to find."""
 

@@ -35,6 +35,7 @@ from torch._C._dynamo.guards import TensorGuards
 from torch._dynamo import lookup_backend
 from torch._dynamo.source import GetItemSource, LocalSource, TensorProperty, TensorPropertySource
 from torch._inductor.output_code import CompiledFxGraph
+from torch._inductor.utils import ALIGNMENT
 
 from optarena.optim.agr import in_scope
 from optarena.optim.base import GroupWork, OptarenaOptimizer
@@ -132,6 +133,9 @@ class _DirectCall:
         # bump the mutated inputs' version counters, done here), where that is sound; else the whole wrapper.
         self.inner = _inductor_module(compiled)
         self.mutated = [] if self.inner is None else sorted(self.inner.mutated_input_idxs)
+        # Inputs the kernels assume aligned (a GPU graph's tensors; none on a CPU): inductor's wrappers copy one
+        # that is not; a direct call leaves such a step to them instead.
+        self.aligned = [] if self.inner is None else list(self.inner.inputs_to_check or ())
         self.tensors = [i for i, (_, dim) in enumerate(paths) if dim is None]
         self.tensor_guards: TensorGuards | None = None  # set by guard(), before the first direct call
         # A graph traced with symbolic sizes (per_tensor): each tensor size that is a symbol, as (input, dim, input
@@ -238,6 +242,8 @@ class _DirectCall:
         if self.inner is None:
             self.compiled(*inputs)
             return True
+        if any(inputs[i].data_ptr() % ALIGNMENT for i in self.aligned):
+            return False
         mutated = [inputs[i] for i in self.mutated]
         self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
         torch.autograd.graph.increment_version(mutated)
@@ -252,8 +258,9 @@ def _is_symbol(size: Any) -> bool:
 def _inductor_module(compiled: Callable[..., Any]) -> Any:
     """The one ``CompiledFxGraph`` inside AOT autograd's wrappers of ``compiled``, when calling it alone does all the
     wrappers would: no outputs (so no mutation or alias for the wrappers to apply afterwards), no lifted parameters
-    prepended to the inputs, no input whose alignment must be checked. None otherwise, or if not found (another torch
-    may wrap differently: the whole wrapper is then called)."""
+    prepended to the inputs (the inputs whose alignment the kernels assume are checked by the direct call:
+    :attr:`_DirectCall.aligned`). None otherwise, or if not found (another torch may wrap differently: the whole
+    wrapper is then called)."""
     graphs, extra_inputs, seen = [], [], set()
     pending: list[tuple[Any, int]] = [(compiled, 0)]
     while pending:
@@ -280,7 +287,7 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
     if len({id(g) for g in graphs}) != 1 or any(extra_inputs):
         return None
     graph = graphs[0]
-    if graph.current_callable is None or graph.output_strides != [] or graph.inputs_to_check:
+    if graph.current_callable is None or graph.output_strides != []:
         return None
     return graph
 
