@@ -133,6 +133,35 @@ def test_device_check_script_finds_compiled_equal_to_eager_on_the_cpu() -> None:
     assert all(float(line[4]) <= 1e-12 and float(line[6]) <= 1e-12 for line in lines)
 
 
+def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: Path) -> None:
+    """benchmarks/cuda_run.sh (a short GPU lease's one call) dry-run on the CPU: the check and both step-time sets."""
+    import subprocess
+
+    root = SCRIPT.parents[1]
+    env = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "CHECK_NAMES": "lion",
+        "OPTIMIZERS": "lion",
+        "STEP_ARGS": "--scale 0.01 --rounds 1 --steps 1 --warmup 1 --copy-mb 8 --no-memory --threads 1",
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", str(root / "benchmarks" / "cuda_run.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "device_check rc=0" in done.stdout and "failures: 0" in done.stdout
+    for set_name in ("resnet18", "transformer"):
+        assert f"step_time {set_name} rc=0" in done.stdout
+        table = (tmp_path / f"step_time_cpu_{set_name}.md").read_text()
+        assert "| lion | compiled |" in table
+    assert "| lion | compiled-per-tensor |" in (tmp_path / "step_time_cpu_resnet18.md").read_text()
+
+
 def test_step_time_thread_clock_needs_one_cpu_thread() -> None:
     bench = load_script()
     with pytest.raises(SystemExit):

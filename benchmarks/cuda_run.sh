@@ -1,0 +1,42 @@
+#!/bin/bash
+# Every GPU measurement of docs/performance.md ("On a GPU") in one call, for a short lease on a GPU machine:
+#   bash benchmarks/cuda_run.sh OUT_DIR
+# 1. tests/device_check.py: compiled ≡ eager on cuda for every compilable optimizer (float64, ≤ 1e-12);
+# 2. benchmarks/step_time.py --device cuda on the ResNet-18 set (foreach, compiled, compiled per tensor), then on the
+#    transformer set (foreach, compiled). Each part has its own time limit (seconds, from the environment:
+#    CHECK_S, RESNET_S, TRANSFORMER_S) so that one stuck part still leaves the others' files in OUT_DIR.
+# Runs from any directory; uses $PYTHON (default: the python3 on the PATH) with this checkout's src/ first on
+# PYTHONPATH. A dry run elsewhere (tests/test_benchmark_smoke.py): DEVICE=cpu, CHECK_NAMES (registry names for the
+# check), OPTIMIZERS (step_time.py's, comma-separated), STEP_ARGS (more step_time.py arguments, e.g. "--scale 0.01").
+set -u
+out=${1:?usage: bash benchmarks/cuda_run.sh OUT_DIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+{
+  git rev-parse --short HEAD 2>/dev/null || echo "commit unknown"
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  nproc
+} > "$out/env.txt" 2>&1
+cat "$out/env.txt"
+optimizers=${OPTIMIZERS:-adaburst,adamnx,adax,adabelief,lion,adan,adamw_agr}
+
+SECONDS=0
+device=${DEVICE:-cuda}
+# shellcheck disable=SC2086  # CHECK_NAMES and STEP_ARGS are lists of words
+timeout "${CHECK_S:-150}" "$py" tests/device_check.py "$device" ${CHECK_NAMES:-} > "$out/device_check.log" 2>&1
+echo "device_check rc=$? ${SECONDS}s"
+grep -E "^[a-z_]+ +(dev-vs-cpu|ERROR)|^failures" "$out/device_check.log"
+
+step_time() {  # set modes seconds
+  SECONDS=0
+  # shellcheck disable=SC2086
+  timeout "$3" "$py" benchmarks/step_time.py --device "$device" --sets "$1" --optimizers "$optimizers" --modes "$2" \
+    --rounds 7 --steps 5 --warmup 3 ${STEP_ARGS:-} --out "$out/step_time_${device}_$1.md" > "$out/step_time_$1.log" 2>&1
+  echo "step_time $1 rc=$? ${SECONDS}s; compiles that fell back to eager: $(grep -c 'torch.compile failed' "$out/step_time_$1.log")"
+}
+step_time resnet18 foreach,compiled,compiled-per-tensor "${RESNET_S:-250}"
+step_time transformer foreach,compiled "${TRANSFORMER_S:-170}"
