@@ -34,8 +34,8 @@ from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._C._dynamo.guards import TensorGuards
 from torch._dynamo import lookup_backend
 from torch._dynamo.source import GetItemSource, LocalSource, TensorProperty, TensorPropertySource
+from torch._inductor import utils as inductor_utils
 from torch._inductor.output_code import CompiledFxGraph
-from torch._inductor.utils import ALIGNMENT
 
 from optarena.optim.agr import in_scope
 from optarena.optim.base import GroupWork, OptarenaOptimizer
@@ -76,7 +76,7 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
         hyper = dict(zip(names, values))
         steps = list(values[len(names) :])
         if len(steps) == 1:  # a flat group, or tensors that share one step count (codegen.ShareEqualScalars)
-            steps = steps * len(params)  # not `*=`: dynamo before torch 2.13 cannot trace a list's in-place repeat
+            steps = steps * len(params)  # not `*=`: torch 2.11's dynamo refuses a list's in-place repeat
         scope_flag = hyper.pop(AGR_IN_SCOPE, None)  # a graph shared by every shape: AGR's scope as data
         agr_in_scope = None if scope_flag is None else [scope_flag] * len(params)
         # The eager step's transforms, the same functions.
@@ -242,12 +242,16 @@ class _DirectCall:
         if self.inner is None:
             self.compiled(*inputs)
             return True
-        if any(inputs[i].data_ptr() % ALIGNMENT for i in self.aligned):
+        if any(inputs[i].data_ptr() % _ALIGNMENT for i in self.aligned):
             return False
         mutated = [inputs[i] for i in self.mutated]
         self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
         torch.autograd.graph.increment_version(mutated)
         return True
+
+
+#: The bytes inductor's GPU kernels assume an input's address is a multiple of (its ``inputs_to_check``).
+_ALIGNMENT: int = getattr(inductor_utils, "ALIGNMENT", 16)
 
 
 def _is_symbol(size: Any) -> bool:

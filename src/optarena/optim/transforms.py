@@ -193,8 +193,7 @@ def agr(
     ``scope_flags``: whether each tensor is in ``scope``, as 0-d tensors (positive: in), for a compiled graph shared
     by every shape (``graphs='per_tensor'``), which sees each tensor as a flat view whose shape cannot tell.
     """
-    compiled = len(steps) > 0 and isinstance(steps[0], Tensor)
-    # (`len(steps) > 0`, not `bool(steps)`: dynamo before torch 2.13 cannot trace a list's truth value)
+    compiled = len(steps) > 0 and isinstance(steps[0], Tensor)  # not bool(steps): torch 2.11's dynamo refuses it
     if scope_flags is not None and not compiled:
         raise RuntimeError("agr: scope_flags are for a compiled step (0-d tensor steps)")
     if scope_flags is not None:  # every tensor, the flags choosing which to keep
