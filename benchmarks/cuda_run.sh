@@ -13,6 +13,7 @@ out=${1:?usage: bash benchmarks/cuda_run.sh OUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
+out=${out#"$PWD"/}  # inside the checkout: relative, as the reports' command lines then say
 py=${PYTHON:-python3}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 {

@@ -214,6 +214,7 @@ class Config:
     state_bytes: int = 0
     peak_extra_bytes: int | None = None
     note: str = ""
+    compile_fell_back: bool = False  # a compiled mode whose compile failed: the eager step was timed
 
     @property
     def key(self) -> tuple[str, str]:
@@ -515,7 +516,8 @@ def run_set(name: str, shapes: list[Shape], configs: list[Config], args: argpars
         for _ in range(args.warmup):
             config.optimizer.step()
         config.state_bytes = state_bytes(config.optimizer)
-        config.note = COMPILE_FAILED if compile_failed(config) else phase_note(config.optimizer)
+        config.compile_fell_back = compile_failed(config)
+        config.note = COMPILE_FAILED if config.compile_fell_back else phase_note(config.optimizer)
     copy_dst.copy_(copy_src)
 
     rng = random.Random(args.seed)
@@ -649,7 +651,7 @@ TARGET_SETS = ("resnet18", "transformer")
 def verdict(config: Config, ref: Config, target: float) -> tuple[str, str]:
     """(measured, verdict) of "config's step time ≤ target × ref's", flagging verdicts within the noise."""
     measured = ratio(config, ref)
-    if config.note == COMPILE_FAILED:
+    if config.compile_fell_back:
         return f"{measured:.2f}", "not measured: torch.compile failed, the eager step was timed"
     low, high = quartiles(round_ratios(config, ref))
     word = "met" if measured <= target else "missed"

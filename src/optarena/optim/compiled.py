@@ -325,11 +325,10 @@ class _CompiledUpdate:
         """The graph for this layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
         if not self.allows_direct or layout not in self.direct:
             return None
-        if not self.live_calls([self.direct[layout]]):  # dropped since (a reset drops all): go through dynamo again
-            live = self.live_calls(list(self.direct.values()))
+        live = self.live_calls(list(self.direct.values()))
+        if len(live) < len(self.direct):  # some dropped since (a reset drops all): those go through dynamo again
             self.direct = {key: call for key, call in self.direct.items() if call in live}
-            return None
-        return self.direct[layout]
+        return self.direct.get(layout)
 
     def sized_calls(self, layout: tuple[Any, ...]) -> list[_DirectCall]:
         """The graphs with symbolic sizes of this layout, each to be tried in turn, while dynamo still holds them."""
