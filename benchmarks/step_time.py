@@ -28,6 +28,7 @@ import ctypes
 import gc
 import importlib.util
 import inspect
+import logging
 import math
 import os
 import random
@@ -855,6 +856,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the Markdown report and write it (and the chart) to disk."""
     args = parse_args(argv)
+    # A compile that falls back to eager: its traceback in the log, beside the warning (where inductor failed).
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("optarena.optim.compiled").setLevel(logging.INFO)
     names = resolve_optimizers(args.optimizers)
     args.malloc_note = set_malloc_policy(args.malloc) if args.device == "cpu" else "the device's own allocator"
     threads_before = torch.get_num_threads()

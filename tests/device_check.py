@@ -4,6 +4,8 @@ Run from the repository root (on a GPU machine: ``PYTHONPATH=src python tests/de
 registry names after the device restrict the run). For each optimizer it prints the largest difference of the
 parameters and moment states between the eager foreach step on the device and on the CPU, and between the compiled
 step (whole graph, and ``graphs='per_tensor'``) and the eager step on the device; the compiled ones must be ≤ 1e-12.
+On a GPU every step from the fourth on runs under ``torch.cuda.set_sync_debug_mode("error")``: a step that makes the
+host wait for the device is an error (its traceback names the operation).
 An optimizer whose compile fails is an error (the fallback's warning is raised). The exit status is the failure
 count. tests/test_benchmark_smoke.py runs it on the CPU; benchmarks/results/cuda/ has its output on a GPU.
 """
@@ -26,6 +28,7 @@ STEPS = 20
 # A conv weight, vectors, a matrix, one value, and a size past one chunk of the four-part sums.
 SHAPES = [(64, 3, 7, 7), (64,), (10, 512), (1,), (4097,)]
 TOLERANCE = 1e-12
+SYNC_FREE_FROM = 3
 
 
 def compilable_names() -> list[str]:
@@ -49,7 +52,16 @@ def run(name: str, device: str, **kwargs: object) -> list[Tensor]:
         gk = torch.Generator().manual_seed(100 + k)
         for p in params:
             p.grad = (0.5 * p.detach().cpu() + torch.randn(p.shape, generator=gk, dtype=p.dtype)).to(device)
-        opt.step()
+        # From the fourth step on (compiled by then), a step that waits for a GPU raises: a training loop's host
+        # must be able to queue the next forward while the device still runs the step.
+        watch = torch.device(device).type == "cuda" and k >= SYNC_FREE_FROM
+        if watch:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.step()
+        finally:
+            if watch:
+                torch.cuda.set_sync_debug_mode("default")
         schedule.step()
     out = [p.detach().cpu() for p in params]
     for p in params:
@@ -77,7 +89,7 @@ def main(argv: list[str]) -> int:
         except Exception:
             failures += 1
             print(f"{name:12s} ERROR", flush=True)
-            traceback.print_exc(limit=6)
+            traceback.print_exc(limit=-12)  # the innermost frames: where inductor failed
             continue
         d = (max_diff(eager, on_cpu), max_diff(whole, eager), max_diff(per_tensor, eager))
         ok = d[1] <= TOLERANCE and d[2] <= TOLERANCE

@@ -92,7 +92,7 @@ def test_step_time_thread_clock_on_the_small_cnn_set(tmp_path: Path) -> None:
 
 
 def test_a_compiled_mode_that_fell_back_to_eager_is_reported_so_not_judged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A compile that fails (torch 2.11's dynamo refused two list idioms on a GPU machine) warns and runs the eager
     step: its row must say so, and its target must not be judged on the eager time."""
@@ -109,6 +109,8 @@ def test_a_compiled_mode_that_fell_back_to_eager_is_reported_so_not_judged(
     argv += ["--steps", "1", "--warmup", "1", "--copy-mb", "8", "--threads", "1", "--no-memory", "--out", str(out)]
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         assert bench.main(argv) == 0
+    # The benchmark's log has where it failed: the traceback, beside the warning.
+    assert any("torch.compile failed" in r.getMessage() and r.exc_info for r in caplog.records)
     rows = [line for line in out.read_text().splitlines() if line.startswith("| lion |")]
     compiled_row = next(r for r in rows if r.startswith("| lion | compiled |"))
     foreach_row = next(r for r in rows if r.startswith("| lion | foreach |"))
@@ -134,7 +136,8 @@ def test_device_check_script_finds_compiled_equal_to_eager_on_the_cpu() -> None:
 
 
 def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: Path) -> None:
-    """benchmarks/cuda_run.sh (a short GPU lease's one call) dry-run on the CPU: the check and both step-time sets."""
+    """benchmarks/cuda_run.sh (a short GPU lease's one call) dry-run on the CPU: the check, both step-time sets and
+    the profile."""
     import subprocess
 
     root = SCRIPT.parents[1]
@@ -144,6 +147,8 @@ def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: P
         "CHECK_NAMES": "lion",
         "OPTIMIZERS": "lion",
         "STEP_ARGS": "--scale 0.01 --rounds 1 --steps 1 --warmup 1 --copy-mb 8 --no-memory --threads 1",
+        "PROFILE_SET": "small_cnn",
+        "PROFILE_OPTIMIZERS": "lion",
         "PYTHON": sys.executable,
     }
     done = subprocess.run(
@@ -160,6 +165,9 @@ def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: P
         table = (tmp_path / f"step_time_cpu_{set_name}.md").read_text()
         assert "| lion | compiled |" in table
     assert "| lion | compiled-per-tensor |" in (tmp_path / "step_time_cpu_resnet18.md").read_text()
+    assert "profile rc=0" in done.stdout
+    profile = (tmp_path / "profile_cpu.md").read_text()
+    assert all(f"| {row} |" in profile for row in ("torch AdamW fused", "lion compiled", "lion compiled combo"))
 
 
 def test_step_time_thread_clock_needs_one_cpu_thread() -> None:

@@ -3,6 +3,7 @@ and the foreach paths' peak memory against the reference loops."""
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 
@@ -116,7 +117,7 @@ def test_compiled_step_follows_a_frozen_layer_and_maximize():
     assert max_diff(*results) <= 1e-12
 
 
-def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
+def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch, caplog):
     class Broken:
         def direct_call(self, layout):
             return None
@@ -130,10 +131,16 @@ def test_compile_failure_warns_once_and_goes_on_eagerly(monkeypatch):
     monkeypatch.setattr(compiled, "_compiled_update_for", broken)
     params = fixed_params(torch.float64)
     opt = optarena.create_optimizer(params, "adaburst", lr=1e-2, total_steps=10, compile=True)
-    with pytest.warns(RuntimeWarning, match=r"torch\.compile failed .*no C\+\+ compiler.*eager foreach"):
+    with (
+        caplog.at_level(logging.INFO, logger="optarena.optim.compiled"),
+        pytest.warns(RuntimeWarning, match=r"torch\.compile failed .*no C\+\+ compiler.*eager foreach"),
+    ):
         set_grads(params, 0)
         opt.step()
     assert opt._compiled_step is None
+    # Where it failed, for whoever needs more than the message: the traceback, logged.
+    (record,) = [r for r in caplog.records if r.name == "optarena.optim.compiled"]
+    assert "torch.compile failed" in record.getMessage() and record.exc_info[0] is RuntimeError
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for k in range(1, 4):

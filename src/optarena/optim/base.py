@@ -190,6 +190,23 @@ class OptarenaOptimizer(GuardedOptimizer):
 
     def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]], list[Tensor]]:
         """Parameters with a gradient, their gradients, state lists and step counters."""
+        params = [p for p in group["params"] if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not any(g.is_sparse or g.is_complex() for g in grads):  # the usual case, in list comprehensions
+            state_of = self.state
+            state_dicts = [state_of[p] for p in params]
+            if not all(state_dicts):
+                for p, state in zip(params, state_dicts):
+                    if len(state) == 0:
+                        state.update(self._init_state(p, group))
+            states = [[state[key] for state in state_dicts] for key in self.state_names]
+            return params, grads, states, [state["step"] for state in state_dicts]
+        return self._gather_each(group)
+
+    def _gather_each(
+        self, group: dict[str, Any]
+    ) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]], list[Tensor]]:
+        """:meth:`_gather` one parameter at a time: sparse gradients refused, complex parameters as real views."""
         params: list[Tensor] = []
         grads: list[Tensor] = []
         states: list[list[Tensor]] = [[] for _ in self.state_names]

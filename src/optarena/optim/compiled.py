@@ -22,6 +22,7 @@ kernels are the same functions; inductor only fuses them), which tests/test_comp
 
 from __future__ import annotations
 
+import logging
 import math
 import types
 import warnings
@@ -45,6 +46,10 @@ from optarena.optim.functional import group_by_device_and_dtype, lower_realize_i
 from optarena.optim.transform_wrapper import AGR
 from optarena.optim.transforms import Pipeline, agr_scope, apply_pipeline, pipeline, reads_shape
 from optarena.optim.wrapper import OptimizerWrapper
+
+#: A compile that fails is a warning with the error's message; its traceback (inductor's frames) is logged here, at
+#: INFO, for whoever needs to know where it failed (``logging.getLogger("optarena.optim.compiled")``).
+log = logging.getLogger(__name__)
 
 # One graph input per (device, dtype) slice of a param group, or per flat group (optarena.optim.flat):
 # (static hyperparameters, float hyperparameter names, the gradient-transform pipeline (static),
@@ -148,6 +153,8 @@ class _DirectCall:
         self.frame_guards: Any = None  # set by _CompiledUpdate: its cache entry's guards
         self.kernel: Callable[..., Any] | None = None
         self.sizes_served: dict[tuple[int, ...], bool] = {}
+        self.flat_places: list[int] | None = None  # set by guard(): each input's place in _flatten's list
+        self.flat_length = 0
 
     @classmethod
     def of(cls, gm: torch.fx.GraphModule, compiled: Callable[..., Any]) -> _DirectCall | None:
@@ -195,7 +202,12 @@ class _DirectCall:
         return True
 
     def inputs(self, slices: list[Slice]) -> list[Any]:
-        """The graph's inputs, found in ``slices``."""
+        """The graph's inputs, found in ``slices``: by their places in :func:`_flatten`'s list where the graph has
+        no size inputs and the slices are as long as when it was guarded (one C-level pick), else path by path."""
+        if self.flat_places is not None:
+            flat = _flatten(slices)
+            if len(flat) == self.flat_length:
+                return [flat[i] for i in self.flat_places]
         inputs = []
         for path, dim in self.paths:
             value: Any = slices
@@ -217,6 +229,8 @@ class _DirectCall:
             sizes.append([None if (i, d) in symbolic else n for d, n in enumerate(x.size())])
             strides.append([None if (i, d) in self.symbolic_strides else n for d, n in enumerate(x.stride())])
         self.tensor_guards = TensorGuards(*inputs, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
+        if not self.sizes:
+            self.flat_places, self.flat_length = _flat_places(slices, [path for path, _ in self.paths])
         return True
 
     def __call__(self, slices: list[Slice]) -> bool:
@@ -248,6 +262,35 @@ class _DirectCall:
         self.inner.current_callable(inputs)  # a boxed call: it empties ``inputs``
         torch.autograd.graph.increment_version(mutated)
         return True
+
+
+def _flatten(slices: list[Slice]) -> list[Any]:
+    """Every tensor (or None) of ``slices`` in one list: per slice, its params, grads, each state list, scalars and
+    clip factor. Built by list extends, it is cheaper than walking each input's path (hundreds in a large group)."""
+    flat: list[Any] = []
+    for s in slices:
+        flat += s[4]
+        flat += s[5]
+        for states in s[6]:
+            flat += states
+        flat.append(s[7])
+        flat.append(s[8])
+    return flat
+
+
+def _flat_places(slices: list[Slice], paths: list[tuple[int, ...]]) -> tuple[list[int] | None, int]:
+    """Each path's place in ``_flatten(slices)`` and that list's length; None where a path is not one of its items."""
+    places: dict[tuple[int, ...], int] = {}
+    for i, s in enumerate(slices):
+        fields = [((i, 4), s[4]), ((i, 5), s[5]), *(((i, 6, k), states) for k, states in enumerate(s[6]))]
+        for prefix, items in fields:
+            for j in range(len(items)):
+                places[(*prefix, j)] = len(places)
+        places[(i, 7)] = len(places)
+        places[(i, 8)] = len(places)
+    if not all(path in places for path in paths):
+        return None, 0
+    return [places[path] for path in paths], len(places)
 
 
 #: The bytes inductor's GPU kernels assume an input's address is a multiple of (its ``inputs_to_check``).
@@ -431,15 +474,23 @@ class _PlainAndUnaliased:
             if not all(_add_storages(tensors, dtype, device, self.owned_storages) for dtype, device, tensors in owned):
                 return False
             self.owned_pointers = pointers
-        storages = set(self.owned_storages)
-        return all(_add_storages(s[5], s[4][0].dtype, s[4][0].device, storages) for s in lists)
+        # A gradient's dtype and device are its parameter's (torch's own rule for ``.grad``), and a direct call's
+        # tensor guards check them again: what is left to check here is that it is plain and shares no storage.
+        grads = [g for s in lists for g in s[5]]
+        if not all(type(g) in _PLAIN for g in grads):
+            return False
+        storages = {g.untyped_storage().data_ptr() for g in grads}
+        return len(storages) == len(grads) and storages.isdisjoint(self.owned_storages)
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _add_storages(tensors: list[Tensor], dtype: torch.dtype, device: torch.device, storages: set[int]) -> bool:
     """Add each tensor's storage to ``storages``; False at the first that is not a plain tensor of this dtype and
     device, or whose storage is there already."""
     for t in tensors:
-        if type(t) not in (Tensor, torch.nn.Parameter) or t.dtype != dtype or t.device != device:
+        if type(t) not in _PLAIN or t.dtype != dtype or t.device != device:
             return False
         storage = t.untyped_storage().data_ptr()
         if storage in storages:
@@ -480,25 +531,20 @@ class CompiledStep:
             return [(static, tuple(floats), transforms, flat.shapes, [flat.param_flat], [flat.grad_flat], states,
                      scalars, clip_factor)]  # fmt: skip
         out = []
-        for idx in group_by_device_and_dtype(work.params):
-            params = [work.params[i] for i in idx]
-            steps = [work.step_values[i] for i in idx]
+        groups = group_by_device_and_dtype(work.params)
+        for idx in groups:
+            if len(groups) == 1:  # one device and dtype (the usual case): the lists as gathered
+                params, grads, states, steps = work.params, work.grads, work.states, work.step_values
+            else:
+                params = [work.params[i] for i in idx]
+                grads = [work.grads[i] for i in idx]
+                states = [[lst[i] for i in idx] for lst in work.states]
+                steps = [work.step_values[i] for i in idx]
             if steps.count(steps[0]) == len(steps):  # one step for all: their per-tensor scalars are computed once
                 steps = steps[:1]
-            scalars = torch.tensor([*floats.values(), *steps], dtype=torch.float64, device=params[0].device)
-            out.append(
-                (
-                    static,
-                    tuple(floats),
-                    transforms,
-                    None,
-                    params,
-                    [work.grads[i] for i in idx],
-                    [[lst[i] for i in idx] for lst in work.states],
-                    scalars,
-                    None if clip_factor is None else clip_factor.to(params[0].device),
-                )
-            )
+            scalars = _device_scalars([*floats.values(), *steps], params[0].device)
+            clip = None if clip_factor is None else clip_factor.to(params[0].device)
+            out.append((static, tuple(floats), transforms, None, params, grads, states, scalars, clip))
         return out
 
     def __call__(self, works: list[GroupWork]) -> None:
@@ -532,9 +578,10 @@ class CompiledStep:
         except Exception as error:
             if self.compiled_once:
                 raise
+            log.info("%s: torch.compile failed", cls.__name__, exc_info=error)
             warnings.warn(
                 f"{cls.__name__}: torch.compile failed ({type(error).__name__}: {error}); "
-                "running the eager foreach step instead",
+                "running the eager foreach step instead (the traceback: logger optarena.optim.compiled, INFO)",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -578,12 +625,12 @@ class CompiledStep:
             one_step = scalars.numel() == floats + 1  # one step count for every tensor, or one each
             by_flag: list[Tensor] = []
             if flagged and one_step:  # two scalar tensors for all: out of scope, in scope
-                by_flag = [torch.cat((scalars[:floats], scalars.new_tensor([f]), scalars[floats:])) for f in (0, 1)]
+                by_flag = [torch.cat((scalars[:floats], scalars.new_full((1,), f), scalars[floats:])) for f in (0, 1)]
             for i, (param, tensor_states, scoped, single_layout) in enumerate(cached[2]):
                 if one_step:
                     single_scalars = by_flag[scoped] if flagged else scalars
                 else:
-                    flag = (scalars.new_tensor([scoped]),) if flagged else ()
+                    flag = (scalars.new_full((1,), scoped),) if flagged else ()  # new_tensor would wait for the device
                     single_scalars = torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
                 grad = [_values_view(grads[i], (grads[i].numel(),))]
                 single = (static, single_names, transforms, None, param, grad, tensor_states, single_scalars, clip)
@@ -622,6 +669,17 @@ def _values_view(tensor: Tensor, shape: tuple[int, ...]) -> Tensor:
     """``tensor``'s values as a contiguous tensor of ``shape`` sharing its storage and version counter, detached
     (no view of an autograd leaf) and with no base (dynamo would trace the base's shape: one graph per shape)."""
     return tensor.view(shape).detach()
+
+
+def _device_scalars(values: list[float], device: torch.device) -> Tensor:
+    """``values`` as a float64 tensor on ``device``, without waiting for it: ``torch.tensor(values, device=cuda)``
+    copies from pageable memory, which blocks the host until the device has run all the work queued before (the
+    backward pass), every step. From pinned memory the copy is queued like a kernel; torch's pinned-memory cache
+    keeps the buffer until the copy has run."""
+    if device.type == "cpu":
+        return torch.tensor(values, dtype=torch.float64)
+    host = torch.tensor(values, dtype=torch.float64, pin_memory=torch.accelerator.is_available())
+    return host.to(device, non_blocking=True)
 
 
 def _is_float(value: Any) -> bool:

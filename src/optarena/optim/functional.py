@@ -25,9 +25,12 @@ def group_by_device_and_dtype(tensors: Sequence[Tensor]) -> list[list[int]]:
 
     foreach kernels need every list they touch to share a device and dtype.
     """
+    keys = [(t.device, t.dtype) for t in tensors]
+    if keys and keys.count(keys[0]) == len(keys):  # the usual case: one group
+        return [list(range(len(keys)))]
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-    for i, t in enumerate(tensors):
-        groups[(t.device, t.dtype)].append(i)
+    for i, key in enumerate(keys):
+        groups[key].append(i)
     return list(groups.values())
 
 

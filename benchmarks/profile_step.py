@@ -1,0 +1,198 @@
+"""Where one optimizer step's time goes: host time, kernels per step and kernel time, under torch.profiler.
+
+For each optimizer (compiled step, and with ``--foreach`` its foreach step too) and torch's fused and foreach AdamW on
+one parameter set of ``benchmarks/step_time.py``: the median host time of ``step()`` (the Python call returning,
+before the device finishes), the wall time of a step with the device synchronized, and from one profiled window the
+kernels launched per step, their summed device time, the steps that went through dynamo's frame (a compiled step
+called directly does not), and the costliest kernels. A ``--variant NAME:KEY=VALUE,...`` compiles the step again with
+those inductor options (``torch._inductor.config``, literals only), e.g. ``--variant combo:combo_kernels=True``.
+
+This explains a ratio of step_time.py; it is not one: the times here are one window of one run, not interleaved
+rounds. Run from the repository root: ``python benchmarks/profile_step.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_time
+
+#: Profiler events that mark a step entering dynamo's frame (a direct call of the compiled module has neither).
+DYNAMO_EVENTS = ("Torch-Compiled Region", "TorchDynamo Cache Lookup")
+
+
+@dataclass
+class Row:
+    label: str
+    build: Callable[[list[torch.Tensor]], Optimizer]
+    options: dict[str, Any] = field(default_factory=dict)
+    host_us: float = 0.0
+    wall_us: float = 0.0
+    kernels: float = 0.0
+    kernel_us: float = 0.0
+    dynamo_steps: float = 0.0
+    top: list[tuple[str, float, float]] = field(default_factory=list)  # name, calls per step, µs per step
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:KEY=VALUE,...`` → (NAME, {KEY: literal}); an unknown inductor option is refused by name."""
+    from torch._inductor import config
+
+    name, _, body = text.partition(":")
+    if not name or not body:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+    options = {}
+    for item in body.split(","):
+        key, _, value = item.partition("=")
+        if key not in config._config:
+            raise argparse.ArgumentTypeError(f"--variant {name}: {key!r} is not an option of torch._inductor.config")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise argparse.ArgumentTypeError(f"--variant {name}: {key}={value!r} is not a Python literal") from None
+    return name, options
+
+
+def make_rows(names: Sequence[str], variants: Sequence[tuple[str, dict[str, Any]]], foreach: bool) -> list[Row]:
+    rows = [
+        Row(f"torch AdamW {mode}", lambda params, kw=step_time.MODES[mode].kwargs: torch.optim.AdamW(params, **kw))
+        for mode in step_time.REFERENCE_MODES
+    ]
+    modes = ["compiled", *(["foreach"] if foreach else [])]
+    for config in step_time.make_configs(names, modes):
+        if config.reference:
+            continue
+        if config.mode != "compiled":
+            rows.append(Row(f"{config.name} {config.mode}", config.build))
+            continue
+        for variant, options in [("", {}), *variants]:
+            rows.append(Row(f"{config.name} compiled{' ' + variant if variant else ''}", config.build, options))
+    return rows
+
+
+def measure(row: Row, params: list[torch.Tensor], device: torch.device, steps: int) -> None:
+    from torch._inductor import config
+
+    sync = step_time.synchronizer(device)
+    with config.patch(row.options):
+        optimizer = row.build(params)
+        for _ in range(3):  # compiles (under the variant's options), allocates the state
+            optimizer.step()
+    sync()
+    hosts, walls = [], []
+    for _ in range(steps):
+        sync()
+        start = time.perf_counter()
+        optimizer.step()
+        hosts.append(time.perf_counter() - start)
+        sync()
+        walls.append(time.perf_counter() - start)
+    row.host_us, row.wall_us = 1e6 * statistics.median(hosts), 1e6 * statistics.median(walls)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            optimizer.step()
+        sync()
+    events = prof.key_averages()
+    row.dynamo_steps = sum(e.count for e in events if e.key in DYNAMO_EVENTS) / steps / len(DYNAMO_EVENTS)
+    if device.type == "cuda":
+        # Device events, less the annotations torch's optimizers record on the device too (Optimizer.step#...).
+        kernels = [
+            e
+            for e in events
+            if e.device_type == torch.autograd.DeviceType.CUDA
+            and not (getattr(e, "is_user_annotation", False) or e.key.startswith("Optimizer."))
+        ]
+        time_of = lambda e: e.self_device_time_total  # noqa: E731
+    else:  # the CPU's "kernels": the aten operators the step runs and inductor's compiled kernels
+        kernels = [e for e in events if e.key.startswith(("aten::", "cpp_fused", "graph_"))]
+        time_of = lambda e: e.self_cpu_time_total  # noqa: E731
+    row.kernels = sum(e.count for e in kernels) / steps
+    row.kernel_us = sum(time_of(e) for e in kernels) / steps
+    ranked = sorted(kernels, key=time_of, reverse=True)[:5]
+    row.top = [(e.key, e.count / steps, time_of(e) / steps) for e in ranked]
+
+
+def render(rows: Sequence[Row], args: argparse.Namespace, shapes: list[tuple[int, ...]]) -> str:
+    env = f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} torch thread(s)"
+    lines = [
+        "# Where an optimizer step's time goes",
+        "",
+        f"{env}; set {args.set}: {len(shapes)} tensors, {step_time.numel(shapes):,} parameters; medians of "
+        f"{args.steps} steps, then one profiled window of {args.steps} steps.",
+        "",
+        f"Command: `python benchmarks/profile_step.py {' '.join(args.argv)}`",
+        "",
+        "| step | host µs | wall µs | kernels/step | kernel µs/step | steps through dynamo "
+        "| costliest kernels (µs/step) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        top = "; ".join(f"{name[:60]} ×{calls:g}: {us:.1f}" for name, calls, us in row.top)
+        lines.append(
+            f"| {row.label} | {row.host_us:.1f} | {row.wall_us:.1f} | {row.kernels:g} | {row.kernel_us:.1f} "
+            f"| {row.dynamo_steps:.2f} | {top} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--set", default="resnet18", choices=list(step_time.PARAM_SETS))
+    parser.add_argument("--optimizers", default="adaburst,adan,adamw_agr", help="comma-separated registry names")
+    parser.add_argument("--foreach", action="store_true", help="profile each optimizer's foreach step too")
+    parser.add_argument("--variant", type=parse_variant, action="append", default=[], help="NAME:KEY=VALUE,...")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply each tensor's leading dimension")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="Markdown report (default: print only)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.scale <= 0:
+        parser.error("--steps and --scale must be positive")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    names = step_time.resolve_optimizers(args.optimizers)
+    shapes = step_time.scale_shapes(step_time.PARAM_SETS[args.set](), args.scale)
+    generator = torch.Generator().manual_seed(0)
+    params = []
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.randn(shape, generator=generator).to(device))
+        p.grad = torch.randn(shape, generator=generator).to(device)
+        params.append(p)
+    rows = make_rows(names, args.variant, args.foreach)
+    for row in rows:
+        print(f"[{row.label}]", file=sys.stderr, flush=True)
+        measure(row, params, device, args.steps)
+    report = render(rows, args, shapes)
+    print(report, end="")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
