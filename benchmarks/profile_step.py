@@ -45,6 +45,7 @@ class Row:
     kernel_us: float = 0.0
     dynamo_steps: float = 0.0
     top: list[tuple[str, float, float]] = field(default_factory=list)  # name, calls per step, µs per step
+    parts: list[tuple[str, float]] = field(default_factory=list)  # the engine's parts of a compiled step, host µs
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -81,6 +82,49 @@ def make_rows(names: Sequence[str], variants: Sequence[tuple[str, dict[str, Any]
         for variant, options in [("", {}), *variants]:
             rows.append(Row(f"{config.name} compiled{' ' + variant if variant else ''}", config.build, options))
     return rows
+
+
+def host_us(fn: Callable[[], Any], count: int) -> float:
+    """Median host µs of ``fn`` (the device is not waited for: what the host spends launching)."""
+    fn()
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * statistics.median(times)
+
+
+@torch.no_grad()  # as a step runs
+def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
+    """Host µs of each part of a compiled whole-graph step of the first param group (each part called on its own,
+    as the step calls it; the direct call steps the parameters): what a step's Python costs, part by part."""
+    from optarena.optim import compiled
+    from optarena.optim.base import OptarenaOptimizer
+
+    inner = optimizer.optimizer if isinstance(optimizer, compiled.OptimizerWrapper) else optimizer
+    step = getattr(inner, "_compiled_step", None)
+    if not isinstance(inner, OptarenaOptimizer) or step is None or step.per_tensor:
+        return []
+    group = inner.param_groups[0]
+    parts = [
+        ("step()", host_us(optimizer.step, count)),
+        ("gather and count", host_us(lambda: inner._prepare(group), count)),
+    ]
+    work = inner._prepare(group)
+    assert work is not None
+    parts.append(("slices", host_us(lambda: step.slices(work, []), count)))
+    slices = step.slices(work, [])
+    layout = compiled._layout(slices)
+    if compiled._has_lists(layout):
+        parts.append(("aliasing check", host_us(lambda: step.plain_and_unaliased(slices), count)))
+    direct = compiled._compiled_update_for(type(inner), tuple(s[:4] for s in slices)).direct_call(layout)
+    if direct is not None and direct.tensor_guards is not None:
+        parts.append(("direct call: inputs", host_us(lambda: direct.inputs(slices), count)))
+        inputs = direct.inputs(slices)
+        parts.append(("direct call: tensor guards", host_us(lambda: direct.tensor_guards.check(*inputs), count)))
+        parts.append(("direct call, all of it", host_us(lambda: direct(slices), count)))
+    return parts
 
 
 def measure(row: Row, params: list[torch.Tensor], device: torch.device, steps: int) -> None:
@@ -124,6 +168,8 @@ def measure(row: Row, params: list[torch.Tensor], device: torch.device, steps: i
     row.kernel_us = sum(time_of(e) for e in kernels) / steps
     ranked = sorted(kernels, key=time_of, reverse=True)[:5]
     row.top = [(e.key, e.count / steps, time_of(e) / steps) for e in ranked]
+    row.parts = engine_parts(optimizer, steps)
+    sync()
 
 
 def render(rows: Sequence[Row], args: argparse.Namespace, shapes: list[tuple[int, ...]]) -> str:
@@ -146,6 +192,18 @@ def render(rows: Sequence[Row], args: argparse.Namespace, shapes: list[tuple[int
             f"| {row.label} | {row.host_us:.1f} | {row.wall_us:.1f} | {row.kernels:g} | {row.kernel_us:.1f} "
             f"| {row.dynamo_steps:.2f} | {top} |"
         )
+    parted = [row for row in rows if row.parts]
+    if parted:
+        lines += ["", "The engine's parts of a compiled step (host µs, each part called alone):", ""]
+        lines += ["| step | " + " | ".join(name for name, _ in parted[0].parts) + " |"]
+        lines += ["|---" * (len(parted[0].parts) + 1) + "|"]
+        for row in parted:
+            values = dict(row.parts)
+            lines.append(
+                f"| {row.label} | "
+                + " | ".join(f"{values[name]:.1f}" if name in values else "—" for name, _ in parted[0].parts)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 

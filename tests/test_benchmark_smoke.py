@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -149,6 +150,7 @@ def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: P
         "STEP_ARGS": "--scale 0.01 --rounds 1 --steps 1 --warmup 1 --copy-mb 8 --no-memory --threads 1",
         "PROFILE_SET": "small_cnn",
         "PROFILE_OPTIMIZERS": "lion",
+        "PROFILE_VARIANTS": "--variant combo:combo_kernels=True",
         "PYTHON": sys.executable,
     }
     done = subprocess.run(
@@ -168,6 +170,8 @@ def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: P
     assert "profile rc=0" in done.stdout
     profile = (tmp_path / "profile_cpu.md").read_text()
     assert all(f"| {row} |" in profile for row in ("torch AdamW fused", "lion compiled", "lion compiled combo"))
+    parts = profile.split("The engine's parts of a compiled step")[1]
+    assert "| lion compiled | " in parts and "direct call, all of it" in parts  # the step's Python, part by part
 
 
 def test_step_time_thread_clock_needs_one_cpu_thread() -> None:
@@ -230,3 +234,22 @@ def test_compile_time_script_splits_the_cold_compile_into_phases(tmp_path: Path)
     assert sum(parts) == pytest.approx(float(cold), abs=0.25)  # the phases and the rest make up the cold step
     assert parts[2] > 0  # an empty cache compiles C++
     assert float(cold) > float(warm) > 0 and float(primed) > 0 and float(later) > 0
+
+
+def test_profile_step_refuses_a_bad_variant_by_name() -> None:
+    """--variant NAME:KEY=VALUE: a missing part, an option inductor does not have, a value that is not a literal."""
+    import argparse
+
+    spec = importlib.util.spec_from_file_location("optarena_bench_profile_step", SCRIPT.parent / "profile_step.py")
+    assert spec is not None and spec.loader is not None
+    profile_step = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = profile_step  # its dataclasses look their module up
+    spec.loader.exec_module(profile_step)
+    assert profile_step.parse_variant("combo:combo_kernels=True") == ("combo", {"combo_kernels": True})
+    for text, says in [
+        ("combo", "expected NAME:KEY=VALUE"),
+        ("x:no_such_option=1", "'no_such_option' is not an option of torch._inductor.config"),
+        ("x:combo_kernels=__import__('os')", "is not a Python literal"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
+            profile_step.parse_variant(text)
