@@ -675,11 +675,10 @@ def _device_scalars(values: list[float], device: torch.device) -> Tensor:
     """``values`` as a float64 tensor on ``device``, without waiting for it: ``torch.tensor(values, device=cuda)``
     copies from pageable memory, which blocks the host until the device has run all the work queued before (the
     backward pass), every step. From pinned memory the copy is queued like a kernel; torch's pinned-memory cache
-    keeps the buffer until the copy has run."""
-    if device.type == "cpu":
-        return torch.tensor(values, dtype=torch.float64)
-    host = torch.tensor(values, dtype=torch.float64, pin_memory=torch.accelerator.is_available())
-    return host.to(device, non_blocking=True)
+    keeps the buffer until the copy has run. (CUDA only: the device checked for it, tests/device_check.py.)"""
+    if device.type == "cuda":
+        return torch.tensor(values, dtype=torch.float64, pin_memory=True).to(device, non_blocking=True)
+    return torch.tensor(values, dtype=torch.float64, device=device)
 
 
 def _is_float(value: Any) -> bool:
