@@ -102,6 +102,26 @@ def test_compiled_float32_matches_eager(name):
     assert max_diff(compiled_result, eager_result) <= 1e-5
 
 
+def test_loop_reordering_is_off_only_where_torch_asserts_in_it(monkeypatch):
+    """torch before 2.12 asserts in inductor's loop reordering after fusion on AGR's graph on a GPU (pytorch#176591):
+    there an optimizer's graph is compiled without that pass (and still equals the eager step); elsewhere, and for any
+    other graph, inductor's setting is left as it is."""
+    from torch._inductor import config as inductor_config
+
+    default = inductor_config.loop_ordering_after_fusion
+    monkeypatch.setattr(codegen, "LOOP_REORDERING_ASSERTS", False)
+    with codegen.optimizer_codegen():
+        assert inductor_config.loop_ordering_after_fusion == default
+    monkeypatch.setattr(codegen, "LOOP_REORDERING_ASSERTS", True)
+    with codegen.optimizer_codegen():
+        assert inductor_config.loop_ordering_after_fusion is False
+    assert inductor_config.loop_ordering_after_fusion == default
+    torch._dynamo.reset()  # compile again, now without the pass
+    _, compiled_result = run("adamw_agr", {}, compile=True, steps=6)
+    _, eager_result = run("adamw_agr", {}, compile=False, steps=6)
+    assert max_diff(compiled_result, eager_result) <= 1e-12
+
+
 def test_compiled_step_follows_a_frozen_layer_and_maximize():
     torch._dynamo.reset()
     results = []

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch._inductor.codegen.common import KernelArgs
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+from torch.torch_version import TorchVersion
 
 #: How many later nodes inductor's scheduler tries to fuse with each node that reads a buffer (its default is 64).
 #: Every tensor's loop reads the step's one hyperparameter buffer, so with the default each of a large group's
@@ -36,6 +37,13 @@ FUSION_PAIR_ATTEMPTS = 8
 #: which made a ResNet-18 step clearly slower on one thread. 128 bytes is more than all of a kernel's scalars and less
 #: than the gradient of any tensor of 32 or more values, so a tensor's own loops still fuse.
 SEPARATE_TENSORS_BELOW_BYTES = 128
+
+#: Whether this torch's inductor asserts in its loop reordering after fusion once a foreach kernel has absorbed another
+#: (pytorch/pytorch#176591, fixed by #176849 for torch 2.12): a foreach update beside per-tensor reductions of
+#: different shapes on a GPU — AGR's Σ|g| — trips it (AGR's whole graph on an H200 with torch 2.11 stopped there, an
+#: ``AssertionError`` with no message). There an optimizer's graph is compiled without that pass: its loops run over
+#: whole contiguous tensors and have no loop order to choose.
+LOOP_REORDERING_ASSERTS = TorchVersion(torch.__version__) < (2, 12)
 
 
 def _storage_root(name: str) -> str | None:
@@ -214,13 +222,15 @@ def _unstack_repeated_scalars(graph: torch.fx.Graph) -> None:
 @contextlib.contextmanager
 def optimizer_codegen() -> Iterator[None]:
     """While inductor compiles an optimizer's graph: the three changes of the module docstring (and no size asserts
-    in the module: every call is checked before it, by dynamo's guards or by compiled._DirectCall's)."""
+    in the module: every call is checked before it, by dynamo's guards or by compiled._DirectCall's; no loop
+    reordering after fusion where torch asserts in it: :data:`LOOP_REORDERING_ASSERTS`)."""
     with (
         torch._inductor.config.patch(
             max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS,
             score_fusion_memory_threshold=SEPARATE_TENSORS_BELOW_BYTES,
             size_asserts=False,  # one assert per input; compiled._DirectCall checks all of them in one C++ call
             post_grad_custom_pre_pass=ShareEqualScalars(),
+            **({"loop_ordering_after_fusion": False} if LOOP_REORDERING_ASSERTS else {}),
         ),
         restrict_unaliased_pointers(),
     ):
