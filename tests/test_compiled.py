@@ -103,7 +103,7 @@ def test_compiled_float32_matches_eager(name):
 
 
 def test_loop_reordering_is_off_only_where_torch_asserts_in_it(monkeypatch):
-    """torch before 2.12 asserts in inductor's loop reordering after fusion on AGR's graph on a GPU (pytorch#176591):
+    """torch 2.11 asserts in inductor's loop reordering after fusion on AGR's graph on a GPU (pytorch#176591):
     there an optimizer's graph is compiled without that pass (and still equals the eager step); elsewhere, and for any
     other graph, inductor's setting is left as it is."""
     from torch._inductor import config as inductor_config

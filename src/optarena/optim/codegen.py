@@ -39,11 +39,11 @@ FUSION_PAIR_ATTEMPTS = 8
 SEPARATE_TENSORS_BELOW_BYTES = 128
 
 #: Whether this torch's inductor asserts in its loop reordering after fusion once a foreach kernel has absorbed another
-#: (pytorch/pytorch#176591, fixed by #176849 for torch 2.12): a foreach update beside per-tensor reductions of
-#: different shapes on a GPU — AGR's Σ|g| — trips it (AGR's whole graph on an H200 with torch 2.11 stopped there, an
-#: ``AssertionError`` with no message). There an optimizer's graph is compiled without that pass: its loops run over
-#: whole contiguous tensors and have no loop order to choose.
-LOOP_REORDERING_ASSERTS = TorchVersion(torch.__version__) < (2, 12)
+#: (pytorch/pytorch#176591, fixed by #176849: torch 2.13 has the fix; older ones are taken to lack it): a foreach
+#: update beside per-tensor reductions of different shapes on a GPU — AGR's Σ|g| — trips it (AGR's whole graph on an
+#: H200 with torch 2.11 stopped there, an ``AssertionError`` with no message). There an optimizer's graph is compiled
+#: without that pass: its loops run over whole contiguous tensors and have no loop order to choose.
+LOOP_REORDERING_ASSERTS = TorchVersion(torch.__version__) < (2, 13)
 
 
 def _storage_root(name: str) -> str | None:
