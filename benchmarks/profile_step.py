@@ -46,6 +46,7 @@ class Row:
     dynamo_steps: float = 0.0
     top: list[tuple[str, float, float]] = field(default_factory=list)  # name, calls per step, µs per step
     parts: list[tuple[str, float]] = field(default_factory=list)  # the engine's parts of a compiled step, host µs
+    optimizer: Optimizer | None = None  # between timing and profiling
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -127,28 +128,39 @@ def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
     return parts
 
 
-def measure(row: Row, params: list[torch.Tensor], device: torch.device, steps: int) -> None:
+def time_row(row: Row, params: list[torch.Tensor], device: torch.device, steps: int) -> None:
+    """Build and warm up ``row``'s optimizer (kept on the row for :func:`profile_row`), then time its steps and the
+    engine's parts. Every row is timed before any is profiled: once torch's profiler has run, its callbacks stay in the
+    process (on a GPU, CUPTI's) and slow every later step."""
     from torch._inductor import config
 
     sync = step_time.synchronizer(device)
     with config.patch(row.options):
-        optimizer = row.build(params)
+        row.optimizer = row.build(params)
         for _ in range(3):  # compiles (under the variant's options), allocates the state
-            optimizer.step()
+            row.optimizer.step()
     sync()
     hosts, walls = [], []
     for _ in range(steps):
         sync()
         start = time.perf_counter()
-        optimizer.step()
+        row.optimizer.step()
         hosts.append(time.perf_counter() - start)
         sync()
         walls.append(time.perf_counter() - start)
     row.host_us, row.wall_us = 1e6 * statistics.median(hosts), 1e6 * statistics.median(walls)
+    row.parts = engine_parts(row.optimizer, steps)
+    sync()
+
+
+def profile_row(row: Row, device: torch.device, steps: int) -> None:
+    """One profiled window of ``steps`` steps: the kernels, their time, the steps that went through dynamo."""
+    assert row.optimizer is not None
+    sync = step_time.synchronizer(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            optimizer.step()
+            row.optimizer.step()
         sync()
     events = prof.key_averages()
     row.dynamo_steps = sum(e.count for e in events if e.key in DYNAMO_EVENTS) / steps / len(DYNAMO_EVENTS)
@@ -168,8 +180,6 @@ def measure(row: Row, params: list[torch.Tensor], device: torch.device, steps: i
     row.kernel_us = sum(time_of(e) for e in kernels) / steps
     ranked = sorted(kernels, key=time_of, reverse=True)[:5]
     row.top = [(e.key, e.count / steps, time_of(e) / steps) for e in ranked]
-    row.parts = engine_parts(optimizer, steps)
-    sync()
 
 
 def render(rows: Sequence[Row], args: argparse.Namespace, shapes: list[tuple[int, ...]]) -> str:
@@ -178,7 +188,7 @@ def render(rows: Sequence[Row], args: argparse.Namespace, shapes: list[tuple[int
         "# Where an optimizer step's time goes",
         "",
         f"{env}; set {args.set}: {len(shapes)} tensors, {step_time.numel(shapes):,} parameters; medians of "
-        f"{args.steps} steps, then one profiled window of {args.steps} steps.",
+        f"{args.steps} steps (every row timed before any is profiled), then one profiled window of {args.steps} steps.",
         "",
         f"Command: `python benchmarks/profile_step.py {' '.join(args.argv)}`",
         "",
@@ -242,8 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         params.append(p)
     rows = make_rows(names, args.variant, args.foreach)
     for row in rows:
-        print(f"[{row.label}]", file=sys.stderr, flush=True)
-        measure(row, params, device, args.steps)
+        print(f"[{row.label}] timing", file=sys.stderr, flush=True)
+        time_row(row, params, device, args.steps)
+    for row in rows:
+        print(f"[{row.label}] profiling", file=sys.stderr, flush=True)
+        profile_row(row, device, args.steps)
+        row.optimizer = None  # its state
     report = render(rows, args, shapes)
     print(report, end="")
     if args.out is not None:
