@@ -163,6 +163,9 @@ fi
 if ! wanted postgresql && [ -z "${OPTARENA_TEST_POSTGRES:-}" ] && [ "${CI:-}" = true ]; then
     pytest_args+=(--ignore tests/test_workers.py)  # it refuses to be collected under CI=true without a server
 fi
+if [ "${CI:-}" = true ]; then
+    pytest_args+=(--durations=25)  # CI has a time budget: its log names the slowest tests
+fi
 
 # --------------------------------------------------------------------------------------------------
 # Python packages, into the current interpreter (an activated venv, or the machine's Python).
