@@ -244,12 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(args.device)
     names = step_time.resolve_optimizers(args.optimizers)
     shapes = step_time.scale_shapes(step_time.PARAM_SETS[args.set](), args.scale)
-    generator = torch.Generator().manual_seed(0)
-    params = []
-    for shape in shapes:
-        p = torch.nn.Parameter(torch.randn(shape, generator=generator).to(device))
-        p.grad = torch.randn(shape, generator=generator).to(device)
-        params.append(p)
+    params = step_time.parameters_with_gradients(shapes, device, torch.Generator().manual_seed(0))
     rows = make_rows(names, args.variant, args.foreach)
     for row in rows:
         print(f"[{row.label}] timing", file=sys.stderr, flush=True)

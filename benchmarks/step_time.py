@@ -491,6 +491,16 @@ class SetResult:
         return next(c for c in self.configs if c.reference and c.mode == mode)
 
 
+def parameters_with_gradients(shapes: list[Shape], device: torch.device, generator: torch.Generator) -> list[Tensor]:
+    """Random parameters of ``shapes`` on ``device``, each with a random gradient (made on the CPU, then moved)."""
+    params = []
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.randn(shape, generator=generator).to(device))
+        p.grad = torch.randn(shape, generator=generator).to(device)
+        params.append(p)
+    return params
+
+
 def run_set(name: str, shapes: list[Shape], configs: list[Config], args: argparse.Namespace) -> SetResult:
     """Warm up, then time every configuration round-robin; then measure state and peak memory."""
     device = torch.device(args.device)
@@ -500,11 +510,7 @@ def run_set(name: str, shapes: list[Shape], configs: list[Config], args: argpars
     # optimizer states; the values never change the speed of these elementwise updates (checked
     # to stay finite below, as NaN or denormal values could). Gradients are fixed random
     # tensors, set once: the step reads them and must not pay for making them.
-    params = []
-    for shape in shapes:
-        p = torch.nn.Parameter(torch.randn(shape, generator=generator).to(device))
-        p.grad = torch.randn(shape, generator=generator).to(device)
-        params.append(p)
+    params = parameters_with_gradients(shapes, device, generator)
     copy_numel = args.copy_mb * MIB // 4
     copy_src = torch.randn(copy_numel, generator=generator).to(device)
     copy_dst = torch.empty_like(copy_src)

@@ -449,6 +449,10 @@ def _has_lists(layout: tuple[Any, ...]) -> bool:
     return any(is_list for is_list, *_ in layout)
 
 
+#: The tensor types a direct call takes as they are (a subclass may change what an op does, which dynamo must see).
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
 class _PlainAndUnaliased:
     """Whether every tensor of a step's list slices is a plain tensor of its slice's dtype and device, and no two
     share storage: what dynamo's guards would check (with the sizes and strides, which inductor's module checks), and
@@ -481,9 +485,6 @@ class _PlainAndUnaliased:
             return False
         storages = {g.untyped_storage().data_ptr() for g in grads}
         return len(storages) == len(grads) and storages.isdisjoint(self.owned_storages)
-
-
-_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _add_storages(tensors: list[Tensor], dtype: torch.dtype, device: torch.device, storages: set[int]) -> bool:
