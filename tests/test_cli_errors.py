@@ -298,6 +298,8 @@ def test_files_that_are_not_utf8_are_named(tmp_path: Path, capsys: pytest.Captur
         (["report", "--out", "."], "Invalid --out: . holds no optarena.db"),
         (["evidence", "--claims", "missing.toml"], "missing.toml: no such claims file"),
         (["evidence", "--claims", "."], ".: cannot read the claims file"),
+        (["evidence", "--claims", "c.toml", "--run", "--workers", "0"], "Invalid --workers: 0; expected an int"),
+        (["evidence", "--claims", "c.toml", "--workers", "2"], "Invalid --workers: 2 without --run"),
     ],
 )
 def test_other_mistakes_are_one_line(

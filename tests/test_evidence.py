@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from scipy import stats
 
 from optarena.arena.evidence.claims import load_claims
 from optarena.arena.evidence.judgement import VERDICTS, compare_seeds
 from optarena.arena.spec.config import ConfigError, load_experiment_file
+from optarena.arena.study import records
 
 REPO = Path(__file__).resolve().parents[1]
 CLAIM_KEYS = 'metric = "test accuracy"\ndirection = "higher"\nmargin = 0.01\npaper_effect_source = "none given"\n'
@@ -30,6 +32,18 @@ def run_evidence(cwd: Path, *args: str, timeout: int = 600, env: dict | None = N
         timeout=timeout,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def trial_owners(db: Path) -> set[int]:
+    """The processes (pids) that ran the finished trials of the SQLite store ``db``."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    owners = set()
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            owner = records.owner_of(trial)
+            owners.add(owner["pid"] if isinstance(owner, dict) else None)
+    return owners
 
 
 def test_difference_interval_is_welchs():
@@ -113,6 +127,29 @@ def test_evidence_command_runs_the_experiment_and_writes_verdicts(tmp_path):
     assert all(0 < float(cell) < 1 for cell in recorded.strip("|").split("|")[4:7])
 
 
+def test_a_failing_worker_is_reported_after_this_process_ran_its_share(tmp_path, monkeypatch):
+    from optarena.arena.evidence import command
+
+    monkeypatch.chdir(tmp_path)  # the smoke stores go to runs/evidence-smoke/ here
+    experiment = tmp_path / "digits.toml"
+    experiment.write_text(f'name = "w"\ntasks = ["digits"]\noptimizers = ["adamw", "sgdm"]\nout = "{tmp_path}"\n')
+    claims = tmp_path / "claims.toml"
+    claims.write_text(
+        '[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "digits.toml"\n'
+        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
+    )
+    fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    monkeypatch.setattr(command, "worker_command", lambda experiment: fail)
+    failed = r"1 of the 1 'optarena worker' processes on experiment 'w' exited with code 3"
+    with pytest.raises(RuntimeError, match=failed):
+        command.evidence(claims, tmp_path / "r.md", run=True, smoke=True, workers=2)
+    with pytest.raises(ValueError, match=r"Invalid workers: 0; expected an integer >= 1"):
+        command.evidence(claims, tmp_path / "r.md", workers=0)
+    outcome = command.evidence(claims, tmp_path / "r.md", smoke=True)  # this process ran the whole budget
+    assert not outcome.missing and [j.claim.id for j in outcome.judgements] == ["x"]
+    assert trial_owners(tmp_path / "runs" / "evidence-smoke" / "digits" / "optarena.db") == {os.getpid()}
+
+
 def test_the_projects_claims_file_is_valid():
     """experiments/evidence/claims.toml parses, and every claim's experiment, task and optimizers exist."""
     claims = load_claims(REPO / "experiments" / "evidence" / "claims.toml")
@@ -130,7 +167,12 @@ def test_every_study_of_the_project_runs_at_ci_size(tmp_path):
     out = tmp_path / "results.md"
     env = {**os.environ, "OPTARENA_SHARED_DATA": str(shared_data_dir().resolve())}
     claims_path = REPO / "experiments" / "evidence" / "claims.toml"
-    run_evidence(tmp_path, "--claims", str(claims_path), "--run", "--smoke", "--out", str(out), timeout=3600, env=env)
+    # two processes share each study's trials (one core each on CI's two-core machine)
+    args = ("--claims", str(claims_path), "--run", "--smoke", "--workers", "2", "--out", str(out))
+    run_evidence(tmp_path, *args, timeout=3600, env=env)
+    stores = sorted((tmp_path / "runs" / "evidence-smoke").glob("*/optarena.db"))
+    shared = [path.parent.name for path in stores if len(trial_owners(path)) == 2]
+    assert len(stores) == len({c.experiment for c in load_claims(claims_path)}) and shared, stores
     text = out.read_text()
     claims = load_claims(claims_path)
     for claim in claims:

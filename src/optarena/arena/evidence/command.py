@@ -5,10 +5,13 @@ Every claim's experiment file is read (with ``--smoke``: at CI size, each in its
 every output is checked before anything runs. With ``run`` each experiment is compared first
 (resuming whatever its store holds). The verdicts go to the page; figures and each experiment's
 full report to the folder of the same name beside it (``docs/results.md`` -> ``docs/results/``).
+With ``workers`` > 1 each experiment's trials are shared with ``optarena worker`` processes on its store.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +50,15 @@ def evidence(
     run: bool = False,
     smoke: bool = False,
     on_run: Callable[[Path, str], None] | None = None,
+    workers: int = 1,
 ) -> Outcome:
     """Judge every claim of ``claims_path`` and write the page to ``out``; ``run``: compare each experiment first.
 
-    ``on_run(experiment file, store URL)`` is called before each experiment runs.
+    ``on_run(experiment file, store URL)`` is called before each experiment runs; ``workers``: processes that
+    run each experiment's trials together (this one and ``workers - 1`` ``optarena worker`` processes).
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"Invalid workers: {workers!r}; expected an integer >= 1")
     claims_file = load_claims_file(claims_path)
     overrides: dict[Path, dict[str, Any]] = {}
     for claim in claims_file.claims:
@@ -86,7 +93,7 @@ def evidence(
         for path, experiment in experiments.items():
             if on_run is not None:
                 on_run(path, experiment.storage_url)
-            compare(experiment)
+            compare_with_workers(experiment, workers)
     judgements, missing = [], []
     for claim in claims_file.claims:
         if not _store_exists(experiments[claim.experiment]):  # never create an empty store by reading it
@@ -117,6 +124,41 @@ def evidence(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return Outcome(judgements, missing, out)
+
+
+def worker_command(experiment: Experiment) -> list[str]:
+    """The ``optarena worker`` command line that joins ``experiment`` in its store."""
+    return [sys.executable, "-m", "optarena", "worker", "--storage", experiment.storage_url, "--study", experiment.name]
+
+
+def compare_with_workers(experiment: Experiment, workers: int) -> None:
+    """``compare(experiment)`` in this process beside ``workers - 1`` ``optarena worker`` processes on its store.
+
+    The budget is queued before any worker starts (a worker joins only a queued experiment); every trial runs
+    once, whoever takes it. A worker that fails is reported once this process has finished the budget: its
+    trial was given back and run here, and every finished run stays in the store.
+    """
+    if workers == 1:
+        compare(experiment)
+        return
+    compare(experiment, prepare_only=True)
+    # a worker's progress lines would interleave with this command's; its errors go to stderr
+    helpers = [subprocess.Popen(worker_command(experiment), stdout=subprocess.DEVNULL) for _ in range(workers - 1)]
+    try:
+        compare(experiment)
+        codes = [helper.wait() for helper in helpers]
+    finally:
+        for helper in helpers:  # interrupted, or compare failed: no worker is left running
+            if helper.poll() is None:
+                helper.terminate()
+                helper.wait()
+    failed = [code for code in codes if code != 0]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of the {len(helpers)} 'optarena worker' processes on experiment {experiment.name!r} "
+            f"exited with code {', '.join(map(str, failed))} (their errors are above); this process ran the rest of "
+            f"its budget, and every finished run is in {experiment.storage_url}"
+        )
 
 
 def _store_exists(experiment: Experiment) -> bool:
