@@ -34,6 +34,18 @@ def run_evidence(cwd: Path, *args: str, timeout: int = 600, env: dict | None = N
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
+def write_adamw_vs_sgdm_claim(folder: Path, name: str, file: str) -> Path:
+    """A claims file in ``folder`` with claim ``x``: AdamW beats SGD-momentum on digits, in experiment ``file``."""
+    experiment = f'name = "{name}"\ntasks = ["digits"]\noptimizers = ["adamw", "sgdm"]\nout = "{folder}"\n'
+    (folder / file).write_text(experiment)
+    claims = folder / "claims.toml"
+    claims.write_text(
+        f'[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "{file}"\n'
+        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
+    )
+    return claims
+
+
 def trial_owners(db: Path) -> set[int]:
     """The processes (pids) that ran the finished trials of the SQLite store ``db``."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
@@ -131,13 +143,7 @@ def test_a_failing_worker_is_reported_after_this_process_ran_its_share(tmp_path,
     from optarena.arena.evidence import command
 
     monkeypatch.chdir(tmp_path)  # the smoke stores go to runs/evidence-smoke/ here
-    experiment = tmp_path / "digits.toml"
-    experiment.write_text(f'name = "w"\ntasks = ["digits"]\noptimizers = ["adamw", "sgdm"]\nout = "{tmp_path}"\n')
-    claims = tmp_path / "claims.toml"
-    claims.write_text(
-        '[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "digits.toml"\n'
-        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
-    )
+    claims = write_adamw_vs_sgdm_claim(tmp_path, "w", "digits.toml")
     fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
     monkeypatch.setattr(command, "worker_command", lambda experiment: fail)
     failed = r"1 of the 1 'optarena worker' processes on experiment 'w' exited with code 3"
@@ -238,13 +244,7 @@ def test_claim_measure_keys_are_validated(tmp_path, extra, message):
 
 
 def test_claims_whose_runs_are_missing_are_listed_not_judged(tmp_path):
-    experiment = tmp_path / "never.toml"
-    experiment.write_text(f'name = "never"\ntasks = ["digits"]\noptimizers = ["adamw", "sgdm"]\nout = "{tmp_path}"\n')
-    claims = tmp_path / "claims.toml"
-    claims.write_text(
-        '[[claim]]\nid = "x"\npaper = "P"\nclaim = "c"\npaper_result = "r"\nexperiment = "never.toml"\n'
-        'task = "digits"\nmethod = "adamw"\nbaseline = "sgdm"\n' + CLAIM_KEYS
-    )
+    claims = write_adamw_vs_sgdm_claim(tmp_path, "never", "never.toml")
     out = tmp_path / "results.md"
     run_evidence(tmp_path, "--claims", str(claims), "--out", str(out))
     text = out.read_text()
