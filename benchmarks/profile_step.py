@@ -124,6 +124,15 @@ def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
         parts.append(("direct call: inputs", host_us(lambda: direct.inputs(slices), count)))
         inputs = direct.inputs(slices)
         parts.append(("direct call: tensor guards", host_us(lambda: direct.tensor_guards.check(*inputs), count)))
+        if direct.inner is not None:  # past AOT autograd's wrappers: what the direct call does around the module
+            aligned = [inputs[i] for i in direct.aligned]  # a GPU graph's inputs (none on a CPU)
+            parts.append(("direct call: alignment check", host_us(lambda: [t.data_ptr() % 16 for t in aligned], count)))
+            mutated = [inputs[i] for i in direct.mutated]
+            bump = torch.autograd.graph.increment_version
+            parts.append(("direct call: version counters", host_us(lambda: bump(mutated), count)))
+            # inductor's module alone (on a GPU: its kernels' launches); a boxed call empties its list: a copy each
+            module = direct.inner.current_callable
+            parts.append(("direct call: the compiled module", host_us(lambda: module(list(inputs)), count)))
         parts.append(("direct call, all of it", host_us(lambda: direct(slices), count)))
     return parts
 
