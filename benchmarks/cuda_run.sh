@@ -9,7 +9,7 @@
 #    for the compiled step (and, with PROFILE_VARIANTS="--variant NAME:KEY=VALUE ...", inductor options to try).
 # Each part has its own time limit (seconds, from the environment: CHECK_S, RESNET_S, TRANSFORMER_S, PROFILE_S) so
 # that one stuck part still leaves the others' files in OUT_DIR. The defaults add up to 590 s (an H200's cold compile
-# cache: 96, 218, ≈ 150 and 76 s (with one variant) were needed): one call with a 600 s limit.
+# cache, the third session: 73, 178, more than 180 and 26 s): one call with a 600 s limit.
 # Runs from any directory; uses $PYTHON (default: the python3 on the PATH) with this checkout's src/ first on
 # PYTHONPATH. A dry run elsewhere (tests/test_benchmark_smoke.py): DEVICE=cpu, CHECK_NAMES (registry names for the
 # check), OPTIMIZERS (step_time.py's, comma-separated), STEP_ARGS (more step_time.py arguments, e.g. "--scale 0.01").
@@ -34,7 +34,7 @@ optimizers=${OPTIMIZERS:-adaburst,adamnx,adax,adabelief,lion,adan,adamw_agr}
 SECONDS=0
 device=${DEVICE:-cuda}
 # shellcheck disable=SC2086  # CHECK_NAMES and STEP_ARGS are lists of words
-timeout "${CHECK_S:-110}" "$py" tests/device_check.py "$device" ${CHECK_NAMES:-} > "$out/device_check.log" 2>&1
+timeout "${CHECK_S:-90}" "$py" tests/device_check.py "$device" ${CHECK_NAMES:-} > "$out/device_check.log" 2>&1
 echo "device_check rc=$? ${SECONDS}s"
 grep -E "^[a-z_]+ +(dev-vs-cpu|ERROR)|^failures" "$out/device_check.log"
 
@@ -45,12 +45,12 @@ step_time() {  # set modes seconds
     --rounds 7 --steps 5 --warmup 3 ${STEP_ARGS:-} --out "$out/step_time_${device}_$1.md" > "$out/step_time_$1.log" 2>&1
   echo "step_time $1 rc=$? ${SECONDS}s; compiles that fell back to eager: $(grep -c 'RuntimeWarning: .*torch.compile failed' "$out/step_time_$1.log")"
 }
-step_time resnet18 foreach,compiled,compiled-per-tensor "${RESNET_S:-240}"
-step_time transformer foreach,compiled "${TRANSFORMER_S:-180}"
+step_time resnet18 foreach,compiled,compiled-per-tensor "${RESNET_S:-210}"
+step_time transformer foreach,compiled "${TRANSFORMER_S:-240}"
 
 SECONDS=0
 # shellcheck disable=SC2086
-timeout "${PROFILE_S:-60}" "$py" benchmarks/profile_step.py --device "$device" --set "${PROFILE_SET:-resnet18}" \
+timeout "${PROFILE_S:-50}" "$py" benchmarks/profile_step.py --device "$device" --set "${PROFILE_SET:-resnet18}" \
   --optimizers "${PROFILE_OPTIMIZERS:-adaburst,lion,adan,adamw_agr}" --foreach --steps 20 \
   ${PROFILE_VARIANTS:-} --out "$out/profile_${device}.md" > "$out/profile.log" 2>&1
 echo "profile rc=$? ${SECONDS}s"
