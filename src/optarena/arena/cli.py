@@ -97,9 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     evidence.add_argument("--smoke", action="store_true",
                           help="the CI-size version of every study: 256 training examples, 64 scored per split, "
                                "2 epochs, 2 trials, 2 seeds, under runs/evidence-smoke/")  # fmt: skip
-    evidence.add_argument("--workers", type=int, default=1,
-                          help="with --run: processes that share each experiment's trials (this one and N-1 "
-                               "'optarena worker' processes on its store), e.g. one per core")  # fmt: skip
+    evidence.add_argument("--workers", type=int, default=1, help="with --run: processes sharing each experiment's "
+                          "trials (this one and N-1 'optarena worker' processes on its store)")  # fmt: skip
     evidence.add_argument("--out", type=Path, default=Path("docs/results.md"),
                           help="where the verdicts go; figures and full reports go to the folder of the same "
                                "name beside it (docs/results/)")  # fmt: skip
@@ -281,13 +280,11 @@ def cmd_run(args: argparse.Namespace) -> Path:
 def cmd_evidence(args: argparse.Namespace) -> Path:
     from optarena.arena.evidence.command import evidence
 
-    def running(path: Path, storage_url: str) -> None:
-        console.print(f"[bold]running[/] {path.name}: {storage_url}")
-
     if args.workers < 1:
         raise ValueError(f"Invalid --workers: {args.workers}; expected an integer >= 1")
     if args.workers > 1 and not args.run:
         raise ValueError(f"Invalid --workers: {args.workers} without --run; workers run experiments, and none is run")
+    running = lambda path, url: console.print(f"[bold]running[/] {path.name}: {url}")  # noqa: E731
     outcome = evidence(args.claims, args.out, run=args.run, smoke=args.smoke, on_run=running, workers=args.workers)
     for j in outcome.judgements:  # the page's verdict: after Holm's correction across the claims
         console.print(f"{j.claim.id}: [bold]{j.verdict}[/]")
