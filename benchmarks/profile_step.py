@@ -126,7 +126,9 @@ def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
         parts.append(("direct call: tensor guards", host_us(lambda: direct.tensor_guards.check(*inputs), count)))
         if direct.inner is not None:  # past AOT autograd's wrappers: what the direct call does around the module
             aligned = [inputs[i] for i in direct.aligned]  # a GPU graph's inputs (none on a CPU)
-            parts.append(("direct call: alignment check", host_us(lambda: [t.data_ptr() % 16 for t in aligned], count)))
+            alignment = compiled._ALIGNMENT
+            check = host_us(lambda: [t.data_ptr() % alignment for t in aligned], count)
+            parts.append(("direct call: alignment check", check))
             mutated = [inputs[i] for i in direct.mutated]
             bump = torch.autograd.graph.increment_version
             parts.append(("direct call: version counters", host_us(lambda: bump(mutated), count)))
