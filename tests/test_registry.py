@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import optarena
 from optarena.optim import AGR, Adaburst, AdamNX, AdamW, OptarenaOptimizer
@@ -169,3 +172,51 @@ def test_hooks_of_an_optimizer_object_reach_through_wrappers():
     assert hooks_of(wrapped) is get_optimizer_info("adaburst").hooks
     assert hooks_of(optarena.create_optimizer(params, "sgdm", agr="code")) is NO_HOOKS
     assert hooks_of(torch.optim.SGD(params, lr=0.1)) is NO_HOOKS
+
+
+class _CountedRecordFunction(torch.autograd.profiler.record_function):
+    entered: ClassVar[list[str]] = []
+
+    def __enter__(self):
+        self.entered.append(self.name)
+        return super().__enter__()
+
+
+@pytest.mark.parametrize("name", optarena.list_optimizers())
+def test_step_hooks_run_once_and_the_profiler_label_costs_nothing_without_them(name, monkeypatch):
+    """Every registered optimizer's ``step`` is wrapped once (torch's hooks run once a step, an own ``step`` such as
+    Adaburst's included); torch's profiler label is entered only when something can see it."""
+    monkeypatch.setattr(torch.autograd.profiler, "record_function", _CountedRecordFunction)
+    monkeypatch.setattr(_CountedRecordFunction, "entered", [])
+    net = model()
+    optimizer = build(net.parameters(), name)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        net(torch.randn(5, 3)).square().sum().backward()
+        optimizer.step()
+
+    step()
+    inner = getattr(optimizer, "optimizer", optimizer)  # a wrapper's step (Lookahead's) calls the inner one's
+    label = f"Optimizer.step#{type(inner).__name__}.step"
+    assert label not in _CountedRecordFunction.entered  # no hook, no profiler: torch's wrapper is not entered
+    calls: list[str] = []
+    handles = [
+        optimizer.register_step_pre_hook(lambda *_: calls.append("pre")),
+        optimizer.register_step_post_hook(lambda *_: calls.append("post")),
+        register_optimizer_step_pre_hook(lambda *_: calls.append("global pre")),
+    ]
+    step()
+    assert calls == ["global pre", "pre", "post"]
+    assert _CountedRecordFunction.entered.count(label) == 1
+    for handle in handles:
+        handle.remove()
+    step()
+    assert calls == ["global pre", "pre", "post"] and _CountedRecordFunction.entered.count(label) == 1
+    with torch.profiler.profile() as prof:
+        step()
+    assert label in {event.key for event in prof.key_averages()}
+    # A pre-hook may replace the step's arguments: here it hands the step a closure, whose loss the step returns.
+    handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: ((args[0], lambda: torch.tensor(7.0)), {}))
+    assert float(optimizer.step()) == 7.0
+    handle.remove()

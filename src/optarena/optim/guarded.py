@@ -15,6 +15,11 @@ registry (the engine's base class and the torch baselines) and gives them three 
   - ``'raise'``: :class:`NonFiniteGradientError`, with the parameters and state untouched.
 
   ``'skip'`` and ``'raise'`` read one number per device back to the host every step.
+* **A step wrapper that costs nothing when idle.** torch wraps each optimizer class's ``step`` once, to run the
+  step hooks inside a ``record_function`` that labels the step for the profiler; that label costs 7–17 µs a step
+  (a sixth of a small model's step, fused AdamW's included). Here torch's own wrapper runs only when it has work:
+  a step hook registered (on the optimizer or globally) or the autograd profiler on (``torch.profiler``,
+  ``emit_nvtx``, ``emit_itt``); otherwise the step is called directly.
 * **State that knows whose it is.** ``state_dict()`` stamps every param group with the optimizer
   that saved it (``saved_by``); ``load_state_dict`` refuses a state saved by another optimizer, or
   by the same one with another state layout (AdaBound vs AMSBound, Adam vs AMSGrad), naming both.
@@ -26,6 +31,7 @@ registry (the engine's base class and the torch baselines) and gives them three 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -33,6 +39,7 @@ import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from optarena.optim.hooks import NO_HOOKS, LoopHooks
 from optarena.optim.wrapper import WRAPPER_STATE_KEYS
@@ -129,6 +136,26 @@ class GuardedOptimizer(Optimizer):
         check_declared(group, self.declared_hyperparameters())
 
     # -- the step ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
+        """The wrapper torch puts around the class's ``step`` (see the module docstring): torch's own, entered only
+        when a step hook or the profiler is there to see it."""
+        hooked = Optimizer.profile_hook_step(func)
+
+        @functools.wraps(func)
+        def step(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+            if (
+                self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
+                or _global_optimizer_pre_hooks
+                or _global_optimizer_post_hooks
+                or torch._C._autograd._profiler_enabled()
+            ):
+                return hooked(self, *args, **kwargs)
+            return func(self, *args, **kwargs)
+
+        return step
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
