@@ -257,8 +257,9 @@ def test_compiled_step_is_fused_with_no_host_read(name):
     assert "torch.ops.aten." not in source, [line for line in source.splitlines() if "torch.ops.aten." in line]
 
 
+@pytest.mark.parametrize("flat", [None, False], ids=["flat", "lists"])
 @pytest.mark.parametrize("official_edge_cases", [False, True])
-def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge_cases):
+def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge_cases, flat):
     """Compiled, Σ|g| of a tensor over 4,096 values is summed in rows (functional.sum_in_chunks) and α = |g|·(1/Σ|g|):
     both within float64 rounding of the eager reference, remainders and an all-zero tensor included."""
     torch._dynamo.reset()
@@ -269,7 +270,7 @@ def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge
         g = torch.Generator().manual_seed(3)
         params = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
         opt = optarena.create_optimizer(
-            params, "adamw_agr", lr=1e-2, agr_official_edge_cases=official_edge_cases, compile=compile
+            params, "adamw_agr", lr=1e-2, agr_official_edge_cases=official_edge_cases, compile=compile, flat=flat
         )
         for k in range(4):
             for p in params:
@@ -280,6 +281,31 @@ def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge
         results.append([p.detach().clone() for p in params])
     assert all(torch.isfinite(p).all() for p in results[0])
     assert max_diff(*results) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "name,transform", [("adamw_agr", {}), ("adan_agr", {}), ("adamw_agr", {"agr": None, "normalize": "std"})]
+)
+def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_update(name, transform):
+    """A list group whose transforms reduce over each whole tensor (AGR's Σ|g|, normalization's std) is transformed and
+    updated tensor by tensor (compiled._update's ``tensor_by_tensor``): in the generated C++, each tensor's reduction
+    loops come right before its update loop, never every reduction first (which re-reads each gradient from memory
+    once the model outgrows the cache)."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(*shape, generator=g).requires_grad_() for shape in [(40, 50), (30, 70), (20, 90)]]
+    opt = optarena.create_optimizer(params, name, compile=True, flat=False, **transform)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        _, codes = run_and_get_code(opt.step)
+    events = [
+        "R" if "vec_reduce_all" in line else "U"
+        for line in "\n".join(codes).splitlines()
+        if "vec_reduce_all" in line or ".store(" in line
+    ]
+    runs = "".join(kind for i, kind in enumerate(events) if i == 0 or events[i - 1] != kind)
+    assert runs == "RU" * len(params), runs
 
 
 def test_sum_in_chunks_equals_sum_in_float64_and_compiles():

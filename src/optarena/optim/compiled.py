@@ -44,7 +44,7 @@ from optarena.optim.codegen import optimizer_codegen
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
-from optarena.optim.transforms import Pipeline, agr_scope, apply_pipeline, pipeline, reads_shape
+from optarena.optim.transforms import Pipeline, agr_scope, apply_pipeline, pipeline, reads_shape, reduces_whole_tensors
 from optarena.optim.wrapper import OptimizerWrapper
 
 #: A compile that fails is a warning with the error's message; its traceback (inductor's frames) is logged here, at
@@ -74,8 +74,15 @@ Slice = tuple[
 AGR_IN_SCOPE = "agr_in_scope"
 
 
-def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
-    """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once."""
+def _update(kernel: Callable[..., Any], slices: list[Slice], tensor_by_tensor: bool = False) -> None:
+    """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once.
+
+    ``tensor_by_tensor`` (an elementwise kernel: each tensor's update reads only its own tensors): where the transforms
+    reduce over each whole tensor (AGR's Σ|g|), a list slice's tensors are transformed and updated in turn. Op
+    by op, inductor runs every tensor's reduction before the first update, and on a model larger than the cache the
+    update reads every gradient from memory a second time; tensor by tensor, the update reads a gradient its
+    reduction has just brought into the cache. The same functions on the same values: the result is unchanged.
+    """
     for static, names, transforms, shapes, params, grads, states, scalars, clip_factor in slices:
         values = scalars.unbind(0)
         hyper = dict(zip(names, values))
@@ -84,6 +91,19 @@ def _update(kernel: Callable[..., Any], slices: list[Slice]) -> None:
             steps = steps * len(params)  # not `*=`: torch 2.11's dynamo refuses a list's in-place repeat
         scope_flag = hyper.pop(AGR_IN_SCOPE, None)  # a graph shared by every shape: AGR's scope as data
         agr_in_scope = None if scope_flag is None else [scope_flag] * len(params)
+        if tensor_by_tensor and shapes is None and len(params) > 1 and reduces_whole_tensors(transforms):
+            for i in range(len(params)):
+                one = slice(i, i + 1)
+                grad, m_grad = apply_pipeline(
+                    transforms,
+                    grads[one],
+                    steps[one],
+                    foreach=True,
+                    clip_factor=clip_factor,
+                    agr_in_scope=None if agr_in_scope is None else agr_in_scope[one],
+                )
+                kernel(params[one], grad, m_grad, *[s[one] for s in states], steps=steps[one], **hyper, **dict(static))
+            continue
         # The eager step's transforms, the same functions.
         if shapes is None:
             grads, m_grads = apply_pipeline(
@@ -151,7 +171,7 @@ class _DirectCall:
         self.symbolic: list[tuple[int, int, int]] = []
         self.symbolic_strides: set[tuple[int, int]] = set()  # (input, dim): any stride (a size-1 dim's)
         self.frame_guards: Any = None  # set by _CompiledUpdate: its cache entry's guards
-        self.kernel: Callable[..., Any] | None = None
+        self.arguments: dict[str, Any] = {}  # set by _CompiledUpdate: _update's arguments but the slices
         self.sizes_served: dict[tuple[int, ...], bool] = {}
         self.flat_places: list[int] | None = None  # set by guard(): each input's place in _flatten's list
         self.flat_length = 0
@@ -247,9 +267,7 @@ class _DirectCall:
             sizes = tuple(inputs[i] for i in self.sizes)
             served = self.sizes_served.get(sizes)
             if served is None:
-                served = self.frame_guards is not None and self.frame_guards.check(
-                    {"kernel": self.kernel, "slices": slices}
-                )
+                served = self.frame_guards is not None and self.frame_guards.check({**self.arguments, "slices": slices})
                 self.sizes_served[sizes] = served
             if not served:
                 return False
@@ -342,12 +360,16 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
 class _CompiledUpdate:
     """``torch.compile(_update)`` under a code object of its own, and the direct calls of its flat graphs."""
 
-    def __init__(self, name: str, *, direct: bool = True, dynamic: bool = False) -> None:
+    def __init__(
+        self, name: str, *, direct: bool = True, dynamic: bool = False, tensor_by_tensor: bool = False
+    ) -> None:
         """``direct=False``: configurations that differ beyond the flat layout share this code object (an
         unhashable option value), so no graph is called directly. ``dynamic=True``: graphs traced with symbolic
-        sizes (one tensor's, for ``graphs='per_tensor'``), so that one graph serves every size."""
+        sizes (one tensor's, for ``graphs='per_tensor'``), so that one graph serves every size.
+        ``tensor_by_tensor``: see :func:`_update`."""
         self.allows_direct = direct
         self.dynamic = dynamic
+        self.tensor_by_tensor = tensor_by_tensor
         self.code = _update.__code__.replace(co_name=name)
         self.graphs: list[_DirectCall | None] = []  # every graph the backend compiled, in order
         self.direct: dict[tuple[Any, ...], _DirectCall] = {}  # by flat layout
@@ -393,14 +415,15 @@ class _CompiledUpdate:
         # Symbolic sizes: the options' ints (AGR's stop step, a total step count) stay constants of the graph, as in a
         # graph traced for fixed sizes (dynamic=True would make each one a symbol, an input of the graph).
         with torch._dynamo.config.patch(specialize_int=self.dynamic):
-            self.through_dynamo(kernel, slices)
+            self.through_dynamo(kernel, slices, self.tensor_by_tensor)
         new = self.graphs[compiled_before:]
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
         plain = not _has_lists(layout) or (new[0].inner is not None and _PlainAndUnaliased()(slices))
         # dynamo's guards of the newest graph (cache entries: newest first): what a graph with symbolic sizes checks
         # a new size against, and what tells that dynamo still holds the graph (see live_calls)
-        new[0].frame_guards, new[0].kernel = _debug_get_cache_entry_list(self.code)[0].guard_manager, kernel
+        new[0].frame_guards = _debug_get_cache_entry_list(self.code)[0].guard_manager
+        new[0].arguments = {"kernel": kernel, "tensor_by_tensor": self.tensor_by_tensor}
         if plain and new[0].guard(slices):
             if new[0].sizes:  # one layout, several graphs (the size ranges a trace branched on): each is tried
                 self.by_sizes.setdefault(layout, []).append(new[0])
@@ -428,7 +451,9 @@ def _compiled_update_for(cls: type, signature: tuple[Any, ...] = (), *, dynamic:
     except TypeError:  # an unhashable option value: such configurations share the class's code object
         key, direct = (cls, (), dynamic), False
     if key not in _COMPILED:
-        _COMPILED[key] = _CompiledUpdate(f"_update_{cls.__name__}_{len(_COMPILED)}", direct=direct, dynamic=dynamic)
+        name = f"_update_{cls.__name__}_{len(_COMPILED)}"
+        elementwise = getattr(cls, "elementwise_kernel", False)
+        _COMPILED[key] = _CompiledUpdate(name, direct=direct, dynamic=dynamic, tensor_by_tensor=elementwise)
     return _COMPILED[key]
 
 

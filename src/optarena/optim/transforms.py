@@ -265,6 +265,13 @@ def reads_shape(transforms: Pipeline) -> bool:
     return any(name == "centralize" for name, *_ in transforms)
 
 
+def reduces_whole_tensors(transforms: Pipeline) -> bool:
+    """Whether ``transforms`` reduce over the whole of each tensor before its first value can be updated (AGR's Σ|g|,
+    normalization's norm or standard deviation), so that the update reads the gradient a second time. Not
+    centralization: its means are per row, which inductor fuses into the update's loop over rows."""
+    return any(name in ("agr", "normalize") for name, *_ in transforms)
+
+
 def agr_scope(transforms: Pipeline) -> str | None:
     """AGR's scope in ``transforms`` (None without AGR). Under ``'weights'`` a tensor's shape chooses whether AGR
     regularizes it: a graph shared by every shape gets that choice as data (``apply_pipeline``'s ``agr_in_scope``)."""
