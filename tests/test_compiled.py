@@ -286,11 +286,18 @@ def test_compiled_agr_on_tensors_past_the_chunked_sum_equals_eager(official_edge
 @pytest.mark.parametrize(
     "name,transform", [("adamw_agr", {}), ("adan_agr", {}), ("adamw_agr", {"agr": None, "normalize": "std"})]
 )
-def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_update(name, transform):
+@pytest.mark.parametrize(("run_bytes", "expected"), [(1, "RURURU"), (4 * (2000 + 2100), "RURU"), (None, "RU")])
+def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_update(
+    name, transform, run_bytes, expected, monkeypatch
+):
     """A list group whose transforms reduce over each whole tensor (AGR's Σ|g|, normalization's std) is transformed and
-    updated tensor by tensor (compiled._update's ``tensor_by_tensor``): in the generated C++, each tensor's reduction
-    loops come right before its update loop, never every reduction first (which re-reads each gradient from memory
-    once the model outgrows the cache)."""
+    updated in runs of at most ``CACHE_RUN_BYTES`` of gradient (compiled._update's ``tensor_by_tensor``): in the
+    generated C++, each run's reduction loops come right before its update loops, never every reduction first (which
+    re-reads each gradient from memory once the model outgrows the cache). Runs of one tensor, of two then one, and by
+    default (8 MiB) the three small tensors as one run."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    if run_bytes is not None:
+        monkeypatch.setattr(compiled, "CACHE_RUN_BYTES", run_bytes)
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     params = [torch.randn(*shape, generator=g).requires_grad_() for shape in [(40, 50), (30, 70), (20, 90)]]
@@ -299,13 +306,12 @@ def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_upda
         p.grad = torch.randn(p.shape, generator=g)
     with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
         _, codes = run_and_get_code(opt.step)
+    lines = "\n".join(codes).splitlines()
     events = [
-        "R" if "vec_reduce_all" in line else "U"
-        for line in "\n".join(codes).splitlines()
-        if "vec_reduce_all" in line or ".store(" in line
+        "R" if "vec_reduce_all" in line else "U" for line in lines if "vec_reduce_all" in line or ".store(" in line
     ]
     runs = "".join(kind for i, kind in enumerate(events) if i == 0 or events[i - 1] != kind)
-    assert runs == "RU" * len(params), runs
+    assert runs == expected
 
 
 def test_sum_in_chunks_equals_sum_in_float64_and_compiles():
