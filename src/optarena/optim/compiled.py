@@ -79,10 +79,10 @@ def _update(kernel: Callable[..., Any], slices: list[Slice], tensor_by_tensor: b
 
     ``tensor_by_tensor`` (an elementwise kernel: each tensor's update reads only its own tensors): where the transforms
     reduce over each whole tensor (AGR's Σ|g|), a list slice's tensors are transformed and updated in runs of
-    :data:`CACHE_RUN_BYTES` of gradient, one run after the other. Op
-    by op, inductor runs every tensor's reduction before the first update, and on a model larger than the cache the
-    update reads every gradient from memory a second time; tensor by tensor, the update reads a gradient its
-    reduction has just brought into the cache. The same functions on the same values: the result is unchanged.
+    :data:`CACHE_RUN_BYTES` of gradient, one run after the other. Op by op, inductor runs every tensor's reduction
+    before the first update, and on a model larger than the cache the update reads every gradient from memory a second
+    time; run by run, the update reads gradients that their reductions have just brought into the cache. The same
+    functions on the same values: the result is unchanged.
     """
     for static, names, transforms, shapes, params, grads, states, scalars, clip_factor in slices:
         values = scalars.unbind(0)

@@ -16,10 +16,10 @@ registry (the engine's base class and the torch baselines) and gives them three 
 
   ``'skip'`` and ``'raise'`` read one number per device back to the host every step.
 * **A step wrapper that costs nothing when idle.** torch wraps each optimizer class's ``step`` once, to run the
-  step hooks inside a ``record_function`` that labels the step for the profiler; that label costs 7–17 µs a step
-  (a sixth of a small model's step, fused AdamW's included). Here torch's own wrapper runs only when it has work:
-  a step hook registered (on the optimizer or globally) or the autograd profiler on (``torch.profiler``,
-  ``emit_nvtx``, ``emit_itt``); otherwise the step is called directly.
+  step hooks inside a ``record_function`` that labels the step for the profiler; on a CPU that costs 13–17 µs a
+  step (fused AdamW's step on a 20k-parameter CNN: 58 µs through it, 45 past it). Here torch's own wrapper runs only
+  when it has work: a step hook registered (on the optimizer or globally) or the autograd profiler on
+  (``torch.profiler``, ``emit_nvtx``, ``emit_itt``); otherwise the step is called directly.
 * **State that knows whose it is.** ``state_dict()`` stamps every param group with the optimizer
   that saved it (``saved_by``); ``load_state_dict`` refuses a state saved by another optimizer, or
   by the same one with another state layout (AdaBound vs AMSBound, Adam vs AMSGrad), naming both.
