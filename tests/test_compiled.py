@@ -291,7 +291,7 @@ def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_upda
     name, transform, run_bytes, expected, monkeypatch
 ):
     """A list group whose transforms reduce over each whole tensor (AGR's Σ|g|, normalization's std) is transformed and
-    updated in runs of at most ``CACHE_RUN_BYTES`` of gradient (compiled._update's ``tensor_by_tensor``): in the
+    updated in runs of at most ``CACHE_RUN_BYTES`` of gradient (compiled._update's ``run_by_run``): in the
     generated C++, each run's reduction loops come right before its update loops, never every reduction first (which
     re-reads each gradient from memory once the model outgrows the cache). Runs of one tensor, of two then one, and by
     default (8 MiB) the three small tensors as one run."""

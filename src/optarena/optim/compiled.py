@@ -74,10 +74,10 @@ Slice = tuple[
 AGR_IN_SCOPE = "agr_in_scope"
 
 
-def _update(kernel: Callable[..., Any], slices: list[Slice], tensor_by_tensor: bool = False) -> None:
+def _update(kernel: Callable[..., Any], slices: list[Slice], run_by_run: bool = False) -> None:
     """The traced function: what :meth:`OptarenaOptimizer._update` does, for every slice at once.
 
-    ``tensor_by_tensor`` (an elementwise kernel: each tensor's update reads only its own tensors): where the transforms
+    ``run_by_run`` (an elementwise kernel: each tensor's update reads only its own tensors): where the transforms
     reduce over each whole tensor (AGR's Σ|g|), a list slice's tensors are transformed and updated in runs of
     :data:`CACHE_RUN_BYTES` of gradient, one run after the other. Op by op, inductor runs every tensor's reduction
     before the first update, and on a model larger than the cache the update reads every gradient from memory a second
@@ -92,7 +92,7 @@ def _update(kernel: Callable[..., Any], slices: list[Slice], tensor_by_tensor: b
             steps = steps * len(params)  # not `*=`: torch 2.11's dynamo refuses a list's in-place repeat
         scope_flag = hyper.pop(AGR_IN_SCOPE, None)  # a graph shared by every shape: AGR's scope as data
         agr_in_scope = None if scope_flag is None else [scope_flag] * len(params)
-        if tensor_by_tensor and shapes is None and len(params) > 1 and reduces_whole_tensors(transforms):
+        if run_by_run and shapes is None and len(params) > 1 and reduces_whole_tensors(transforms):
             for run in _cache_sized_runs(grads):
                 grad, m_grad = apply_pipeline(
                     transforms,
@@ -114,7 +114,7 @@ def _update(kernel: Callable[..., Any], slices: list[Slice], tensor_by_tensor: b
         kernel(params, grads, m_grads, *states, steps=steps, **hyper, **dict(static))
 
 
-#: The gradient bytes of one run of tensors transformed and updated together by ``_update``'s ``tensor_by_tensor``:
+#: The gradient bytes of one run of tensors transformed and updated together by ``_update``'s ``run_by_run``:
 #: a quarter of a 32 MiB last-level cache, so that a run's gradients stay in it while its updates stream the
 #: parameters and states. Runs rather than single tensors: dynamo traces the kernel once per run, and small tensors
 #: gain nothing from their own (one run per tensor took 10 s more to compile AGR's ResNet-18 graph, 39 s against 29).
@@ -380,16 +380,14 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
 class _CompiledUpdate:
     """``torch.compile(_update)`` under a code object of its own, and the direct calls of its flat graphs."""
 
-    def __init__(
-        self, name: str, *, direct: bool = True, dynamic: bool = False, tensor_by_tensor: bool = False
-    ) -> None:
+    def __init__(self, name: str, *, direct: bool = True, dynamic: bool = False, run_by_run: bool = False) -> None:
         """``direct=False``: configurations that differ beyond the flat layout share this code object (an
         unhashable option value), so no graph is called directly. ``dynamic=True``: graphs traced with symbolic
         sizes (one tensor's, for ``graphs='per_tensor'``), so that one graph serves every size.
-        ``tensor_by_tensor``: see :func:`_update`."""
+        ``run_by_run``: see :func:`_update`."""
         self.allows_direct = direct
         self.dynamic = dynamic
-        self.tensor_by_tensor = tensor_by_tensor
+        self.run_by_run = run_by_run
         self.code = _update.__code__.replace(co_name=name)
         self.graphs: list[_DirectCall | None] = []  # every graph the backend compiled, in order
         self.direct: dict[tuple[Any, ...], _DirectCall] = {}  # by flat layout
@@ -435,7 +433,7 @@ class _CompiledUpdate:
         # Symbolic sizes: the options' ints (AGR's stop step, a total step count) stay constants of the graph, as in a
         # graph traced for fixed sizes (dynamic=True would make each one a symbol, an input of the graph).
         with torch._dynamo.config.patch(specialize_int=self.dynamic):
-            self.through_dynamo(kernel, slices, self.tensor_by_tensor)
+            self.through_dynamo(kernel, slices, self.run_by_run)
         new = self.graphs[compiled_before:]
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
@@ -443,7 +441,7 @@ class _CompiledUpdate:
         # dynamo's guards of the newest graph (cache entries: newest first): what a graph with symbolic sizes checks
         # a new size against, and what tells that dynamo still holds the graph (see live_calls)
         new[0].frame_guards = _debug_get_cache_entry_list(self.code)[0].guard_manager
-        new[0].arguments = {"kernel": kernel, "tensor_by_tensor": self.tensor_by_tensor}
+        new[0].arguments = {"kernel": kernel, "run_by_run": self.run_by_run}
         if plain and new[0].guard(slices):
             if new[0].sizes:  # one layout, several graphs (the size ranges a trace branched on): each is tried
                 self.by_sizes.setdefault(layout, []).append(new[0])
@@ -473,7 +471,7 @@ def _compiled_update_for(cls: type, signature: tuple[Any, ...] = (), *, dynamic:
     if key not in _COMPILED:
         name = f"_update_{cls.__name__}_{len(_COMPILED)}"
         elementwise = getattr(cls, "elementwise_kernel", False)
-        _COMPILED[key] = _CompiledUpdate(name, direct=direct, dynamic=dynamic, tensor_by_tensor=elementwise)
+        _COMPILED[key] = _CompiledUpdate(name, direct=direct, dynamic=dynamic, run_by_run=elementwise)
     return _COMPILED[key]
 
 
