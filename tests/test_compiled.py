@@ -722,6 +722,52 @@ def test_per_tensor_one_value_tensors_are_called_directly_after_their_first_step
     assert max_diff(result, run_per_tensor(name, shapes, 5, compile=False)) <= 1e-12
 
 
+def test_per_tensor_slices_check_once_a_step_and_take_the_checked_path_where_a_check_fails(monkeypatch):
+    """After a step in which every tensor of a per-tensor list slice was called directly, the next steps run the slice
+    through ``compiled._TensorCalls``: one check for the slice (the gradients, the scalars and clip_norm's factor in one
+    C++ call; the kept views; the graphs dynamo still holds), no per-tensor ``_DirectCall`` check. A gradient with
+    other strides (a size-1 dimension's, so still contiguous and per tensor) and ``torch._dynamo.reset()`` fail it:
+    that step takes the checked path (after the reset, dynamo, which compiles again), nothing stepped twice, and the
+    step after it is called directly again; every step equals eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    step, by_slice, per_tensor = [0], {}, {}
+    original_slice, original_tensor = compiled._TensorCalls.__call__, compiled._DirectCall.__call__
+
+    def slice_checked(self, *args):
+        by_slice.setdefault(step[0], []).append(original_slice(self, *args))
+        return by_slice[step[0]][-1]
+
+    def tensor_checked(self, slices):
+        per_tensor[step[0]] = per_tensor.get(step[0], 0) + 1
+        return original_tensor(self, slices)
+
+    monkeypatch.setattr(compiled._TensorCalls, "__call__", slice_checked)
+    monkeypatch.setattr(compiled._DirectCall, "__call__", tensor_checked)
+    results = []
+    for compile in (True, False):
+        g = torch.Generator().manual_seed(0)
+        shapes = [(6, 1), (5,), (1,), (3, 4)]
+        params = [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+        opt = make("adabelief", params, flat=False, clip_norm=0.5)
+        if compile:
+            optarena.compile_step(opt, graphs="per_tensor")
+        for k in range(8):
+            step[0] = k
+            set_grads(params, k)
+            if k >= 3:  # the same values, another stride for the size-1 dimension
+                params[0].grad = params[0].grad.as_strided((6, 1), (1, 6))
+            if k == 5 and compile:
+                torch._dynamo.reset()
+            opt.step()
+        results.append([p.detach() for p in params])
+        if compile:
+            # Steps 0 and 5 compile (no slice calls after them); 1, 3 and 6 check each tensor and build the slice's.
+            assert by_slice == {2: [True], 3: [False], 4: [True], 5: [False], 7: [True]}
+            assert per_tensor.keys().isdisjoint({2, 4, 7}) and per_tensor[1] == per_tensor[3] == per_tensor[6] == 4
+    assert max_diff(*results) <= 1e-12
+
+
 @pytest.mark.parametrize(
     ("agr_scope", "dtype"), [("weights", torch.float64), ("all", torch.float64), ("weights", torch.float32)]
 )
