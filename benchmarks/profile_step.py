@@ -5,7 +5,9 @@ one parameter set of ``benchmarks/step_time.py``: the median host time of ``step
 before the device finishes) and past torch's step wrapper (its step hooks and profiler label: torch's optimizers
 pay it every step, optarena's only with a hook or the profiler on), the wall time of a step with the device
 synchronized, and from one profiled window the kernels launched per step, their summed device time, the steps that
-went through dynamo's frame (a compiled step called directly does not), and the costliest kernels. A
+went through dynamo's frame (a compiled step called directly does not), and the costliest kernels; for a compiled
+whole-graph step, the engine's parts each called alone and (on a CPU) the same parts timed inside real steps, where
+the update before them has left the tensors' metadata cold, beside torch's fused AdamW outside its kernel. A
 ``--variant NAME:KEY=VALUE,...`` compiles the step again with those inductor options (``torch._inductor.config``,
 literals only), e.g. ``--variant combo:combo_kernels=True``.
 
@@ -49,6 +51,7 @@ class Row:
     dynamo_steps: float = 0.0
     top: list[tuple[str, float, float]] = field(default_factory=list)  # name, calls per step, µs per step
     parts: list[tuple[str, float]] = field(default_factory=list)  # the engine's parts of a compiled step, host µs
+    in_step: list[tuple[str, float]] = field(default_factory=list)  # the same inside real steps (and torch's)
     optimizer: Optimizer | None = None  # between timing and profiling
 
 
@@ -142,6 +145,75 @@ def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
     return parts
 
 
+@torch.no_grad()
+def parts_in_steps(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
+    """Host µs of a step's parts as ``count`` real steps run them (medians), each timed where the step calls it.
+
+    :func:`engine_parts` calls each part again and again: the tensors' metadata (the tensor objects, their storages,
+    the state dicts) stays in the cache. In a real step the update before it has streamed every parameter, gradient
+    and state through the cache (as a backward pass does in training), so the step's own host work meets that
+    metadata cold. For a compiled whole-graph step: the compiled module (its kernels) and the rest; for torch's fused
+    AdamW: its one fused kernel and the rest (its Python, the step counters)."""
+    from optarena.optim import compiled
+    from optarena.optim.base import OptarenaOptimizer
+
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times.setdefault(name, []).append(time.perf_counter() - start)
+
+        return run
+
+    inner = optimizer.optimizer if isinstance(optimizer, compiled.OptimizerWrapper) else optimizer
+    if isinstance(inner, OptarenaOptimizer):
+        step = getattr(inner, "_compiled_step", None)
+        if step is None or step.per_tensor:
+            return []
+        slices = step.slices(inner._prepare(inner.param_groups[0]), [])  # (a step's count more: harmless here)
+        layout = compiled._layout(slices)
+        direct = compiled._compiled_update_for(type(inner), tuple(s[:4] for s in slices)).direct_call(layout)
+        if direct is None or direct.inner is None:
+            return []
+        parts = [(inner, "_prepare", "gather and count"), (step, "slices", "slices")]
+        parts += [(step, "plain_and_unaliased", "aliasing check")]
+        parts += [(step, "called_directly", "direct call (aliasing check included)")]
+        parts += [(direct.inner, "current_callable", "the kernels")]  # inductor's module
+    elif getattr(torch, "_fused_adamw_", None) is not None and optimizer.defaults.get("fused"):
+        parts = [(torch, "_fused_adamw_", "the kernels")]  # its fused kernel
+    else:
+        return []
+    missing = object()
+    saved = [(obj, attribute, vars(obj).get(attribute, missing)) for obj, attribute, _ in parts]
+    for obj, attribute, name in parts:
+        setattr(obj, attribute, timed(name, getattr(obj, attribute)))
+    try:
+        whole = [0.0] * count
+        for i in range(count):
+            start = time.perf_counter()
+            optimizer.step()
+            whole[i] = time.perf_counter() - start
+    finally:
+        for obj, attribute, before in saved:
+            if before is missing:
+                delattr(obj, attribute)  # a method: the class's again
+            else:
+                setattr(obj, attribute, before)
+    medians = {name: 1e6 * statistics.median(values) for name, values in times.items()}
+    step_us = 1e6 * statistics.median(whole)
+    kernels = medians.pop("the kernels")
+    return [
+        ("step()", step_us),
+        ("the kernels", kernels),
+        ("step() less the kernels", step_us - kernels),
+        *medians.items(),
+    ]
+
+
 def time_row(row: Row, params: list[torch.Tensor], device: torch.device, steps: int) -> None:
     """Build and warm up ``row``'s optimizer (kept on the row for :func:`profile_row`), then time its steps and the
     engine's parts. Every row is timed before any is profiled: once torch's profiler has run, its callbacks stay in the
@@ -168,6 +240,8 @@ def time_row(row: Row, params: list[torch.Tensor], device: torch.device, steps: 
     unwrapped = getattr(step, "__wrapped__", step) if getattr(step, "hooked", False) else step
     row.unwrapped_us = host_us(lambda: unwrapped(row.optimizer), steps)
     row.parts = engine_parts(row.optimizer, steps)
+    if device.type == "cpu":  # on a GPU the host does not wait for the kernels: there is nothing cold to meet
+        row.in_step = parts_in_steps(row.optimizer, steps)
     sync()
 
 
@@ -232,6 +306,22 @@ def render(rows: Sequence[Row], args: argparse.Namespace, shapes: list[tuple[int
                 f"| {row.label} | "
                 + " | ".join(f"{values[name]:.1f}" if name in values else "—" for name, _ in parted[0].parts)
                 + " |"
+            )
+    inside = [row for row in rows if row.in_step]
+    if inside:
+        names = list(dict.fromkeys(name for row in inside for name, _ in row.in_step))
+        lines += [
+            "",
+            "The same inside real steps (host µs, medians; each part timed where the step calls it, the tensors' "
+            "metadata as the update before left it; the kernels: torch's fused kernel, optarena's compiled module):",
+            "",
+            "| step | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        for row in inside:
+            values = dict(row.in_step)
+            lines.append(
+                f"| {row.label} | " + " | ".join(f"{values[n]:.1f}" if n in values else "—" for n in names) + " |"
             )
     return "\n".join(lines) + "\n"
 

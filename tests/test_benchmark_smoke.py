@@ -236,15 +236,52 @@ def test_compile_time_script_splits_the_cold_compile_into_phases(tmp_path: Path)
     assert float(cold) > float(warm) > 0 and float(primed) > 0 and float(later) > 0
 
 
-def test_profile_step_refuses_a_bad_variant_by_name() -> None:
-    """--variant NAME:KEY=VALUE: a missing part, an option inductor does not have, a value that is not a literal."""
-    import argparse
-
+def load_profile_step():
     spec = importlib.util.spec_from_file_location("optarena_bench_profile_step", SCRIPT.parent / "profile_step.py")
     assert spec is not None and spec.loader is not None
     profile_step = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = profile_step  # its dataclasses look their module up
     spec.loader.exec_module(profile_step)
+    return profile_step
+
+
+def test_profile_step_times_the_parts_inside_real_steps_and_puts_the_step_back(tmp_path) -> None:
+    """The table "inside real steps": per row, the step, the kernels (torch's fused kernel, optarena's compiled
+    module), the step less the kernels and the engine's parts, timed while real steps run; afterwards the optimizer's
+    own methods and torch's fused kernel are what they were."""
+    import torch
+
+    profile_step = load_profile_step()
+    fused = torch._fused_adamw_
+    out = tmp_path / "profile.md"
+    profile_step.main(
+        ["--set", "resnet18", "--scale", "0.01", "--optimizers", "lion", "--steps", "3", "--out", str(out)]
+    )
+    assert torch._fused_adamw_ is fused
+    text = out.read_text()
+    table = text[text.index("The same inside real steps") :]
+    header = next(line for line in table.splitlines() if line.startswith("| step |"))
+    names = [cell.strip() for cell in header.split("|")[2:-1]]
+    assert names[:3] == ["step()", "the kernels", "step() less the kernels"]
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines()[4:] if line.startswith("| ")
+    }
+    assert set(rows) == {"torch AdamW fused", "lion compiled"}  # the foreach rows have no parts to time
+    for label, cells in rows.items():
+        values = dict(zip(names, cells))
+        step, kernels, rest = (float(values[n]) for n in names[:3])
+        assert step > 0 and kernels > 0 and rest == pytest.approx(step - kernels, abs=0.2)
+        parts = {n: float(values[n]) for n in names[3:] if values[n].strip() != "—"}
+        # At 1 % of ResNet-18 the group is a flat one: no aliasing check (its buffers are the engine's own).
+        expected = {"gather and count", "slices", "direct call (aliasing check included)"}
+        assert set(parts) == (expected if label == "lion compiled" else set()) and all(v > 0 for v in parts.values())
+
+
+def test_profile_step_refuses_a_bad_variant_by_name() -> None:
+    """--variant NAME:KEY=VALUE: a missing part, an option inductor does not have, a value that is not a literal."""
+    import argparse
+
+    profile_step = load_profile_step()
     assert profile_step.parse_variant("combo:combo_kernels=True") == ("combo", {"combo_kernels": True})
     for text, says in [
         ("combo", "expected NAME:KEY=VALUE"),
