@@ -106,7 +106,7 @@ def host_us(fn: Callable[[], Any], count: int) -> float:
 def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
     """Host µs of each part of a compiled whole-graph step of the first param group (each part called on its own,
     as the step calls it; the direct call steps the parameters): what a step's Python costs, part by part."""
-    from optarena.optim import compiled
+    from optarena.optim import compiled, direct_call
     from optarena.optim.base import OptarenaOptimizer
 
     inner = optimizer.optimizer if isinstance(optimizer, compiled.OptimizerWrapper) else optimizer
@@ -132,7 +132,7 @@ def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
         parts.append(("direct call: tensor guards", host_us(lambda: direct.tensor_guards.check(*inputs), count)))
         if direct.inner is not None:  # past AOT autograd's wrappers: what the direct call does around the module
             aligned = [inputs[i] for i in direct.aligned]  # a GPU graph's inputs (none on a CPU)
-            alignment = compiled._ALIGNMENT
+            alignment = direct_call._ALIGNMENT
             check = host_us(lambda: [t.data_ptr() % alignment for t in aligned], count)
             parts.append(("direct call: alignment check", check))
             mutated = [inputs[i] for i in direct.mutated]

@@ -222,13 +222,13 @@ def _unstack_repeated_scalars(graph: torch.fx.Graph) -> None:
 @contextlib.contextmanager
 def optimizer_codegen() -> Iterator[None]:
     """While inductor compiles an optimizer's graph: the three changes of the module docstring (and no size asserts
-    in the module: every call is checked before it, by dynamo's guards or by compiled._DirectCall's; no loop
+    in the module: every call is checked before it, by dynamo's guards or by direct_call._DirectCall's; no loop
     reordering after fusion where torch asserts in it: :data:`LOOP_REORDERING_ASSERTS`)."""
     with (
         torch._inductor.config.patch(
             max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS,
             score_fusion_memory_threshold=SEPARATE_TENSORS_BELOW_BYTES,
-            size_asserts=False,  # one assert per input; compiled._DirectCall checks all of them in one C++ call
+            size_asserts=False,  # one assert per input; direct_call._DirectCall checks all of them in one C++ call
             post_grad_custom_pre_pass=ShareEqualScalars(),
             **({"loop_ordering_after_fusion": False} if LOOP_REORDERING_ASSERTS else {}),
         ),
