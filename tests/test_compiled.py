@@ -483,12 +483,12 @@ def test_a_graph_with_an_output_or_an_input_from_elsewhere_has_no_direct_call():
     from torch._dynamo.source import GetItemSource, GlobalSource, LocalSource
 
     inside = GetItemSource(GetItemSource(LocalSource("slices"), 0), 4)
-    direct = direct_call._DirectCall.of(graph_with(inside, output=False), print)
+    direct = direct_call.DirectCall.of(graph_with(inside, output=False), print)
     assert direct is not None and direct.paths == [((0, 4), None)]  # the tensor itself, not one of its sizes
-    assert direct_call._DirectCall.of(graph_with(inside, output=True), print) is None
-    assert direct_call._DirectCall.of(graph_with(GlobalSource("table"), output=False), print) is None
-    assert direct_call._DirectCall.of(graph_with(LocalSource("kernel"), output=False), print) is None
-    assert direct_call._DirectCall.of(graph_with(inside, output=False, value=2), print) is None
+    assert direct_call.DirectCall.of(graph_with(inside, output=True), print) is None
+    assert direct_call.DirectCall.of(graph_with(GlobalSource("table"), output=False), print) is None
+    assert direct_call.DirectCall.of(graph_with(LocalSource("kernel"), output=False), print) is None
+    assert direct_call.DirectCall.of(graph_with(inside, output=False, value=2), print) is None
 
 
 def test_configurations_sharing_a_code_object_are_never_called_directly(monkeypatch):
@@ -622,7 +622,7 @@ def test_compiled_list_group_with_unequal_steps_equals_eager(name):
 
 
 def test_list_groups_are_called_directly_and_through_dynamo_where_a_check_fails(monkeypatch):
-    """A per-tensor list group's graph is called past dynamo from the second step on (``direct_call._DirectCall``). A
+    """A per-tensor list group's graph is called past dynamo from the second step on (``direct_call.DirectCall``). A
     gradient with other strides fails the input check (TensorGuards) before anything is written, and gradients
     that share storage fail the engine's aliasing check: both steps go through dynamo, and every step equals the
     eager one."""
@@ -724,15 +724,15 @@ def test_per_tensor_one_value_tensors_are_called_directly_after_their_first_step
 
 def test_per_tensor_slices_check_once_a_step_and_take_the_checked_path_where_a_check_fails(monkeypatch):
     """After a step in which every tensor of a per-tensor list slice was called directly, the next steps run the slice
-    through ``direct_call._TensorCalls``: one check for the slice (the gradients, the scalars and clip_norm's factor in
-    one C++ call; the kept views; the graphs dynamo still holds), no per-tensor ``_DirectCall`` check. A gradient with
+    through ``direct_call.TensorCalls``: one check for the slice (the gradients, the scalars and clip_norm's factor in
+    one C++ call; the kept views; the graphs dynamo still holds), no per-tensor ``DirectCall`` check. A gradient with
     other strides (a size-1 dimension's, so still contiguous and per tensor) and ``torch._dynamo.reset()`` fail it:
     that step takes the checked path (after the reset, dynamo, which compiles again), nothing stepped twice, and the
     step after it is called directly again; every step equals eager."""
     monkeypatch.setattr(compiled, "_COMPILED", {})
     torch._dynamo.reset()
     step, by_slice, per_tensor = [0], {}, {}
-    original_slice, original_tensor = direct_call._TensorCalls.__call__, direct_call._DirectCall.__call__
+    original_slice, original_tensor = direct_call.TensorCalls.__call__, direct_call.DirectCall.__call__
 
     def slice_checked(self, *args):
         by_slice.setdefault(step[0], []).append(original_slice(self, *args))
@@ -742,8 +742,8 @@ def test_per_tensor_slices_check_once_a_step_and_take_the_checked_path_where_a_c
         per_tensor[step[0]] = per_tensor.get(step[0], 0) + 1
         return original_tensor(self, slices)
 
-    monkeypatch.setattr(direct_call._TensorCalls, "__call__", slice_checked)
-    monkeypatch.setattr(direct_call._DirectCall, "__call__", tensor_checked)
+    monkeypatch.setattr(direct_call.TensorCalls, "__call__", slice_checked)
+    monkeypatch.setattr(direct_call.DirectCall, "__call__", tensor_checked)
     results = []
     for compile in (True, False):
         g = torch.Generator().manual_seed(0)

@@ -118,7 +118,7 @@ def restrict_unaliased_pointers() -> Iterator[None]:
     has the same storage root (:func:`_storage_root`), and none is restricted where a root is unknown. Buffers that
     are distinct in inductor's IR are distinct memory while the kernel runs (it reuses only freed buffers, and an
     in-place reuse inside a kernel is one ``in_out_ptr``); graph inputs that alias a mutated input are merged into
-    one input by AOT autograd (its synthetic base); a direct call (:class:`_DirectCall`) passes the engine's own
+    one input by AOT autograd (its synthetic base); a direct call (:class:`DirectCall`) passes the engine's own
     unaliased flat buffers. Only the optimizer's graphs get it: inductor's argument list is wrapped once, and the
     wrapper acts only in the thread that has this context open, while it is open (a user's graph, even one compiled
     by another thread meanwhile, is left as inductor writes it).
@@ -222,13 +222,13 @@ def _unstack_repeated_scalars(graph: torch.fx.Graph) -> None:
 @contextlib.contextmanager
 def optimizer_codegen() -> Iterator[None]:
     """While inductor compiles an optimizer's graph: the three changes of the module docstring (and no size asserts
-    in the module: every call is checked before it, by dynamo's guards or by direct_call._DirectCall's; no loop
+    in the module: every call is checked before it, by dynamo's guards or by direct_call.DirectCall's; no loop
     reordering after fusion where torch asserts in it: :data:`LOOP_REORDERING_ASSERTS`)."""
     with (
         torch._inductor.config.patch(
             max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS,
             score_fusion_memory_threshold=SEPARATE_TENSORS_BELOW_BYTES,
-            size_asserts=False,  # one assert per input; direct_call._DirectCall checks all of them in one C++ call
+            size_asserts=False,  # one assert per input; direct_call.DirectCall checks all of them in one C++ call
             post_grad_custom_pre_pass=ShareEqualScalars(),
             **({"loop_ordering_after_fusion": False} if LOOP_REORDERING_ASSERTS else {}),
         ),

@@ -38,7 +38,7 @@ from torch._dynamo import lookup_backend
 from optarena.optim.agr import in_scope
 from optarena.optim.base import GroupWork, OptarenaOptimizer
 from optarena.optim.codegen import optimizer_codegen
-from optarena.optim.direct_call import Single, Slice, _DirectCall, _PlainAndUnaliased, _TensorCalls
+from optarena.optim.direct_call import DirectCall, PlainAndUnaliased, Single, Slice, TensorCalls
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
 from optarena.optim.transform_wrapper import AGR
@@ -147,22 +147,22 @@ class _CompiledUpdate:
         self.dynamic = dynamic
         self.run_by_run = run_by_run
         self.code = _update.__code__.replace(co_name=name)
-        self.graphs: list[_DirectCall | None] = []  # every graph the backend compiled, in order
-        self.direct: dict[tuple[Any, ...], _DirectCall] = {}  # by flat layout
-        self.by_sizes: dict[tuple[Any, ...], list[_DirectCall]] = {}  # graphs with symbolic sizes, by layout
+        self.graphs: list[DirectCall | None] = []  # every graph the backend compiled, in order
+        self.direct: dict[tuple[Any, ...], DirectCall] = {}  # by flat layout
+        self.by_sizes: dict[tuple[Any, ...], list[DirectCall]] = {}  # graphs with symbolic sizes, by layout
         inductor = lookup_backend("inductor")
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
             lower_realize_in_inductor()
             with optimizer_codegen():
                 compiled = inductor(gm, example_inputs)
-            self.graphs.append(_DirectCall.of(gm, compiled))
+            self.graphs.append(DirectCall.of(gm, compiled))
             return compiled
 
         fn = types.FunctionType(self.code, _update.__globals__, name)
         self.through_dynamo = torch.compile(fn, fullgraph=True, dynamic=dynamic, backend=backend)
 
-    def direct_call(self, layout: tuple[Any, ...]) -> _DirectCall | None:
+    def direct_call(self, layout: tuple[Any, ...]) -> DirectCall | None:
         """The graph for this layout, while dynamo still holds it (``torch._dynamo.reset()`` drops them all)."""
         if not self.allows_direct or layout not in self.direct:
             return None
@@ -171,14 +171,14 @@ class _CompiledUpdate:
             self.direct = {key: call for key, call in self.direct.items() if call in live}
         return self.direct.get(layout)
 
-    def sized_calls(self, layout: tuple[Any, ...]) -> list[_DirectCall]:
+    def sized_calls(self, layout: tuple[Any, ...]) -> list[DirectCall]:
         """The graphs with symbolic sizes of this layout, each to be tried in turn, while dynamo still holds them."""
         if not self.allows_direct or layout not in self.by_sizes:
             return []
         calls = self.by_sizes[layout] = self.live_calls(self.by_sizes[layout])
         return calls
 
-    def live_calls(self, calls: list[_DirectCall]) -> list[_DirectCall]:
+    def live_calls(self, calls: list[DirectCall]) -> list[DirectCall]:
         """Those of ``calls`` whose graph dynamo still holds: a reset drops every graph, and the graphs compiled
         after it are new entries of the cache, so an entry's guards tell which graph is still in it."""
         live = {id(entry.guard_manager) for entry in _debug_get_cache_entry_list(self.code)}
@@ -186,7 +186,7 @@ class _CompiledUpdate:
 
     def __call__(self, kernel: Callable[..., Any], slices: list[Slice], layout: tuple[Any, ...]) -> None:
         """Through dynamo; a graph compiled here is kept for direct calls of its layout where it can have them (see
-        :class:`_DirectCall`): a list group's only if its tensors were plain and unaliased when it was traced."""
+        :class:`DirectCall`): a list group's only if its tensors were plain and unaliased when it was traced."""
         compiled_before = len(self.graphs)
         # Symbolic sizes: the options' ints (AGR's stop step, a total step count) stay constants of the graph, as in a
         # graph traced for fixed sizes (dynamic=True would make each one a symbol, an input of the graph).
@@ -195,7 +195,7 @@ class _CompiledUpdate:
         new = self.graphs[compiled_before:]
         if not (self.allows_direct and len(new) == 1 and new[0] is not None):
             return
-        plain = not _has_lists(layout) or (new[0].inner is not None and _PlainAndUnaliased()(slices))
+        plain = not _has_lists(layout) or (new[0].inner is not None and PlainAndUnaliased()(slices))
         # dynamo's guards of the newest graph (cache entries: newest first): what a graph with symbolic sizes checks
         # a new size against, and what tells that dynamo still holds the graph (see live_calls)
         new[0].frame_guards = _debug_get_cache_entry_list(self.code)[0].guard_manager
@@ -257,11 +257,11 @@ class CompiledStep:
         self.optimizer = optimizer
         self.per_tensor = per_tensor and optimizer.elementwise_kernel
         self.compiled_once = False
-        self.plain_and_unaliased = _PlainAndUnaliased()
+        self.plain_and_unaliased = PlainAndUnaliased()
         # graphs='per_tensor': per list slice (by position), the views of split_per_tensor and what they were made of,
         # and its tensors' direct calls (None: not every tensor was called directly in the last checked step)
         self.views: dict[int, tuple[Any, list[int], list[Any]]] = {}
-        self.tensor_calls: dict[int, _TensorCalls | None] = {}
+        self.tensor_calls: dict[int, TensorCalls | None] = {}
 
     def accepts(self, work: GroupWork) -> bool:
         """False where the reference loop was asked for (``foreach=False``): it runs eagerly."""
@@ -314,14 +314,14 @@ class CompiledStep:
                 if not self.called_directly(update.direct_call(layout), whole, layout):
                     update(cls.multi_tensor_kernel, whole, layout)
                 stepped_whole = True
-            sized: dict[tuple[int, tuple[Any, ...]], list[_DirectCall]] = {}  # this step's, by update and layout
+            sized: dict[tuple[int, tuple[Any, ...]], list[DirectCall]] = {}  # this step's, by update and layout
             for k, grads, slice_singles in by_slice:
                 update = _compiled_update_for(cls, slice_singles[0][1], dynamic=True)
                 tensor_calls = self.tensor_calls.get(k)
                 if tensor_calls is not None and tensor_calls(update.live_calls, self.views[k], grads, slice_singles):
                     done += len(slice_singles)
                     continue
-                served: list[_DirectCall | None] = []
+                served: list[DirectCall | None] = []
                 for single, _, layout in slice_singles:
                     calls = sized.get((id(update), layout))
                     if calls is None:  # the graphs with symbolic sizes; a specialized one (a 1-value tensor's) too
@@ -334,7 +334,7 @@ class CompiledStep:
                         update(cls.multi_tensor_kernel, [single], layout)
                         sized.pop((id(update), layout))  # it may have compiled a graph
                     done += 1
-                self.tensor_calls[k] = _TensorCalls.of(served, self.views[k], grads, slice_singles)
+                self.tensor_calls[k] = TensorCalls.of(served, self.views[k], grads, slice_singles)
         except Exception as error:
             if self.compiled_once:
                 raise
@@ -418,9 +418,9 @@ class CompiledStep:
             out.append(([_values_view(p, view)], tensor_states, int(in_scope(p, scope)), single_layout))
         return out
 
-    def called_directly(self, direct: _DirectCall | None, slices: list[Slice], layout: tuple[Any, ...]) -> bool:
-        """Run ``direct`` on ``slices`` where its checks pass (list slices: :class:`_PlainAndUnaliased`; every
-        input: :meth:`_DirectCall.__call__`); False, with nothing written, where there is none or a check fails."""
+    def called_directly(self, direct: DirectCall | None, slices: list[Slice], layout: tuple[Any, ...]) -> bool:
+        """Run ``direct`` on ``slices`` where its checks pass (list slices: :class:`PlainAndUnaliased`; every
+        input: :meth:`DirectCall.__call__`); False, with nothing written, where there is none or a check fails."""
         if direct is None:
             return False
         if _has_lists(layout) and not self.plain_and_unaliased(slices):

@@ -4,11 +4,11 @@ Dynamo's per-call work (frame entry, guards on every input and constant) is ther
 the compiled step (:mod:`optarena.optim.compiled`) the engine knows most of that itself and checks the rest, so from
 a graph's second step on it calls inductor's compiled module directly:
 
-* :class:`_DirectCall`: one graph, its inputs found in the step's slices, checked (every tensor's type, dtype,
+* :class:`DirectCall`: one graph, its inputs found in the step's slices, checked (every tensor's type, dtype,
   device, sizes and strides in one C++ call; a graph with symbolic sizes, its sizes against the trace's guards);
-* :class:`_TensorCalls`: ``graphs='per_tensor'``, a list slice's tensors, one graph call each, checked once a step
+* :class:`TensorCalls`: ``graphs='per_tensor'``, a list slice's tensors, one graph call each, checked once a step
   for all of them;
-* :class:`_PlainAndUnaliased`: a list group's tensors are plain tensors of their slice's dtype and device, with no
+* :class:`PlainAndUnaliased`: a list group's tensors are plain tensors of their slice's dtype and device, with no
   storage in common (what lets the graph's inputs be the user's tensors themselves).
 
 Where a check fails, nothing is written and the step goes through dynamo, which finds or compiles the graph that fits.
@@ -46,7 +46,7 @@ Slice = tuple[
 ]
 
 
-class _DirectCall:
+class DirectCall:
     """A compiled graph called without dynamo: its inputs' places in the slices, and the callable.
 
     Dynamo's per-call work (frame entry, guards on every input and constant) is there to decide which graph fits.
@@ -56,7 +56,7 @@ class _DirectCall:
     tensor count, how many step counts, the clip factor's dtype, unused states). A flat group's buffers are the
     engine's own, contiguous and unaliased. A list group's tensors are the user's: before each direct call the engine
     checks that they are plain tensors of the slice's dtype and device with no storage in common
-    (:class:`_PlainAndUnaliased`), and for every graph it checks each input's type, dtype, device, sizes and strides
+    (:class:`PlainAndUnaliased`), and for every graph it checks each input's type, dtype, device, sizes and strides
     against those the graph was compiled for (dynamo's ``TensorGuards``, in one C++ call); where either fails, the
     step goes through dynamo, which finds or compiles the graph that fits. The graph must also leave nothing for
     dynamo to do after it (no outputs: every effect is an in-place write), and every input must be found in the
@@ -89,7 +89,7 @@ class _DirectCall:
         self.flat_length = 0
 
     @classmethod
-    def of(cls, gm: torch.fx.GraphModule, compiled: Callable[..., Any]) -> _DirectCall | None:
+    def of(cls, gm: torch.fx.GraphModule, compiled: Callable[..., Any]) -> DirectCall | None:
         """The direct call of a graph dynamo traced from ``_update``, or None where it cannot have one."""
         paths: list[tuple[tuple[int, ...], int | None]] = []
         values = []
@@ -200,9 +200,9 @@ _SCALARS, _CLIP = 7, 8
 _FRESH = (5, _SCALARS, _CLIP)  # a Slice's fields that may be new tensors at every step: gradients, scalars, clip
 
 
-class _TensorCalls:
+class TensorCalls:
     """``graphs='per_tensor'``: a list slice's tensors called directly one after the other, with the checks of
-    :meth:`_DirectCall.__call__` done once for the slice instead of once for every tensor (≈ 10 µs each).
+    :meth:`DirectCall.__call__` done once for the slice instead of once for every tensor (≈ 10 µs each).
 
     Built after a step in which every tensor of the slice was called directly: each tensor's graph and inputs are then
     known, and of those inputs only the gradient, the step's scalars and the clip factor can be other tensors at the
@@ -213,7 +213,7 @@ class _TensorCalls:
     every graph; then it calls each tensor's compiled module. Where a check fails, nothing is written and the slice
     takes the checked path, which builds the calls again."""
 
-    def __init__(self, calls: list[_DirectCall], views: Any, grads: list[Tensor], singles: list[Single]) -> None:
+    def __init__(self, calls: list[DirectCall], views: Any, grads: list[Tensor], singles: list[Single]) -> None:
         self.calls = calls
         self.distinct = list({id(call): call for call in calls}.values())
         self.views = views
@@ -234,8 +234,8 @@ class _TensorCalls:
 
     @classmethod
     def of(
-        cls, served: list[_DirectCall | None], views: Any, grads: list[Tensor], singles: list[Single]
-    ) -> _TensorCalls | None:
+        cls, served: list[DirectCall | None], views: Any, grads: list[Tensor], singles: list[Single]
+    ) -> TensorCalls | None:
         """The slice's calls where every tensor was ``served`` directly by inductor's module; else None."""
         if not all(call is not None and call.inner is not None for call in served):
             return None
@@ -248,7 +248,7 @@ class _TensorCalls:
 
     def __call__(
         self,
-        live_calls: Callable[[list[_DirectCall]], list[_DirectCall]],
+        live_calls: Callable[[list[DirectCall]], list[DirectCall]],
         views: Any,
         grads: list[Tensor],
         singles: list[Single],
@@ -326,7 +326,7 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
     """The one ``CompiledFxGraph`` inside AOT autograd's wrappers of ``compiled``, when calling it alone does all the
     wrappers would: no outputs (so no mutation or alias for the wrappers to apply afterwards), no lifted parameters
     prepended to the inputs (the inputs whose alignment the kernels assume are checked by the direct call:
-    :attr:`_DirectCall.aligned`). None otherwise, or if not found (another torch may wrap differently: the whole
+    :attr:`DirectCall.aligned`). None otherwise, or if not found (another torch may wrap differently: the whole
     wrapper is then called)."""
     graphs, extra_inputs, seen = [], [], set()
     pending: list[tuple[Any, int]] = [(compiled, 0)]
@@ -363,7 +363,7 @@ def _inductor_module(compiled: Callable[..., Any]) -> Any:
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
-class _PlainAndUnaliased:
+class PlainAndUnaliased:
     """Whether every tensor of a step's list slices is a plain tensor of its slice's dtype and device, and no two
     share storage: what dynamo's guards would check (with the sizes and strides, which inductor's module checks), and
     what lets the graph's inputs be the tensors themselves (AOT autograd merges aliased inputs into one).
