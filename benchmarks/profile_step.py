@@ -102,30 +102,45 @@ def host_us(fn: Callable[[], Any], count: int) -> float:
     return 1e6 * statistics.median(times)
 
 
-@torch.no_grad()  # as a step runs
-def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
-    """Host µs of each part of a compiled whole-graph step of the first param group (each part called on its own,
-    as the step calls it; the direct call steps the parameters): what a step's Python costs, part by part."""
-    from optarena.optim import compiled, direct_call
+@torch.no_grad()
+def whole_graph_step(optimizer: Optimizer) -> tuple[Any, Any, Any, list[Any], Any] | None:
+    """For an optarena optimizer compiled as a whole graph: the engine optimizer, its compiled step, its first group's
+    work and slices (gathered here: its step counts advance once more, harmless to a benchmark) and their direct call
+    (None before it exists); None for any other optimizer."""
+    from optarena.optim import compiled
     from optarena.optim.base import OptarenaOptimizer
 
     inner = optimizer.optimizer if isinstance(optimizer, compiled.OptimizerWrapper) else optimizer
     step = getattr(inner, "_compiled_step", None)
     if not isinstance(inner, OptarenaOptimizer) or step is None or step.per_tensor:
+        return None
+    work = inner._prepare(inner.param_groups[0])
+    assert work is not None
+    slices = step.slices(work, [])
+    direct = compiled._compiled_update_for(type(inner), tuple(s[:4] for s in slices)).direct_call(
+        compiled._layout(slices)
+    )
+    return inner, step, work, slices, direct
+
+
+@torch.no_grad()  # as a step runs
+def engine_parts(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
+    """Host µs of each part of a compiled whole-graph step of the first param group (each part called on its own,
+    as the step calls it; the direct call steps the parameters): what a step's Python costs, part by part."""
+    from optarena.optim import compiled, direct_call
+
+    found = whole_graph_step(optimizer)
+    if found is None:
         return []
+    inner, step, work, slices, direct = found
     group = inner.param_groups[0]
     parts = [
         ("step()", host_us(optimizer.step, count)),
         ("gather and count", host_us(lambda: inner._prepare(group), count)),
+        ("slices", host_us(lambda: step.slices(work, []), count)),
     ]
-    work = inner._prepare(group)
-    assert work is not None
-    parts.append(("slices", host_us(lambda: step.slices(work, []), count)))
-    slices = step.slices(work, [])
-    layout = compiled._layout(slices)
-    if compiled._has_lists(layout):
+    if compiled._has_lists(compiled._layout(slices)):
         parts.append(("aliasing check", host_us(lambda: step.plain_and_unaliased(slices), count)))
-    direct = compiled._compiled_update_for(type(inner), tuple(s[:4] for s in slices)).direct_call(layout)
     if direct is not None and direct.tensor_guards is not None:
         parts.append(("direct call: inputs", host_us(lambda: direct.inputs(slices), count)))
         inputs = direct.inputs(slices)
@@ -154,9 +169,6 @@ def parts_in_steps(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
     and state through the cache (as a backward pass does in training), so the step's own host work meets that
     metadata cold. For a compiled whole-graph step: the compiled module (its kernels) and the rest; for torch's fused
     AdamW: its one fused kernel and the rest (its Python, the step counters)."""
-    from optarena.optim import compiled
-    from optarena.optim.base import OptarenaOptimizer
-
     times: dict[str, list[float]] = {}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -169,14 +181,9 @@ def parts_in_steps(optimizer: Optimizer, count: int) -> list[tuple[str, float]]:
 
         return run
 
-    inner = optimizer.optimizer if isinstance(optimizer, compiled.OptimizerWrapper) else optimizer
-    if isinstance(inner, OptarenaOptimizer):
-        step = getattr(inner, "_compiled_step", None)
-        if step is None or step.per_tensor:
-            return []
-        slices = step.slices(inner._prepare(inner.param_groups[0]), [])  # (a step's count more: harmless here)
-        layout = compiled._layout(slices)
-        direct = compiled._compiled_update_for(type(inner), tuple(s[:4] for s in slices)).direct_call(layout)
+    found = whole_graph_step(optimizer)
+    if found is not None:
+        inner, step, _, _, direct = found
         if direct is None or direct.inner is None:
             return []
         parts = [(inner, "_prepare", "gather and count"), (step, "slices", "slices")]

@@ -196,8 +196,8 @@ class DirectCall:
 
 #: ``graphs='per_tensor'``: one tensor's slice, its graph signature and its layout.
 Single = tuple[Slice, tuple[Any, ...], tuple[Any, ...]]
-_SCALARS, _CLIP = 7, 8
-_FRESH = (5, _SCALARS, _CLIP)  # a Slice's fields that may be new tensors at every step: gradients, scalars, clip
+_GRADS, _SCALARS, _CLIP = 5, 7, 8
+_FRESH = (_GRADS, _SCALARS, _CLIP)  # a Slice's fields that may be new tensors at every step
 
 
 class TensorCalls:
@@ -229,7 +229,7 @@ class TensorCalls:
             self.fresh.append(fresh)
             self.mutated += [inputs[i] for i in call.mutated]
             self.aligned += [(n, i) for i, _, _ in fresh if i in call.aligned]
-        tensors = [*grads, *self.checked(singles[0][0])]
+        tensors = self.checked(grads, singles)
         self.guards, self.guarded = _tensor_guards(tensors), len(tensors)
 
     @classmethod
@@ -242,9 +242,10 @@ class TensorCalls:
         return cls(served, views, grads, singles)  # type: ignore[arg-type]
 
     @staticmethod
-    def checked(single: Slice) -> list[Tensor]:
-        """The first tensor's slice's fresh inputs besides the gradient: its scalars, the clip factor if any."""
-        return [single[_SCALARS]] if single[_CLIP] is None else [single[_SCALARS], single[_CLIP]]
+    def checked(grads: list[Tensor], singles: list[Single]) -> list[Tensor]:
+        """What a step checks of the fresh inputs: the gradients, the first tensor's scalars, the clip factor if any."""
+        first = singles[0][0]
+        return [*grads, first[_SCALARS]] + ([] if first[_CLIP] is None else [first[_CLIP]])
 
     def __call__(
         self,
@@ -255,7 +256,7 @@ class TensorCalls:
     ) -> bool:
         """Step every tensor of the slice; False, with nothing written, where a check fails (see the class).
         ``live_calls``: those of the given calls whose graphs dynamo still holds (the compiled update's)."""
-        tensors = [*grads, *self.checked(singles[0][0])]
+        tensors = self.checked(grads, singles)
         if views is not self.views or len(tensors) != self.guarded or not self.guards.check(*tensors):
             return False
         if len(live_calls(self.distinct)) < len(self.distinct):
