@@ -10,6 +10,12 @@ that the machine's noise (other processes, frequency changes) hits reference and
 * every configuration takes ``--warmup`` untimed steps (state allocation, first touch of memory);
 * then ``--rounds`` rounds visit every configuration, plus a memory-copy probe, in a fresh random
   order; each visit takes one untimed step (caches) and times ``--steps`` single steps;
+* on a CPU, each round first moves every large tensor a step touches (parameters, gradients, each
+  configuration's state) to a new place within a 4 KiB page, drawn for the round and the same for every
+  configuration (``--layout random``, :func:`relayout`). Where a loop's streams sit relative to one another
+  changes its speed by up to ±10 % (a load that looks like a recent store's address to the CPU waits for it:
+  4K aliasing), and a configuration's states land wherever the allocator put them at its first step: one
+  draw for the whole run, which interleaving cannot average out;
 * the result is, per round, the ratio of the median step times, and its median over the rounds (with
   the interquartile range).
 
@@ -447,6 +453,11 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 #: ``wall``: elapsed time. ``thread``: the CPU time of the calling thread, which on a shared machine leaves out the
 #: time the process waits for a core (with one torch thread on a CPU the whole step runs on the calling thread);
 #: it still includes what sharing the memory bus and the caches costs.
+LAYOUTS = {
+    "random": "each round, every tensor of 128 KiB or more (parameters, gradients, states) moved to a place within a "
+    "4 KiB page drawn for the round, the same for every configuration",
+    "as-allocated": "tensors where they were allocated (a configuration's states: at its first step), for the run",
+}
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
@@ -491,6 +502,51 @@ class SetResult:
         return next(c for c in self.configs if c.reference and c.mode == mode)
 
 
+#: Bytes of a CPU page: where a tensor starts within one decides which of its loads can stall behind another
+#: tensor's stores (4K aliasing: the CPU matches a load against earlier stores by the low 12 address bits first).
+PAGE = 4096
+#: The alignment torch's CPU allocator gives every tensor: the places :func:`relayout` draws from are its multiples.
+CPU_ALIGNMENT = 64
+#: Tensors smaller than this stay where they are: their loops are short, and the step's time is the large ones'.
+RELAYOUT_MIN_BYTES = 128 * 1024
+
+
+def placed(tensor: Tensor, offset: int) -> Tensor:
+    """A copy of contiguous ``tensor`` whose first element sits ``offset`` bytes past a page boundary (a view into
+    a buffer one page longer, of its own storage)."""
+    size = tensor.element_size()
+    buffer = torch.empty(tensor.numel() + PAGE // size, dtype=tensor.dtype, device=tensor.device)
+    start = (offset - buffer.data_ptr()) % PAGE // size
+    out = buffer[start : start + tensor.numel()].view(tensor.shape)
+    out.copy_(tensor)
+    return out
+
+
+def relayout(params: list[Tensor], optimizers: list[Optimizer], offset: Callable[[int], int]) -> None:
+    """Move each large parameter, its gradient and every optimizer's state tensors of its shape to new places within
+    a page: ``offset(role)`` bytes past a page boundary, asked once per parameter and role (0: the parameter, 1: its
+    gradient, 2 + k: every optimizer's k-th state tensor of the parameter's shape, one place for all of them)."""
+    for p in params:
+        if p.numel() * p.element_size() < RELAYOUT_MIN_BYTES or not p.is_contiguous():
+            continue
+        p.data = placed(p.data, offset(0))
+        assert p.grad is not None
+        p.grad = placed(p.grad, offset(1))
+        state_offsets: list[int] = []
+        for optimizer in optimizers:
+            state = optimizer.state.get(p, {})
+            keys = [k for k, v in state.items() if isinstance(v, Tensor) and v.shape == p.shape and v.is_contiguous()]
+            for k, key in enumerate(keys):
+                if k == len(state_offsets):
+                    state_offsets.append(offset(2 + k))
+                state[key] = placed(state[key], state_offsets[k])
+
+
+def random_offsets(rng: random.Random) -> Callable[[int], int]:
+    """Offsets for :func:`relayout` drawn from ``rng``, anywhere in a page torch's CPU allocator can put a tensor."""
+    return lambda role: rng.randrange(PAGE // CPU_ALIGNMENT) * CPU_ALIGNMENT
+
+
 def parameters_with_gradients(shapes: list[Shape], device: torch.device, generator: torch.Generator) -> list[Tensor]:
     """Random parameters of ``shapes`` on ``device``, each with a random gradient (made on the CPU, then moved)."""
     params = []
@@ -532,6 +588,8 @@ def run_set(name: str, shapes: list[Shape], configs: list[Config], args: argpars
     gc.disable()  # a collection inside a timed step would be charged to whichever config runs then
     try:
         for _ in range(args.rounds):
+            if args.layout == "random" and device.type == "cpu":
+                relayout(params, [c.optimizer for c in configs if c.optimizer is not None], random_offsets(rng))
             visits: list[Config | None] = [*configs, None]  # None: the copy-bandwidth probe
             rng.shuffle(visits)
             for config in visits:
@@ -708,7 +766,7 @@ def render(results: Sequence[SetResult], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} CPU(s), fp32 parameters, {args.clock} clock. Ratios are medians over {args.rounds} round(s) "
         f"× {args.steps} timed step(s), after {args.warmup} warm-up step(s): the median over rounds of "
         "the per-round ratio of median step times; in brackets, the interquartile range of the per-round ratios. "
-        f"Memory allocator: {args.malloc_note}.",
+        f"Memory allocator: {args.malloc_note}. Layout: {LAYOUTS[args.layout] if args.device == 'cpu' else 'n/a'}.",
         "",
         "Command: `python benchmarks/step_time.py " + " ".join(args.argv) + "`",
     ]
@@ -834,6 +892,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=MALLOC_POLICIES,
         default="reuse",
         help="how the CPU allocator recycles memory (see set_malloc_policy); applies to the whole process",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=list(LAYOUTS),
+        default="random",
+        help="random: each round moves every large tensor of a step to places drawn for the round, the same for "
+        "every configuration (see relayout); as-allocated: tensors stay where they were allocated for the run",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report")

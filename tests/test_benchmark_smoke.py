@@ -174,6 +174,73 @@ def test_the_gpu_session_script_runs_every_part_and_leaves_its_files(tmp_path: P
     assert "| lion compiled | " in parts and "direct call, all of it" in parts  # the step's Python, part by part
 
 
+@pytest.mark.parametrize("compile", [False, "whole", "per_tensor"])
+def test_relayout_moves_large_tensors_to_the_drawn_places_and_the_steps_stay_right(compile) -> None:
+    """Each round's relayout puts every large parameter, gradient and state tensor at a drawn place within a page,
+    the k-th state of every optimizer at the same one, leaves small tensors alone, keeps every value, and the
+    optimizers' later steps (a compiled step's cached views and direct calls included) equal steps of copies that
+    never moved."""
+    import random
+
+    import optarena
+
+    bench = load_script()
+    torch.manual_seed(0)
+    shapes = [(300, 256), (7,), (130, 257)]  # 300 KiB, a small one, 130 KiB (not a multiple of a page)
+    params = [torch.nn.Parameter(torch.randn(s, dtype=torch.float32)) for s in shapes]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for p, t in zip(params, twins):
+        p.grad = torch.randn_like(p)
+        t.grad = p.grad.clone()
+    ours = optarena.create_optimizer(params, "adabelief", lr=1e-2, compile=compile)
+    torchs = torch.optim.AdamW(params, lr=1e-2)
+    twin_ours = optarena.create_optimizer(twins, "adabelief", lr=1e-2, compile=compile)
+    twin_torchs = torch.optim.AdamW(twins, lr=1e-2)
+    rng = random.Random(0)
+    for _ in range(3):
+        for opt in (ours, torchs, twin_ours, twin_torchs):
+            opt.step()
+        small = params[1].data_ptr(), params[1].grad.data_ptr()
+        before = [(p.detach().clone(), ours.state[p]["exp_avg_var"].clone()) for p in params]
+        draws = random.Random(rng.random())
+        bench.relayout(params, [ours, torchs], bench.random_offsets(draws))
+        assert (params[1].data_ptr(), params[1].grad.data_ptr()) == small
+        for (value, second), p in zip(before, params):
+            torch.testing.assert_close(p.detach(), value, rtol=0, atol=0)
+            torch.testing.assert_close(ours.state[p]["exp_avg_var"], second, rtol=0, atol=0)
+        for p in (params[0], params[2]):
+            offsets = [t.data_ptr() % bench.PAGE for t in (p, p.grad)]
+            mine = [ours.state[p][k].data_ptr() % bench.PAGE for k in ("exp_avg", "exp_avg_var")]
+            theirs = [torchs.state[p][k].data_ptr() % bench.PAGE for k in ("exp_avg", "exp_avg_sq")]
+            assert mine == theirs  # one draw for the k-th state of every optimizer
+            assert all(o % bench.CPU_ALIGNMENT == 0 for o in offsets + mine)
+            assert p.untyped_storage().data_ptr() != p.grad.untyped_storage().data_ptr()
+    for opt in (ours, torchs, twin_ours, twin_torchs):
+        opt.step()
+    for p, t in zip(params, twins):
+        torch.testing.assert_close(p.detach(), t.detach(), rtol=0, atol=0)
+    for a, b, keys in ((ours, twin_ours, ("exp_avg", "exp_avg_var")), (torchs, twin_torchs, ("exp_avg", "exp_avg_sq"))):
+        for p, t in zip(params, twins):
+            for key in keys:
+                torch.testing.assert_close(a.state[p][key], b.state[t][key], rtol=0, atol=0)
+
+
+def test_relayout_draws_cover_the_page() -> None:
+    """Over many draws the places are spread over the whole page, in steps of the allocator's alignment."""
+    import random
+
+    bench = load_script()
+    p = torch.nn.Parameter(torch.zeros(64 * 1024))
+    p.grad = torch.zeros_like(p)
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(400):
+        bench.relayout([p], [], bench.random_offsets(rng))
+        seen.add(p.data_ptr() % bench.PAGE)
+    assert seen <= set(range(0, bench.PAGE, bench.CPU_ALIGNMENT))
+    assert len(seen) > bench.PAGE // bench.CPU_ALIGNMENT // 2
+
+
 def test_step_time_thread_clock_needs_one_cpu_thread() -> None:
     bench = load_script()
     with pytest.raises(SystemExit):
@@ -290,3 +357,24 @@ def test_profile_step_refuses_a_bad_variant_by_name() -> None:
     ]:
         with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
             profile_step.parse_variant(text)
+
+
+def test_layout_script_times_each_configuration_against_itself_per_layout(tmp_path) -> None:
+    """benchmarks/layout.py writes one row per configuration, a step time for the 'same' layout and a ratio for each
+    other layout (tensors of a scaled-down set still reach the size the script moves)."""
+    spec = importlib.util.spec_from_file_location("optarena_bench_layout", SCRIPT.parent / "layout.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "layout.md"
+    threads = torch.get_num_threads()
+    argv = ["--set", "huge", "--optimizers", "lion", "--modes", "foreach", "--rounds", "2", "--steps", "1"]
+    assert module.main([*argv, "--warmup", "1", "--malloc", "system", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "configuration" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["torch AdamW fused", "lion foreach"]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0
+        assert len(cells) == 7 and all(re.fullmatch(r"\d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\)", c) for c in cells[2:])
