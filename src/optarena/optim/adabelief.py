@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, zeros_state
 from optarena.optim.functional import (
     Scalar,
     foreach_add_scalar,
@@ -218,7 +218,7 @@ def gather_with_max_buffer(
                 continue
             state = optimizer.state[p]
             if MAX_STATE not in state:
-                state[MAX_STATE] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[MAX_STATE] = zeros_state(p)
             buffers.append(torch.view_as_real(state[MAX_STATE]) if p.is_complex() else state[MAX_STATE])
     else:
         buffers = [None] * len(params)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT
+from optarena.optim.base import ADAM_HYPERPARAMETERS, OptarenaOptimizer, ParamsT, zeros_state
 from optarena.optim.functional import (
     Scalar,
     foreach_add_scalar_,
@@ -246,7 +246,7 @@ class AdaBound(OptarenaOptimizer):
                     continue
                 state = self.state[p]
                 if "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["max_exp_avg_sq"] = zeros_state(p)
                 maxes.append(torch.view_as_real(state["max_exp_avg_sq"]) if p.is_complex() else state["max_exp_avg_sq"])
             states = [*states, maxes]
         return params, grads, states, steps

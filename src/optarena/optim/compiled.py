@@ -321,6 +321,7 @@ class CompiledStep:
                 if tensor_calls is not None and tensor_calls(update.live_calls, self.views[k], grads, slice_singles):
                     done += len(slice_singles)
                     continue
+                slice_singles = [_flat_grad(single) for single in slice_singles]
                 served: list[DirectCall | None] = []
                 for single, _, layout in slice_singles:
                     calls = sized.get((id(update), layout))
@@ -351,7 +352,7 @@ class CompiledStep:
                     self.optimizer._update(work)
                 return
             # Some tensors are stepped already: the others get the same functions, eagerly.
-            _update(cls.multi_tensor_kernel, [single for single, _, _ in singles[done:]])
+            _update(cls.multi_tensor_kernel, [_flat_grad(single)[0] for single in singles[done:]])
         self.compiled_once = True
         for flat in flats:
             flat.store()
@@ -359,8 +360,8 @@ class CompiledStep:
     def split_per_tensor(self, slices: list[Slice]) -> tuple[list[Slice], list[tuple[int, list[Tensor], list[Single]]]]:
         """``graphs='per_tensor'``: each list slice whose tensors are plain, unaliased and contiguous, and whose
         transforms read no shape (:func:`~optarena.optim.transforms.reads_shape`), becomes one slice per tensor, each
-        with its graph signature and layout: its parameter, gradient and states as flat views of their values
-        (:func:`_values_view`; a parameter's and its states' kept from step to step while their data pointers stay),
+        with its graph signature and layout: its parameter and states as flat views of their values
+        (:func:`_values_view`, kept from step to step while their data pointers stay), its gradient as it is,
         AGR's ``'weights'`` scope as a float of its own (:data:`AGR_IN_SCOPE`); returned per list slice with its
         place and gradients. The other slices stay together for the whole graph."""
         lists = [s for s in slices if s[3] is None]
@@ -393,8 +394,19 @@ class CompiledStep:
                 else:
                     flag = (scalars.new_full((1,), scoped),) if flagged else ()  # new_tensor would wait for the device
                     single_scalars = torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
-                grad = [_values_view(grads[i], (grads[i].numel(),))]
-                single = (static, single_names, transforms, None, param, grad, tensor_states, single_scalars, clip)
+                # The gradient as it is: its flat view is made where it is used, cheaper for a checked slice's
+                # direct calls (TensorCalls) than for dynamo and the eager fallback (_flat_grad).
+                single = (
+                    static,
+                    single_names,
+                    transforms,
+                    None,
+                    param,
+                    [grads[i]],
+                    tensor_states,
+                    single_scalars,
+                    clip,
+                )
                 singles.append((single, signature, single_layout))
             by_slice.append((k, grads, singles))
         if len(self.views) > len(slices):  # slices gone (a group removed): their views would keep old tensors alive
@@ -426,6 +438,13 @@ class CompiledStep:
         if _has_lists(layout) and not self.plain_and_unaliased(slices):
             return False
         return direct(slices)
+
+
+def _flat_grad(single: Single) -> Single:
+    """``single`` with its gradient as a flat view of its values (:func:`_values_view`), as its graph takes it."""
+    s, signature, layout = single
+    grad = s[5][0]
+    return ((*s[:5], [_values_view(grad, (grad.numel(),))], *s[6:]), signature, layout)  # type: ignore[return-value]
 
 
 def _values_view(tensor: Tensor, shape: tuple[int, ...]) -> Tensor:

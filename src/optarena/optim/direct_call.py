@@ -211,7 +211,11 @@ class TensorCalls:
     tensor's scalars and the clip factor against the ones it was built with (dynamo's ``TensorGuards``: type, dtype,
     device, sizes and strides, in one C++ call; every tensor's scalars are made alike), and that dynamo still holds
     every graph; then it calls each tensor's compiled module. Where a check fails, nothing is written and the slice
-    takes the checked path, which builds the calls again."""
+    takes the checked path, which builds the calls again.
+
+    Each gradient reaches its module as a flat view made here with one ``view`` (the graph's input: the module may
+    read its size); the checked path's view is also detached, which only dynamo needs (its trace would follow the
+    view's base), at twice the cost."""
 
     def __init__(self, calls: list[DirectCall], views: Any, grads: list[Tensor], singles: list[Single]) -> None:
         self.calls = calls
@@ -221,13 +225,17 @@ class TensorCalls:
         self.fresh: list[list[tuple[int, int, int | None]]] = []  # per tensor: (input, Slice field, index in it)
         self.mutated: list[Tensor] = []
         self.aligned: list[tuple[int, int]] = []  # (tensor, input) of fresh inputs the kernels assume aligned
+        self.mutates_fresh = False  # a graph writes a gradient or scalar (not so today): no TensorCalls then
         for n, (call, (single, _, _)) in enumerate(zip(calls, singles)):
             inputs = call.inputs([single])
             fresh = [(i, path[1], path[2] if len(path) > 2 else None)
                      for i, (path, dim) in enumerate(call.paths) if dim is None and path[1] in _FRESH]  # fmt: skip
+            self.mutated += [inputs[i] for i in call.mutated]
+            self.mutates_fresh = self.mutates_fresh or any(i in call.mutated for i, _, _ in fresh)
+            for i, _, _ in fresh:  # replaced at every call: not kept alive here (a step's gradients)
+                inputs[i] = None
             self.inputs.append(inputs)
             self.fresh.append(fresh)
-            self.mutated += [inputs[i] for i in call.mutated]
             self.aligned += [(n, i) for i, _, _ in fresh if i in call.aligned]
         tensors = self.checked(grads, singles)
         self.guards, self.guarded = _tensor_guards(tensors), len(tensors)
@@ -239,7 +247,8 @@ class TensorCalls:
         """The slice's calls where every tensor was ``served`` directly by inductor's module; else None."""
         if not all(call is not None and call.inner is not None for call in served):
             return None
-        return cls(served, views, grads, singles)  # type: ignore[arg-type]
+        calls = cls(served, views, grads, singles)  # type: ignore[arg-type]
+        return None if calls.mutates_fresh else calls
 
     @staticmethod
     def checked(grads: list[Tensor], singles: list[Single]) -> list[Tensor]:
@@ -265,7 +274,8 @@ class TensorCalls:
         for inputs, fresh, (single, _, _) in zip(self.inputs, self.fresh, singles):
             args = inputs.copy()
             for i, field, index in fresh:
-                args[i] = single[field] if index is None else single[field][index]
+                value = single[field] if index is None else single[field][index]
+                args[i] = value.view(-1) if field == _GRADS else value  # a contiguous gradient (checked)
             arguments.append(args)
         if any(arguments[n][i].data_ptr() % _ALIGNMENT for n, i in self.aligned):
             return False
