@@ -158,3 +158,26 @@ def test_bad_input(kwargs, match):
         Lookahead(torch.optim.SGD(seeded_mlp(0).parameters(), lr=0.1), **kwargs)
     with pytest.raises(ValueError, match="lookahead=True"):
         optarena.create_optimizer(seeded_mlp(0), "adamw", lookahead_k=3)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lookahead_adamw", "lookahead_adaburst"])
+def test_a_step_pre_hook_sees_and_rewrites_the_closure_as_for_a_bare_optimizer(name):
+    """A step pre-hook registered on a wrapper runs on the optimizer it wraps, which the wrapper steps with the
+    closure by keyword: the hook sees ``step()``'s arguments as it does for a bare optimizer, and a closure it puts in
+    the keywords is the one called (passed by position, torch would get the closure twice)."""
+    params = [torch.nn.Parameter(torch.randn(3))]
+    options = {"total_steps": 10} if name.endswith("adaburst") else {}
+    opt = optarena.create_optimizer(params, name, **options)
+    seen = []
+
+    def hook(optimizer, args, kwargs):
+        seen.append((args, dict(kwargs)))
+        return args, {**kwargs, "closure": lambda: torch.tensor(7.0)}
+
+    opt.register_step_pre_hook(hook)
+    params[0].grad = torch.ones(3)
+    assert float(opt.step()) == 7.0
+    assert float(opt.step(closure=lambda: torch.tensor(1.0))) == 7.0
+    inner = getattr(opt, "optimizer", opt)  # the hooks run on the optimizer a wrapper drives
+    assert [args for args, _ in seen] == [(inner,), (inner,)]  # torch passes the optimizer itself; no closure
+    assert seen[0][1].get("closure") is None and callable(seen[1][1]["closure"])

@@ -85,7 +85,7 @@ class Lookahead(OptimizerWrapper):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         skipped = getattr(self.optimizer, "skipped_steps", 0)
-        loss = self.optimizer.step(closure)
+        loss = self.optimizer.step(closure=closure)  # by keyword, as a step hook sees a bare step()
         if getattr(self.optimizer, "skipped_steps", 0) != skipped:
             return loss  # the inner optimizer skipped a non-finite step: so does the clock
         self.steps_taken += 1

@@ -158,7 +158,7 @@ class OptimizerWrapper(Optimizer):
         """Start the wrapper's own state afresh (after loading a bare optimizer's state with ``convert=True``)."""
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        return self.optimizer.step(closure)
+        return self.optimizer.step(closure=closure)  # by keyword, as a step hook sees a bare step()
 
 
 def _takes_convert(optimizer: Optimizer) -> bool:
