@@ -108,3 +108,12 @@ def test_placed_states_round_trip_through_a_saved_state_dict_and_continue_identi
         loaded.step()
     for p, t in zip(params, twins):
         torch.testing.assert_close(p.detach(), t.detach(), rtol=0, atol=0)
+
+
+def test_the_state_is_made_beside_its_parameter_whatever_the_default_device():
+    """Under another default device (``torch.device(...)`` as a context), a CPU parameter's state is still a CPU
+    tensor at the parameter's page offset."""
+    p = torch.nn.Parameter(at_offset(LARGE, 1216))
+    with torch.device("meta"):
+        state = zeros_state(p)
+    assert state.device == p.device and state.data_ptr() % PAGE == 1216 and not state.any()

@@ -79,7 +79,7 @@ def zeros_state(p: Tensor) -> Tensor:
     if type(p) not in (Tensor, torch.nn.Parameter):  # a subclass (a DTensor, a quantized weight) allocates its own
         return torch.zeros_like(p, memory_format=torch.preserve_format)
     size = p.element_size()
-    buffer = torch.zeros(p.numel() + _PAGE // size - 1, dtype=p.dtype)
+    buffer = torch.zeros(p.numel() + _PAGE // size - 1, dtype=p.dtype, device=p.device)
     start = (p.data_ptr() - buffer.data_ptr()) % _PAGE // size
     return buffer[start : start + p.numel()].view(p.shape)
 
