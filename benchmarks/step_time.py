@@ -450,14 +450,16 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-#: ``wall``: elapsed time. ``thread``: the CPU time of the calling thread, which on a shared machine leaves out the
-#: time the process waits for a core (with one torch thread on a CPU the whole step runs on the calling thread);
-#: it still includes what sharing the memory bus and the caches costs.
+#: ``--layout``: what the report says of where the tensors sit (see :func:`relayout`).
 LAYOUTS = {
     "random": "each round, every tensor of 128 KiB or more (parameters, gradients, states) moved to a place within a "
     "4 KiB page drawn for the round, the same for every configuration",
     "as-allocated": "tensors where they were allocated (a configuration's states: at its first step), for the run",
 }
+
+#: ``wall``: elapsed time. ``thread``: the CPU time of the calling thread, which on a shared machine leaves out the
+#: time the process waits for a core (with one torch thread on a CPU the whole step runs on the calling thread);
+#: it still includes what sharing the memory bus and the caches costs.
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
