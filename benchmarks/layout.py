@@ -17,7 +17,8 @@ Every tensor of 128 KiB or more is placed by its role (the parameter, its gradie
 * ``random``: each tensor's place drawn anew in every round (what ``step_time.py --layout random`` averages over);
 * ``states 64 B apart``: the parameter and gradient drawn, the states 64 bytes apart from a drawn place (a heap's
   consecutive allocations of a page-multiple size);
-* ``states at the parameter's``: the parameter and gradient drawn, every state where the parameter starts.
+* ``states at the parameter's``: the parameter and gradient drawn, every state where the parameter starts;
+* ``gradient 64 B before``: the parameter and states at the start of a page, the gradient 64 bytes before it.
 
 Each round visits every (configuration, layout) pair in a fresh random order: it moves the tensors
 (``step_time.relayout``), takes one untimed step and times ``--steps``. The result per configuration and layout is
@@ -55,6 +56,7 @@ def layouts(rng: random.Random) -> dict[str, Callable[[int], int]]:
         "random": step_time.random_offsets(rng),
         "states 64 B apart": states_apart(rng),
         "states at the parameter's": states_at_parameter(rng),
+        "gradient 64 B before": lambda role: (step_time.PAGE - step_time.CPU_ALIGNMENT) if role == 1 else 0,
     }
 
 

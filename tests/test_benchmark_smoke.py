@@ -377,4 +377,4 @@ def test_layout_script_times_each_configuration_against_itself_per_layout(tmp_pa
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) > 0
-        assert len(cells) == 7 and all(re.fullmatch(r"\d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\)", c) for c in cells[2:])
+        assert len(cells) == 8 and all(re.fullmatch(r"\d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\)", c) for c in cells[2:])
