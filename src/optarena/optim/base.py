@@ -70,9 +70,9 @@ def zeros_state(p: Tensor) -> Tensor:
     of memory). An elementwise step streams ``p`` and its states side by side, one vector of each at a time, and a
     CPU first matches a load against the stores in flight by the low 12 address bits: where a state starts 64 bytes
     after another, as a heap puts the states of a page-multiple size allocated one after the other at the first
-    step, the loads of one keep waiting for the other's stores of the iteration before (4K aliasing). A compiled
-    ResNet-18 step: +3-11 % with the states 64 bytes apart against the states at their parameter's place, while
-    torch's fused AdamW does not slow down (``benchmarks/layout.py``, ``docs/performance.md``)."""
+    step, the loads of one keep waiting for the other's stores of the iteration before (4K aliasing): up to a tenth
+    of a compiled ResNet-18 step against the states at their parameter's place, while torch's fused AdamW does not
+    slow down (``benchmarks/layout.py``, ``docs/performance.md``)."""
     large = p.numel() * p.element_size() >= PLACED_STATE_MIN_BYTES
     if not (large and p.device.type == "cpu" and p.layout == torch.strided and p.is_contiguous()):
         return torch.zeros_like(p, memory_format=torch.preserve_format)
