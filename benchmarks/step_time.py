@@ -51,7 +51,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 import optarena
-from optarena.optim.base import OptarenaOptimizer
+from optarena.optim.base import PAGE, OptarenaOptimizer, empty_at_page_offset
 from optarena.optim.hooks import LoopContext
 from optarena.optim.info import OptimizerInfo
 from optarena.optim.registry import create_optimizer, get_optimizer_info
@@ -504,9 +504,6 @@ class SetResult:
         return next(c for c in self.configs if c.reference and c.mode == mode)
 
 
-#: Bytes of a CPU page: where a tensor starts within one decides which of its loads can stall behind another
-#: tensor's stores (4K aliasing: the CPU matches a load against earlier stores by the low 12 address bits first).
-PAGE = 4096
 #: The alignment torch's CPU allocator gives every tensor: the places :func:`relayout` draws from are its multiples.
 CPU_ALIGNMENT = 64
 #: Tensors smaller than this stay where they are: their loops are short, and the step's time is the large ones'.
@@ -514,14 +511,8 @@ RELAYOUT_MIN_BYTES = 128 * 1024
 
 
 def placed(tensor: Tensor, offset: int) -> Tensor:
-    """A copy of contiguous ``tensor`` whose first element sits ``offset`` bytes past a page boundary (a view into
-    a buffer one page longer, of its own storage)."""
-    size = tensor.element_size()
-    buffer = torch.empty(tensor.numel() + PAGE // size, dtype=tensor.dtype, device=tensor.device)
-    start = (offset - buffer.data_ptr()) % PAGE // size
-    out = buffer[start : start + tensor.numel()].view(tensor.shape)
-    out.copy_(tensor)
-    return out
+    """A copy of contiguous ``tensor`` whose first element sits ``offset`` bytes past a page boundary."""
+    return empty_at_page_offset(tensor.shape, tensor.dtype, tensor.device, offset).copy_(tensor)
 
 
 def relayout(params: list[Tensor], optimizers: list[Optimizer], offset: Callable[[int], int]) -> None:

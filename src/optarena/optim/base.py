@@ -60,7 +60,21 @@ def adam_kernel_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
 #: A state tensor of this many bytes or more starts where its parameter starts within a page (:func:`zeros_state`);
 #: glibc's default also maps blocks from this size on their own pages, where every tensor starts alike.
 PLACED_STATE_MIN_BYTES = 128 * 1024
-_PAGE = 4096
+#: Bytes of a CPU page: where a tensor starts within one decides which of its loads can stall behind another
+#: tensor's stores (4K aliasing: a CPU matches a load against the stores in flight by the low 12 address bits first).
+PAGE = 4096
+
+
+def empty_at_page_offset(
+    shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device, offset: int
+) -> Tensor:
+    """An uninitialized contiguous tensor whose first element starts ``offset`` bytes past a page boundary: a view
+    into a buffer of its own, less than a page longer (``offset`` a multiple of the element size)."""
+    numel = torch.Size(shape).numel()
+    size = dtype.itemsize
+    buffer = torch.empty(numel + PAGE // size - 1, dtype=dtype, device=device)
+    start = (offset - buffer.data_ptr()) % PAGE // size
+    return buffer[start : start + numel].view(shape)
 
 
 def zeros_state(p: Tensor) -> Tensor:
@@ -78,10 +92,7 @@ def zeros_state(p: Tensor) -> Tensor:
         return torch.zeros_like(p, memory_format=torch.preserve_format)
     if type(p) not in (Tensor, torch.nn.Parameter):  # a subclass (a DTensor, a quantized weight) allocates its own
         return torch.zeros_like(p, memory_format=torch.preserve_format)
-    size = p.element_size()
-    buffer = torch.zeros(p.numel() + _PAGE // size - 1, dtype=p.dtype, device=p.device)
-    start = (p.data_ptr() - buffer.data_ptr()) % _PAGE // size
-    return buffer[start : start + p.numel()].view(p.shape)
+    return empty_at_page_offset(p.shape, p.dtype, p.device, p.data_ptr() % PAGE).zero_()
 
 
 # --- the base class ---------------------------------------------------------------------------
