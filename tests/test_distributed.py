@@ -188,3 +188,15 @@ def test_optarena_run_nproc_2_trains_like_one_process(parallel, tmp_path):
             a["val_metric"],
             a["test_metric"],
         )
+
+
+def test_spawned_ranks_meet_through_a_private_file_and_torchruns_through_its_environment(monkeypatch, tmp_path):
+    """`--nproc N`'s processes find each other through a file of spawn()'s private directory, not a port found free
+    beforehand (another process can take that port before rank 0 listens); torchrun's through its environment."""
+    from optarena.arena.run import launch
+
+    monkeypatch.delenv(launch.RENDEZVOUS_ENV, raising=False)
+    assert launch.init_method() == "env://"
+    store = tmp_path / "store"
+    monkeypatch.setenv(launch.RENDEZVOUS_ENV, str(store))
+    assert launch.init_method() == store.as_uri()
