@@ -83,11 +83,12 @@ def test_every_engine_optimizers_large_states_start_where_the_parameter_starts(n
 
 
 def test_placed_states_round_trip_through_a_saved_state_dict_and_continue_identically():
-    """A state_dict with placed states saves and loads (torch.save), and the loaded optimizer's next steps equal the
-    original's."""
+    """A state_dict with placed states saves and loads (torch.save); the loaded large states start where their
+    parameter starts within a page, as a fresh run's, with the saved values; and the loaded optimizer's next steps
+    equal the original's."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(at_offset(LARGE, 64)), torch.nn.Parameter(torch.randn(7))]
-    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    twins = [torch.nn.Parameter(at_offset(LARGE, 1216)), torch.nn.Parameter(torch.randn(7))]
     optimizer = create_optimizer(params, "adan", lr=1e-2)
     for _ in range(2):
         for p in params:
@@ -99,7 +100,14 @@ def test_placed_states_round_trip_through_a_saved_state_dict_and_continue_identi
     for twin, p in zip(twins, params):
         twin.data.copy_(p.detach())
     loaded = create_optimizer(twins, "adan", lr=1e-2)
-    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    saved = torch.load(buffer, weights_only=True)
+    loaded.load_state_dict(saved)
+    large_states = {k: v for k, v in loaded.state[twins[0]].items() if v.shape == LARGE}
+    assert len(large_states) == 4  # Adan's moments, previous gradient and squared moment
+    for key, value in large_states.items():
+        assert value.data_ptr() % PAGE == 1216, key
+        torch.testing.assert_close(value, optimizer.state[params[0]][key], rtol=0, atol=0)
+    assert saved["state"][0]["exp_avg"].data_ptr() % PAGE != 1216  # elsewhere as loaded: the placement moved it
     for _ in range(2):
         grads = [torch.randn_like(p) for p in params]
         for p, t, g in zip(params, twins, grads):

@@ -87,12 +87,28 @@ def zeros_state(p: Tensor) -> Tensor:
     step, the loads of one keep waiting for the other's stores of the iteration before (4K aliasing): up to a tenth
     of a compiled ResNet-18 step against the states at their parameter's place, while torch's fused AdamW does not
     slow down (``benchmarks/layout.py``, ``docs/performance.md``)."""
-    large = p.numel() * p.element_size() >= PLACED_STATE_MIN_BYTES
-    if not (large and p.device.type == "cpu" and p.layout == torch.strided and p.is_contiguous()):
-        return torch.zeros_like(p, memory_format=torch.preserve_format)
-    if type(p) not in (Tensor, torch.nn.Parameter):  # a subclass (a DTensor, a quantized weight) allocates its own
+    if not _placed(p):
         return torch.zeros_like(p, memory_format=torch.preserve_format)
     return empty_at_page_offset(p.shape, p.dtype, p.device, p.data_ptr() % PAGE).zero_()
+
+
+def place_state(p: Tensor, state: Tensor) -> Tensor:
+    """``state`` where :func:`zeros_state` would have made it: a copy starting at ``p``'s place within a page where
+    ``p``'s states are placed and ``state`` (a loaded one: where the loader put it) is a contiguous plain tensor of
+    ``p``'s shape, dtype and device elsewhere; else ``state`` itself."""
+    if not (_placed(p) and type(state) is Tensor and state.shape == p.shape and state.dtype == p.dtype):
+        return state
+    if state.device != p.device or not state.is_contiguous() or state.data_ptr() % PAGE == p.data_ptr() % PAGE:
+        return state
+    return empty_at_page_offset(p.shape, p.dtype, p.device, p.data_ptr() % PAGE).copy_(state)
+
+
+def _placed(p: Tensor) -> bool:
+    """Whether ``p``'s states start at its place within a page: a large contiguous plain CPU tensor (a subclass, a
+    DTensor or a quantized weight, allocates its own)."""
+    large = p.numel() * p.element_size() >= PLACED_STATE_MIN_BYTES
+    plain = type(p) in (Tensor, torch.nn.Parameter)
+    return large and plain and p.device.type == "cpu" and p.layout == torch.strided and p.is_contiguous()
 
 
 # --- the base class ---------------------------------------------------------------------------
@@ -192,6 +208,15 @@ class OptarenaOptimizer(GuardedOptimizer):
         missing = [name for name in required if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
+
+    def load_state_dict(self, state_dict: dict[str, Any], *, convert: bool = False) -> None:
+        """See :meth:`GuardedOptimizer.load_state_dict`; the loaded states then sit where a fresh run's would
+        (:func:`place_state`), so a resumed run steps as fast as the run that saved them."""
+        super().load_state_dict(state_dict, convert=convert)
+        for p, state in self.state.items():
+            for key, value in state.items():
+                if isinstance(value, Tensor):
+                    state[key] = place_state(p, value)
 
     def _backfill(self, group: dict[str, Any]) -> None:
         group.setdefault("agr_scope", "all")  # saved before AGR had a scope: it ran on every tensor
