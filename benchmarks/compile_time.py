@@ -14,8 +14,11 @@ times its first ``step()``, which traces, compiles and runs the step. Three indu
 
 The cold column is split into phases from dynamo's own timers (``torch._dynamo.utils.compilation_time_metrics``):
 graph capture (dynamo's bytecode tracing and AOT autograd's metadata pass), inductor's lowering and scheduling
-(fusion), the C++ compiler (every ``compile_file``: the kernel and, in a cold cache, the instruction-set probes),
-and the rest (imports, kernel code generation, loading). A later step of the same process is reported beside
+(fusion), the C++ compiler in the compiling thread (every C++ build there: the kernels), the wait for the
+instruction-set probes (``optarena.optim.codegen.start_instruction_set_probes``: inductor's test builds, started
+in threads of their own when the optimizer is made; a cold cache only), and the rest (imports, kernel code
+generation, loading). Beside it, the time the probes' builds took in their threads (summed over the threads):
+what ran alongside the compile rather than in it. A later step of the same process is reported beside
 them, so that what is compile time is plain. Several ``--sets`` give the size-dependent part: the ``huge`` set is
 one tensor, the least a graph can hold. ``--graphs`` times both kinds of compiled step (``compile_step``'s
 ``graphs``): ``whole`` (one graph for a step's tensors, specialized to their shapes) and ``per_tensor`` (one graph
@@ -42,9 +45,24 @@ import importlib.util, json, sys, time
 import torch
 spec = importlib.util.spec_from_file_location("step_time", sys.argv[1])
 bench = importlib.util.module_from_spec(spec); sys.modules["step_time"] = bench; spec.loader.exec_module(bench)
+import threading
 import optarena
+from optarena.optim import codegen
 from torch._dynamo.utils import compilation_time_metrics as timers
+from torch._inductor import cpp_builder
 torch.set_num_threads(int(sys.argv[4]))
+builds = {"main": 0.0, "probes": 0.0, "waited": 0.0}
+build, wait = cpp_builder.CppBuilder.build, codegen.wait_for_instruction_set_probes
+def timed_build(self, *args, **kwargs):  # every C++ build: a probe's (in optarena's probe threads) or inductor's
+    start = time.perf_counter()
+    try:
+        return build(self, *args, **kwargs)
+    finally:
+        probe = threading.current_thread().name.startswith("optarena-probe-")
+        builds["probes" if probe else "main"] += time.perf_counter() - start
+def timed_wait():
+    start = time.perf_counter(); wait(); builds["waited"] += time.perf_counter() - start
+cpp_builder.CppBuilder.build, codegen.wait_for_instruction_set_probes = timed_build, timed_wait
 generator = torch.Generator().manual_seed(0)
 params = []
 for shape in bench.PARAM_SETS[sys.argv[2]]():
@@ -53,12 +71,19 @@ for shape in bench.PARAM_SETS[sys.argv[2]]():
     params.append(p)
 options = {"total_steps": 1000} if sys.argv[3].startswith("adaburst") else {}
 opt = optarena.create_optimizer(params, sys.argv[3], compile=True if sys.argv[5] == "whole" else sys.argv[5], **options)
-start = time.perf_counter(); opt.step(); first = time.perf_counter() - start
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", RuntimeWarning)
+    start = time.perf_counter(); opt.step(); first = time.perf_counter() - start
+if opt._compiled_step is None:  # the compile failed and the step ran eagerly: nothing to time
+    sys.exit("the first step fell back to eager: " + "; ".join(str(w.message) for w in caught))
 total = lambda *keys: sum(sum(timers.get(k, [])) for k in keys)
 phases = {
     "capture": total("bytecode_tracing", "aot_collect_metadata"),
     "lowering": total("GraphLowering.run", "Scheduler.__init__"),
-    "cxx": total("compile_file"),
+    "cxx": builds["main"],
+    "waited": builds["waited"],
+    "probes": builds["probes"],
 }
 start = time.perf_counter(); opt.step(); later = time.perf_counter() - start
 print(json.dumps({"first": first, "later": later, **phases}))
@@ -110,9 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         if s not in PARAM_SETS:
             parser.error(f"unknown set {s!r} in --sets; valid: {', '.join(PARAM_SETS)}")
     rows = [
-        "| set | optimizer | graphs | cold first step (s) | of which: capture / lowering+fusion / C++ compiler / rest "
-        "(s) | new graph, primed cache (s) | warm cache (s) | a later step (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| set | optimizer | graphs | cold first step (s) | of which: capture / lowering+fusion / C++ compiler / "
+        "waiting for the probes / rest (s) | probes' builds beside it (s) | new graph, primed cache (s) | "
+        "warm cache (s) | a later step (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for set_name, name, graphs in ((s, n, g) for s in sets for n in names for g in graph_kinds):
         with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
@@ -121,11 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
             _child([PRIME], Path(cache))
             primed = measure(name, set_name, Path(cache), args.threads, graphs)
-        rest = cold["first"] - cold["capture"] - cold["lowering"] - cold["cxx"]
-        split = f"{cold['capture']:.1f} / {cold['lowering']:.1f} / {cold['cxx']:.1f} / {rest:.1f}"
+        parts = [cold[k] for k in ("capture", "lowering", "cxx", "waited")]
+        split = " / ".join(f"{x:.1f}" for x in [*parts, cold["first"] - sum(parts)])
         rows.append(
-            f"| {set_name} | {name} | {graphs} | {cold['first']:.1f} | {split} | {primed['first']:.1f} | "
-            f"{warm['first']:.1f} | {1000 * warm['later']:.1f} |"
+            f"| {set_name} | {name} | {graphs} | {cold['first']:.1f} | {split} | {cold['probes']:.1f} | "
+            f"{primed['first']:.1f} | {warm['first']:.1f} | {1000 * warm['later']:.1f} |"
         )
         print(rows[-1], flush=True)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -294,12 +294,13 @@ def test_compile_time_script_splits_the_cold_compile_into_phases(tmp_path: Path)
     module.main(["--optimizers", "lion", "--sets", "small_cnn", "--graphs", "per_tensor", "--out", str(out)])
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| small_cnn")]
     assert len(rows) == 1
-    _, name, graphs, cold, phases, primed, warm, later = (cell.strip() for cell in rows[0])
+    _, name, graphs, cold, phases, probes, primed, warm, later = (cell.strip() for cell in rows[0])
     assert name == "lion" and graphs == "per_tensor"
     parts = [float(x) for x in phases.split(" / ")]
-    assert len(parts) == 4 and all(x >= 0 for x in parts[:3])
+    assert len(parts) == 5 and all(x >= 0 for x in parts)  # capture, lowering, C++, waiting for the probes, rest
     assert sum(parts) == pytest.approx(float(cold), abs=0.25)  # the phases and the rest make up the cold step
-    assert parts[2] > 0  # an empty cache compiles C++
+    assert parts[2] > 0  # an empty cache compiles C++ (the kernel, in the compiling thread)
+    assert float(probes) > 0  # and the probes' test programs, in their own threads
     assert float(cold) > float(warm) > 0 and float(primed) > 0 and float(later) > 0
 
 

@@ -1,6 +1,8 @@
 """How inductor generates the code of an optimizer's compiled step (:mod:`optarena.optim.compiled`).
 
-Three changes, made only while an optimizer's graph is compiled (:func:`optimizer_codegen`), never to a user's graph:
+Before the first graph, inductor's probes of the CPU's vector instruction sets start early and side by side
+(:func:`start_instruction_set_probes`). Three changes, made only while an optimizer's graph is compiled
+(:func:`optimizer_codegen`), never to a user's graph:
 
 * fewer fusion attempts per node (:data:`FUSION_PAIR_ATTEMPTS`): the same kernels in half the scheduling time;
 * ``__restrict__`` on every kernel pointer no other argument reaches (:func:`restrict_unaliased_pointers`): the loops
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import os
+import platform
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +49,66 @@ SEPARATE_TENSORS_BELOW_BYTES = 128
 #: H200 with torch 2.11 stopped there, an ``AssertionError`` with no message). There an optimizer's graph is compiled
 #: without that pass: its loops run over whole contiguous tensors and have no loop order to choose.
 LOOP_REORDERING_ASSERTS = TorchVersion(torch.__version__) < (2, 13)
+
+
+_PROBES: list[threading.Thread] = []  # this process's instruction-set probes, once started
+
+
+def start_instruction_set_probes() -> None:
+    """Start inductor's probes of this CPU's vector instruction sets now, each in a thread of its own (once a
+    process; nothing where inductor would not run them as expected here).
+
+    Why: before its first CPU kernel in a process, inductor picks the widest instruction set that both the CPU and
+    the C++ compiler support by building and loading a small test library for each candidate
+    (``torch._inductor.cpu_vec_isa``), one after the other, when it generates the first kernel's code. With an empty
+    cache (a machine's first compile: a new container, a CI job) three of the six builds compile inductor's vector
+    headers: 7-11 s of a first compiled ResNet-18 step on two cores, more than a per-tensor graph's own compile
+    (``benchmarks/compile_time.py``, docs/performance.md). Started when a compiled step is made, they run while the
+    user builds the model and data and while dynamo, AOT autograd and inductor's lowering work, side by side and at a
+    lower priority (a nice value of 10, which the compiler processes inherit): the compile's own thread keeps its
+    core. Inductor's list of instruction sets then waits for them (:func:`wait_for_instruction_set_probes`), so it
+    reads their results instead of probing a second time alongside. With a filled cache each probe only loads its
+    library. Only on x86-64 Linux, where inductor probes the instruction sets that the CPU's flags name
+    (``x86_isa_checker``), and only where ``cpp.vec_isa_ok`` does not decide for it; if this torch's module lacks
+    what this reads, inductor probes as usual."""
+    if _PROBES or sys.platform != "linux" or platform.machine() != "x86_64":
+        return
+    if torch._inductor.config.cpp.vec_isa_ok is not None:
+        return
+    try:
+        from torch._inductor import cpu_vec_isa
+
+        flags = cpu_vec_isa.x86_isa_checker()
+        candidates = [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())]
+        valid_list = cpu_vec_isa.valid_vec_isa_list
+    except (ImportError, AttributeError):
+        return
+    for isa in candidates:
+        thread = threading.Thread(target=_probe, args=(isa,), name=f"optarena-probe-{isa}", daemon=True)
+        thread.start()
+        _PROBES.append(thread)
+    if not getattr(valid_list, "_optarena_waits", False):
+
+        def valid_vec_isa_list() -> Any:
+            wait_for_instruction_set_probes()
+            return valid_list()
+
+        valid_vec_isa_list._optarena_waits = True  # type: ignore[attr-defined]
+        cpu_vec_isa.valid_vec_isa_list = valid_vec_isa_list  # pick_vec_isa looks it up here at every call
+
+
+def _probe(isa: Any) -> None:
+    """Run ``isa``'s probe (its result is cached by inductor) at a lower priority. A failure here is inductor's to
+    report: it probes again, where it would have anyway, and raises or falls back there as without this thread."""
+    with contextlib.suppress(Exception):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: this thread and its children
+        bool(isa)
+
+
+def wait_for_instruction_set_probes() -> None:
+    """Return once every probe :func:`start_instruction_set_probes` started has finished."""
+    for thread in _PROBES:
+        thread.join()
 
 
 def _storage_root(name: str) -> str | None:

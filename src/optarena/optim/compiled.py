@@ -37,7 +37,7 @@ from torch._dynamo import lookup_backend
 
 from optarena.optim.agr import in_scope
 from optarena.optim.base import GroupWork, OptarenaOptimizer
-from optarena.optim.codegen import optimizer_codegen
+from optarena.optim.codegen import optimizer_codegen, start_instruction_set_probes
 from optarena.optim.direct_call import DirectCall, PlainAndUnaliased, Single, Slice, TensorCalls
 from optarena.optim.flat import FlatGroup
 from optarena.optim.functional import group_by_device_and_dtype, lower_realize_in_inductor, scalar_value
@@ -512,4 +512,6 @@ def compile_step(optimizer: Any, *, graphs: str = "whole") -> Any:
         )
         return optimizer
     inner._compiled_step = CompiledStep(inner, per_tensor=graphs == "per_tensor")
+    if any(p.device.type == "cpu" for group in inner.param_groups for p in group["params"]):
+        start_instruction_set_probes()  # from now on, beside the user's work and the compile's first phases
     return optimizer
