@@ -93,9 +93,9 @@ def zeros_state(p: Tensor) -> Tensor:
 
 
 def place_state(p: Tensor, state: Tensor) -> Tensor:
-    """``state`` where :func:`zeros_state` would have made it: a copy starting at ``p``'s place within a page where
-    ``p``'s states are placed and ``state`` (a loaded one: where the loader put it) is a contiguous plain tensor of
-    ``p``'s shape, dtype and device elsewhere; else ``state`` itself."""
+    """``state`` where :func:`zeros_state` would have made it: where ``p``'s states are placed and ``state`` (a loaded
+    one, where the loader put it) is a contiguous plain tensor of ``p``'s shape, dtype and device that starts
+    elsewhere within a page, a copy starting at ``p``'s place; else ``state`` itself."""
     if not (_placed(p) and type(state) is Tensor and state.shape == p.shape and state.dtype == p.dtype):
         return state
     if state.device != p.device or not state.is_contiguous() or state.data_ptr() % PAGE == p.data_ptr() % PAGE:

@@ -100,8 +100,9 @@ def start_instruction_set_probes() -> None:
 def _probe(isa: Any) -> None:
     """Run ``isa``'s probe (its result is cached by inductor) at a lower priority. A failure here is inductor's to
     report: it probes again, where it would have anyway, and raises or falls back there as without this thread."""
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OSError):  # a priority it may not lower: the probe runs at the usual one
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: this thread and its children
+    with contextlib.suppress(Exception):
         bool(isa)
 
 
