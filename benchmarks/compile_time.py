@@ -51,7 +51,7 @@ from optarena.optim import codegen
 from torch._dynamo.utils import compilation_time_metrics as timers
 from torch._inductor import cpp_builder
 torch.set_num_threads(int(sys.argv[4]))
-builds = {"main": 0.0, "probes": 0.0, "waited": 0.0}
+builds = {"inductor": 0.0, "probes": 0.0, "waited": 0.0}
 build, wait = cpp_builder.CppBuilder.build, codegen.wait_for_instruction_set_probes
 def timed_build(self, *args, **kwargs):  # every C++ build: a probe's (in optarena's probe threads) or inductor's
     start = time.perf_counter()
@@ -59,7 +59,7 @@ def timed_build(self, *args, **kwargs):  # every C++ build: a probe's (in optare
         return build(self, *args, **kwargs)
     finally:
         probe = threading.current_thread().name.startswith("optarena-probe-")
-        builds["probes" if probe else "main"] += time.perf_counter() - start
+        builds["probes" if probe else "inductor"] += time.perf_counter() - start
 def timed_wait():
     start = time.perf_counter(); wait(); builds["waited"] += time.perf_counter() - start
 cpp_builder.CppBuilder.build, codegen.wait_for_instruction_set_probes = timed_build, timed_wait
@@ -81,7 +81,7 @@ total = lambda *keys: sum(sum(timers.get(k, [])) for k in keys)
 phases = {
     "capture": total("bytecode_tracing", "aot_collect_metadata"),
     "lowering": total("GraphLowering.run", "Scheduler.__init__"),
-    "cxx": builds["main"],
+    "cxx": builds["inductor"],
     "waited": builds["waited"],
     "probes": builds["probes"],
 }

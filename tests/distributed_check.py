@@ -15,20 +15,20 @@ the test compares them with one process.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor, init_device_mesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from optarena.arena.run import launch
 from tests.distributed_cases import CASES, STEPS, full_gradients, full_parameters, run_steps
 from tests.helpers import build
 
@@ -37,10 +37,10 @@ STEPS_RUN = int(os.environ.get("OPTARENA_STEPS", STEPS))
 
 
 @contextmanager
-def process_group(rank: int, world: int, store: str) -> Iterator[None]:
-    """This process as ``rank`` of a gloo group on this machine, for the block; the ranks meet through the file
-    ``store`` (a port found free beforehand can be taken before rank 0 listens on it)."""
-    dist.init_process_group("gloo", init_method=Path(store).as_uri(), rank=rank, world_size=world)
+def process_group(rank: int, world: int) -> Iterator[None]:
+    """This process as ``rank`` of a gloo group on this machine, for the block; the ranks meet as those of
+    ``optarena run --nproc`` do (:func:`optarena.arena.run.launch.init_method`)."""
+    dist.init_process_group("gloo", init_method=launch.init_method(), rank=rank, world_size=world)
     try:
         yield
     finally:
@@ -53,8 +53,8 @@ def to_local_full(value: object) -> object:
     return value
 
 
-def worker(rank: int, world: int, store: str, out: str) -> None:
-    with process_group(rank, world, store):
+def worker(rank: int, world: int, out: str) -> None:
+    with process_group(rank, world):
         torch.set_num_threads(1)
         mesh = init_device_mesh("cpu", (world,))
         results: dict[str, object] = {}
@@ -78,11 +78,11 @@ def worker(rank: int, world: int, store: str, out: str) -> None:
             torch.save({"steps": STEPS, "results": results}, out)
 
 
-def burst_worker(rank: int, world: int, store: str, out: str) -> None:
+def burst_worker(rank: int, world: int, out: str) -> None:
     """Each rank reports its own metric; every rank must burst at the same epochs."""
     import optarena
 
-    with process_group(rank, world, store):
+    with process_group(rank, world):
         # Rank r's accuracy rises for rank 0 and falls for the others: locally, rank 0 never plateaus.
         local = [0.5 + (0.05 * epoch if rank == 0 else -0.05 * epoch) for epoch in range(6)]
         decisions = {}
@@ -104,7 +104,7 @@ def burst_worker(rank: int, world: int, store: str, out: str) -> None:
         torch.save(decisions, f"{out}.rank{rank}")
 
 
-def fsdp_worker(rank: int, world: int, store: str, out: str) -> None:
+def fsdp_worker(rank: int, world: int, out: str) -> None:
     """FSDP2 training of a small MLP: 3 steps, a DCP checkpoint, 3 more steps (``--phase save``), or
     load the checkpoint written by another world size and run the last 3 steps (``--phase load``)."""
     import torch.distributed.checkpoint as dcp
@@ -114,7 +114,7 @@ def fsdp_worker(rank: int, world: int, store: str, out: str) -> None:
     from tests.distributed_cases import FSDP_CASES, fsdp_batch, fsdp_model, make_fsdp_optimizer
 
     phase, checkpoint_root = os.environ["OPTARENA_PHASE"], Path(os.environ["OPTARENA_CHECKPOINT"])
-    with process_group(rank, world, store):
+    with process_group(rank, world):
         torch.set_num_threads(1)
         mesh = init_device_mesh("cpu", (world,))
         results: dict[str, object] = {}
@@ -154,13 +154,13 @@ def fsdp_worker(rank: int, world: int, store: str, out: str) -> None:
             torch.save(results, out)
 
 
-def ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+def ddp_worker(rank: int, world: int, out: str) -> None:
     """Every registered optimizer on a DDP-wrapped MLP (replicated parameters, averaged gradients)."""
     from torch.nn.parallel import DistributedDataParallel
 
     from tests.distributed_cases import CASES, fsdp_batch, fsdp_model, make_fsdp_optimizer
 
-    with process_group(rank, world, store):
+    with process_group(rank, world):
         torch.set_num_threads(1)
         results: dict[str, object] = {}
         for case_id, name, kwargs in CASES:
@@ -184,11 +184,11 @@ def ddp_worker(rank: int, world: int, store: str, out: str) -> None:
         dist.barrier()
 
 
-def nonfinite_worker(rank: int, world: int, store: str, out: str) -> None:
+def nonfinite_worker(rank: int, world: int, out: str) -> None:
     """A NaN in the last row of a Shard(0) gradient (on the last rank only): the policy acts on every rank."""
     import optarena
 
-    with process_group(rank, world, store):
+    with process_group(rank, world):
         mesh = init_device_mesh("cpu", (world,))
         outcome: dict[str, object] = {}
         for name in ("adamw", "adaburst", "lion"):
@@ -235,9 +235,7 @@ def main() -> None:
         OPTARENA_DTYPE=args.dtype,
         OPTARENA_STEPS=str(args.steps),
     )
-    with tempfile.TemporaryDirectory(prefix="optarena-rendezvous-") as directory:
-        store = str(Path(directory) / "store")
-        mp.spawn(CHECKS[args.check], args=(args.world, store, args.out), nprocs=args.world, join=True)
+    launch.spawn(functools.partial(CHECKS[args.check], out=args.out), args.world)
 
 
 if __name__ == "__main__":
