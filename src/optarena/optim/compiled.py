@@ -250,6 +250,39 @@ def _has_lists(layout: tuple[Any, ...]) -> bool:
     return any(is_list for is_list, *_ in layout)
 
 
+class PerTensorSlice:
+    """A list slice stepped tensor by tensor (``graphs='per_tensor'``): what a step passes to its tensors' direct
+    calls (:class:`~optarena.optim.direct_call.TensorCalls`), and its tensors as slices of their own
+    (:data:`~optarena.optim.direct_call.Single`), made only where the step takes the checked path."""
+
+    def __init__(
+        self,
+        position: int,
+        fields: tuple[Any, ...],
+        signature: tuple[Any, ...],
+        views: list[tuple[list[Tensor], list[list[Tensor]], int, tuple[Any, ...]]],
+        grads: list[Tensor],
+        scalars: list[Tensor],
+        clip: Tensor | None,
+    ) -> None:
+        self.position = position  # the slice's place in the step's slices
+        self.fields = fields  # (static hyperparameters, float names, transforms) of each tensor's slice
+        self.signature = signature  # each tensor's graph signature
+        self.views = views  # per tensor: CompiledStep.tensor_views
+        self.grads = grads
+        self.scalars = scalars  # per tensor (often one tensor, repeated)
+        self.clip = clip
+
+    def singles(self) -> list[Single]:
+        """Each tensor as a slice of its own, with its graph signature and layout; its gradient as it is (its flat
+        view is made where it is used: cheaper for the direct calls than for dynamo and the eager fallback)."""
+        static, names, transforms = self.fields
+        return [
+            ((static, names, transforms, None, param, [grad], states, scalars, self.clip), self.signature, layout)
+            for (param, states, _, layout), grad, scalars in zip(self.views, self.grads, self.scalars)
+        ]
+
+
 class CompiledStep:
     """Runs an optimizer's groups through its compiled update; falls back to eager on failure."""
 
@@ -305,7 +338,6 @@ class CompiledStep:
         slices = [s for work in works for s in self.slices(work, flats)]
         cls = type(self.optimizer)
         whole, by_slice = self.split_per_tensor(slices) if self.per_tensor else (slices, [])
-        singles = [single for _, _, slice_singles in by_slice for single in slice_singles]
         stepped_whole, done = False, 0  # what an eager fallback must not step again
         try:  # a failure to compile raises before its graph writes any tensor (a flat group's own buffers aside)
             if whole:
@@ -315,13 +347,16 @@ class CompiledStep:
                     update(cls.multi_tensor_kernel, whole, layout)
                 stepped_whole = True
             sized: dict[tuple[int, tuple[Any, ...]], list[DirectCall]] = {}  # this step's, by update and layout
-            for k, grads, slice_singles in by_slice:
-                update = _compiled_update_for(cls, slice_singles[0][1], dynamic=True)
+            for per_tensor in by_slice:
+                k, grads = per_tensor.position, per_tensor.grads
+                update = _compiled_update_for(cls, per_tensor.signature, dynamic=True)
                 tensor_calls = self.tensor_calls.get(k)
-                if tensor_calls is not None and tensor_calls(update.live_calls, self.views[k], grads, slice_singles):
-                    done += len(slice_singles)
+                if tensor_calls is not None and tensor_calls(
+                    update.live_calls, self.views[k], grads, per_tensor.scalars, per_tensor.clip
+                ):
+                    done += len(grads)
                     continue
-                slice_singles = [_flat_grad(single) for single in slice_singles]
+                slice_singles = [_flat_grad(single) for single in per_tensor.singles()]
                 served: list[DirectCall | None] = []
                 for single, _, layout in slice_singles:
                     calls = sized.get((id(update), layout))
@@ -352,18 +387,18 @@ class CompiledStep:
                     self.optimizer._update(work)
                 return
             # Some tensors are stepped already: the others get the same functions, eagerly.
+            singles = [single for per_tensor in by_slice for single in per_tensor.singles()]
             _update(cls.multi_tensor_kernel, [_flat_grad(single)[0] for single in singles[done:]])
         self.compiled_once = True
         for flat in flats:
             flat.store()
 
-    def split_per_tensor(self, slices: list[Slice]) -> tuple[list[Slice], list[tuple[int, list[Tensor], list[Single]]]]:
+    def split_per_tensor(self, slices: list[Slice]) -> tuple[list[Slice], list[PerTensorSlice]]:
         """``graphs='per_tensor'``: each list slice whose tensors are plain, unaliased and contiguous, and whose
-        transforms read no shape (:func:`~optarena.optim.transforms.reads_shape`), becomes one slice per tensor, each
-        with its graph signature and layout: its parameter and states as flat views of their values
-        (:func:`_values_view`, kept from step to step while their data pointers stay), its gradient as it is,
-        AGR's ``'weights'`` scope as a float of its own (:data:`AGR_IN_SCOPE`); returned per list slice with its
-        place and gradients. The other slices stay together for the whole graph."""
+        transforms read no shape (:func:`~optarena.optim.transforms.reads_shape`), is stepped tensor by tensor
+        (:class:`PerTensorSlice`): its parameters and states as flat views of their values (:func:`_values_view`,
+        kept from step to step while their data pointers stay), AGR's ``'weights'`` scope as a float of its own
+        (:data:`AGR_IN_SCOPE`). The other slices stay together for the whole graph."""
         lists = [s for s in slices if s[3] is None]
         if not lists or not self.plain_and_unaliased(lists):
             return slices, []
@@ -383,32 +418,20 @@ class CompiledStep:
             if cached is None or cached[0] != signature or cached[1] != pointers:
                 cached = self.views[k] = (signature, pointers, self.tensor_views(params, states, layout, scope))
             floats = len(names)
-            one_step = scalars.numel() == floats + 1  # one step count for every tensor, or one each
-            by_flag: list[Tensor] = []
-            if flagged and one_step:  # two scalar tensors for all: out of scope, in scope
-                by_flag = [torch.cat((scalars[:floats], scalars.new_full((1,), f), scalars[floats:])) for f in (0, 1)]
-            singles: list[Single] = []
-            for i, (param, tensor_states, scoped, single_layout) in enumerate(cached[2]):
-                if one_step:
-                    single_scalars = by_flag[scoped] if flagged else scalars
+            if scalars.numel() == floats + 1:  # one step count for every tensor: one scalar tensor for all
+                if flagged:  # or two: out of AGR's scope, in it
+                    by_flag = [
+                        torch.cat((scalars[:floats], scalars.new_full((1,), f), scalars[floats:])) for f in (0, 1)
+                    ]
+                    tensor_scalars = [by_flag[scoped] for _, _, scoped, _ in cached[2]]
                 else:
-                    flag = (scalars.new_full((1,), scoped),) if flagged else ()  # new_tensor would wait for the device
-                    single_scalars = torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
-                # The gradient as it is: its flat view is made where it is used, cheaper for a checked slice's
-                # direct calls (TensorCalls) than for dynamo and the eager fallback (_flat_grad).
-                single = (
-                    static,
-                    single_names,
-                    transforms,
-                    None,
-                    param,
-                    [grads[i]],
-                    tensor_states,
-                    single_scalars,
-                    clip,
-                )
-                singles.append((single, signature, single_layout))
-            by_slice.append((k, grads, singles))
+                    tensor_scalars = [scalars] * len(params)
+            else:  # one step count each (new_full rather than new_tensor, which would wait for the device)
+                flags = [(scalars.new_full((1,), scoped),) if flagged else () for _, _, scoped, _ in cached[2]]
+                tensor_scalars = [torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
+                                  for i, flag in enumerate(flags)]  # fmt: skip
+            by_slice.append(PerTensorSlice(k, (static, single_names, transforms), signature, cached[2], grads,
+                                           tensor_scalars, clip))  # fmt: skip
         if len(self.views) > len(slices):  # slices gone (a group removed): their views would keep old tensors alive
             self.views = {k: v for k, v in self.views.items() if k < len(slices)}
             self.tensor_calls = {k: v for k, v in self.tensor_calls.items() if k < len(slices)}

@@ -210,34 +210,43 @@ class TensorCalls:
     their data pointers stay). So a step checks that the views are that same object, the gradients, the first
     tensor's scalars and the clip factor against the ones it was built with (dynamo's ``TensorGuards``: type, dtype,
     device, sizes and strides, in one C++ call; every tensor's scalars are made alike), and that dynamo still holds
-    every graph; then it calls each tensor's compiled module. Where a check fails, nothing is written and the slice
-    takes the checked path, which builds the calls again.
+    every graph; then it calls each tensor's compiled module with its kept inputs and the step's three. Where a check
+    fails, nothing is written and the slice takes the checked path, which builds the calls again.
 
-    Each gradient reaches its module as a flat view made here with one ``view`` (the graph's input: the module may
-    read its size); the checked path's view is also detached, which only dynamo needs (its trace would follow the
-    view's base), at twice the cost."""
+    Each gradient reaches its module flat (the graph's input: the module may read its size): as it is where it has
+    one dimension, else as a view made here with one ``view``; the checked path's view is also detached, which only
+    dynamo needs (its trace would follow the view's base), at twice the cost."""
 
     def __init__(self, calls: list[DirectCall], views: Any, grads: list[Tensor], singles: list[Single]) -> None:
         self.calls = calls
         self.distinct = list({id(call): call for call in calls}.values())
         self.views = views
-        self.inputs: list[list[Any]] = []  # per tensor, its graph's inputs at the build; the fresh ones replaced
-        self.fresh: list[list[tuple[int, int, int | None]]] = []  # per tensor: (input, Slice field, index in it)
+        # Per tensor: its module, its graph's inputs at the build with the fresh ones left None (a step's gradients
+        # are not kept alive here), and where its gradient, scalars and clip factor go among them (None: not an input).
+        self.modules = [call.inner.current_callable for call in calls]
+        self.inputs: list[list[Any]] = []
+        self.places: list[tuple[int | None, int | None, int | None]] = []
+        # A gradient of more than one dimension gets a flat view at every call (≈ 1 µs); one of one dimension is its
+        # own (the guards below fix every gradient's sizes).
+        self.flatten = [grad.dim() != 1 for grad in grads]
         self.mutated: list[Tensor] = []
-        self.aligned: list[tuple[int, int]] = []  # (tensor, input) of fresh inputs the kernels assume aligned
+        self.aligned: list[tuple[int, int]] = []  # (tensor, Slice field) of fresh inputs the kernels assume aligned
         self.mutates_fresh = False  # a graph writes a gradient or scalar (not so today): no TensorCalls then
         for n, (call, (single, _, _)) in enumerate(zip(calls, singles)):
             inputs = call.inputs([single])
-            fresh = [(i, path[1], path[2] if len(path) > 2 else None)
-                     for i, (path, dim) in enumerate(call.paths) if dim is None and path[1] in _FRESH]  # fmt: skip
+            place: dict[int, int] = {}
+            for i, (path, dim) in enumerate(call.paths):
+                if dim is None and path[1] in _FRESH:
+                    place[path[1]] = i
+                    inputs[i] = None
+                    self.mutates_fresh = self.mutates_fresh or i in call.mutated
+                    if i in call.aligned:
+                        self.aligned.append((n, path[1]))
             self.mutated += [inputs[i] for i in call.mutated]
-            self.mutates_fresh = self.mutates_fresh or any(i in call.mutated for i, _, _ in fresh)
-            for i, _, _ in fresh:  # replaced at every call: not kept alive here (a step's gradients)
-                inputs[i] = None
             self.inputs.append(inputs)
-            self.fresh.append(fresh)
-            self.aligned += [(n, i) for i, _, _ in fresh if i in call.aligned]
-        tensors = self.checked(grads, singles)
+            self.places.append((place.get(_GRADS), place.get(_SCALARS), place.get(_CLIP)))
+        first = singles[0][0]
+        tensors = self.checked(grads, first[_SCALARS], first[_CLIP])
         self.guards, self.guarded = _tensor_guards(tensors), len(tensors)
 
     @classmethod
@@ -251,36 +260,40 @@ class TensorCalls:
         return None if calls.mutates_fresh else calls
 
     @staticmethod
-    def checked(grads: list[Tensor], singles: list[Single]) -> list[Tensor]:
+    def checked(grads: list[Tensor], scalars: Tensor, clip: Tensor | None) -> list[Tensor]:
         """What a step checks of the fresh inputs: the gradients, the first tensor's scalars, the clip factor if any."""
-        first = singles[0][0]
-        return [*grads, first[_SCALARS]] + ([] if first[_CLIP] is None else [first[_CLIP]])
+        return [*grads, scalars] if clip is None else [*grads, scalars, clip]
 
     def __call__(
         self,
         live_calls: Callable[[list[DirectCall]], list[DirectCall]],
         views: Any,
         grads: list[Tensor],
-        singles: list[Single],
+        scalars: list[Tensor],
+        clip: Tensor | None,
     ) -> bool:
-        """Step every tensor of the slice; False, with nothing written, where a check fails (see the class).
-        ``live_calls``: those of the given calls whose graphs dynamo still holds (the compiled update's)."""
-        tensors = self.checked(grads, singles)
+        """Step every tensor of the slice (its gradient in ``grads``, its scalars in ``scalars``); False, with nothing
+        written, where a check fails (see the class). ``live_calls``: those of the given calls whose graphs dynamo
+        still holds (the compiled update's)."""
+        tensors = self.checked(grads, scalars[0], clip)
         if views is not self.views or len(tensors) != self.guarded or not self.guards.check(*tensors):
             return False
         if len(live_calls(self.distinct)) < len(self.distinct):
             return False
-        arguments = []
-        for inputs, fresh, (single, _, _) in zip(self.inputs, self.fresh, singles):
+        if self.aligned:
+            fresh = {_GRADS: grads, _SCALARS: scalars, _CLIP: [clip] * len(grads)}
+            if any(fresh[field][n].data_ptr() % _ALIGNMENT for n, field in self.aligned):
+                return False
+        calls = zip(self.modules, self.inputs, self.places, self.flatten, grads, scalars)
+        for module, inputs, (g, s, c), flatten, grad, tensor_scalars in calls:
             args = inputs.copy()
-            for i, field, index in fresh:
-                value = single[field] if index is None else single[field][index]
-                args[i] = value.view(-1) if field == _GRADS else value  # a contiguous gradient (checked)
-            arguments.append(args)
-        if any(arguments[n][i].data_ptr() % _ALIGNMENT for n, i in self.aligned):
-            return False
-        for call, args in zip(self.calls, arguments):
-            call.inner.current_callable(args)  # a boxed call: it empties ``args``
+            if g is not None:
+                args[g] = grad.view(-1) if flatten else grad  # a contiguous gradient (checked)
+            if s is not None:
+                args[s] = tensor_scalars
+            if c is not None:
+                args[c] = clip
+            module(args)  # a boxed call: it empties ``args``
         torch.autograd.graph.increment_version(self.mutated)
         return True
 
