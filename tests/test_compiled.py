@@ -306,10 +306,17 @@ def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_upda
         p.grad = torch.randn(p.shape, generator=g)
     with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
         _, codes = run_and_get_code(opt.step)
-    lines = "\n".join(codes).splitlines()
-    events = [
-        "R" if "vec_reduce_all" in line else "U" for line in lines if "vec_reduce_all" in line or ".store(" in line
-    ]
+    source = "\n".join(codes)
+    # An update writes the float32 parameters and states; the step's float64 scalars (one buffer, computed first by
+    # codegen's _pack_realized_scalars) are not an update.
+    floats = set(re.findall(r"float\* (?:__restrict__ )?(out_ptr\d+)", source))
+    events = []
+    for line in source.splitlines():
+        stored = re.search(r"\.store\((out_ptr\d+)", line)
+        if "vec_reduce_all" in line:
+            events.append("R")
+        elif stored and stored.group(1) in floats:
+            events.append("U")
     runs = "".join(kind for i, kind in enumerate(events) if i == 0 or events[i - 1] != kind)
     assert runs == expected
 
@@ -554,7 +561,9 @@ def test_compiled_first_moment_is_a_sum_not_atens_lerp(cls):
         _, code = run_and_get_code(opt.step)
     source = "\n".join(code)
     sign = ("auto left =", "auto right =")  # Yogi's sign(v − g²) is a pair of blends of its own
-    blends = [line for line in source.splitlines() if "blendv" in line and not any(s in line for s in sign)]
+    # and the step's float64 scalars are packed into one buffer by masked loads (codegen._pack_realized_scalars)
+    others = (*sign, "cast<double")
+    blends = [line for line in source.splitlines() if "blendv" in line and not any(s in line for s in others)]
     assert "cpp_fused" in source and not blends
 
 
@@ -600,6 +609,93 @@ def test_equal_per_tensor_scalars_are_computed_once_and_each_tensor_keeps_its_ow
     assert "cpp_fused" in source and "reinterpret_tensor(" not in source
     loops_over_300 = re.findall(r"for\(int64_t x0=static_cast<int64_t>\(0L\); x0<static_cast<int64_t>\(30\dL\)", source)
     assert len(loops_over_300) >= 5  # five tensors of 300 values: one loop each (inductor may split one in two)
+
+
+def test_realized_scalars_of_pure_scalar_arithmetic_are_packed_into_one_buffer_and_nothing_else_moves():
+    """``codegen._pack_realized_scalars`` on a graph built by hand: two realized values computed from the step's
+    scalars (an input no op writes, read element by element) become one ``realize_scalars`` buffer computed right
+    after the inputs; a realized reduction over a tensor, and a value read from an input the graph writes, stay
+    where they are; the graph computes the same before and after."""
+    aten, ops = torch.ops.aten, torch.ops.optarena
+    graph = torch.fx.Graph()
+    values = {
+        "scalars": torch.tensor([0.9, 0.999, 3.0], dtype=torch.float64),
+        "param": torch.randn(5, dtype=torch.float64),
+        "grad": torch.randn(5, dtype=torch.float64),
+    }
+    nodes = {name: graph.placeholder(name) for name in values}
+    for name, node in nodes.items():
+        node.meta["val"] = values[name]
+
+    def add(name, target, *args):
+        """A node computing ``target`` on earlier nodes (by name) or constants, with its value as its meta value."""
+        node = nodes[name] = graph.call_function(
+            target, tuple(nodes.get(a, a) if isinstance(a, str) else a for a in args)
+        )
+        node.meta["val"] = target(*(n.meta["val"] if isinstance(n, torch.fx.Node) else n for n in node.args))
+
+    add("beta1", aten.select.int, "scalars", 0, 0)
+    add("beta2", aten.select.int, "scalars", 0, 1)
+    add("step", aten.select.int, "scalars", 0, 2)
+    add("c1", aten.pow.Tensor_Tensor, "beta1", "step")
+    add("first", ops.realize.default, "c1")
+    add("update", aten.mul.Tensor, "grad", "first")
+    add("abs", aten.abs.default, "grad")
+    add("total", aten.sum.default, "abs")  # a reduction over a tensor
+    add("r", aten.reciprocal.default, "total")
+    add("inverse", ops.realize.default, "r")
+    add("first_param", aten.select.int, "param", 0, 0)  # read from an input the graph writes
+    add("p2", aten.mul.Tensor, "first_param", 2.0)
+    add("read", ops.realize.default, "p2")
+    add("c2", aten.pow.Tensor_Tensor, "beta2", "step")
+    add("second", ops.realize.default, "c2")
+    add("scaled", aten.mul.Tensor, "update", "second")
+    add("scaled2", aten.mul.Tensor, "scaled", "inverse")
+    add("scaled3", aten.mul.Tensor, "scaled2", "read")
+    add("new_param", aten.sub.Tensor, "param", "scaled3")
+    graph.call_function(aten.copy_.default, (nodes["param"], nodes["new_param"]))
+    graph.output(())
+
+    def run():
+        module = torch.fx.GraphModule(torch.nn.Module(), graph)
+        param = values["param"].clone()
+        module(values["scalars"], param, values["grad"])
+        return param
+
+    before = run()
+    codegen._pack_realized_scalars(graph)
+    graph.lint()
+    after = run()
+    assert torch.equal(before, after) and not torch.equal(before, values["param"])
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    packed = [node for node in graph.nodes if node.target is ops.realize_scalars.default]
+    assert len(packed) == 1 and packed[0].args[0] == [nodes["c1"], nodes["c2"]]
+    assert order[packed[0]] < order[nodes["update"]]  # computed before the first reader of either value
+    assert nodes["first"] not in order and nodes["second"] not in order
+    assert [node for node in graph.nodes if node.target is ops.realize.default] == [nodes["inverse"], nodes["read"]]
+    assert order[nodes["total"]] > order[nodes["update"]]  # the reduction was not moved up
+
+
+@pytest.mark.parametrize(("name", "before"), [("adan", 5), ("adamnx", 4)])
+def test_a_per_tensor_graph_allocates_its_realized_scalars_once_per_call(name, before, monkeypatch):
+    """A per-tensor graph (``graphs='per_tensor'``: one call per tensor, every step) computes its scalars (bias
+    corrections, step sizes: ``before`` buffers of one value each before ``codegen._pack_realized_scalars``) into one
+    buffer: its module allocates at most two (one shared intermediate inductor keeps) per call; it equals eager."""
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(n, generator=g).requires_grad_() for n in (300, 500, 70)]
+    opt = optarena.create_optimizer(params, name, compile="per_tensor", flat=False)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        _, codes = run_and_get_code(opt.step)
+    calls = [code.split("def call(self, args):")[1].split("return ()")[0] for code in codes]
+    assert len(calls) == 1
+    assert 1 <= calls[0].count("empty_strided_cpu(") <= 2 < before
+    shapes = [(300,), (500,), (70,)]
+    result = run_per_tensor(name, shapes, 4, compile=True)
+    assert max_diff(result, run_per_tensor(name, shapes, 4, compile=False)) <= 1e-12
 
 
 @pytest.mark.parametrize("name", ["yogi", "acprop", "adabelief", "adan", "adamnx"])

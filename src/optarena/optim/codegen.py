@@ -214,6 +214,7 @@ class ShareEqualScalars(CustomGraphPass):
         _merge_equal_scalars(graph)
         _unstack_repeated_scalars(graph)
         graph.eliminate_dead_code()
+        _pack_realized_scalars(graph)
 
     def uuid(self) -> bytes:  # FX graph cache key: this file's contents
         return get_hash_for_files((__file__,))
@@ -283,6 +284,126 @@ def _unstack_repeated_scalars(graph: torch.fx.Graph) -> None:
                 graph.erase_node(item)
             graph.erase_node(unbind)
         graph.erase_node(node)
+
+
+#: The most one-value buffers :func:`_pack_realized_scalars` packs into one: inductor's limit for a concatenation
+#: computed as one pointwise loop (``max_pointwise_cat_inputs``); past it, a concatenation is a buffer per input.
+PACKED_SCALARS = 8
+
+
+def _pack_realized_scalars(graph: torch.fx.Graph) -> None:
+    """Every one-value ``realize(x)`` whose ``x`` is scalar arithmetic on the step's scalars
+    (:func:`_scalar_arithmetic`), computed at the top of the graph into one buffer per :data:`PACKED_SCALARS` values,
+    each read through ``select``.
+
+    Each realized value is a buffer that inductor's module allocates at every call (≈ 0.4 µs each on a CPU): one
+    graph call per tensor (``graphs='per_tensor'``) pays that four or five times for each tensor of the model, for
+    scalars (a bias correction, a step size) that need one buffer between them. Their computations are pure functions
+    of the step's scalars, so they can run before anything else in the graph; the same operations on the same values.
+    A value that reduces a tensor (AGR's Σ|g|) stays where it is: the graph computes it just before its update.
+    """
+    realize = torch.ops.optarena.realize.default
+    mutated = _mutated_placeholders(graph)
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    movable: dict[torch.fx.Node, bool] = {}
+    candidates = [
+        node
+        for node in graph.nodes
+        if node.target is realize
+        and isinstance(node.meta.get("val"), Tensor)
+        and node.meta["val"].numel() == 1
+        and _scalar_arithmetic(node.args[0], mutated, movable)
+    ]
+    if len(candidates) < 2 or not placeholders:
+        return
+    by_kind: dict[tuple[Any, ...], list[torch.fx.Node]] = {}
+    for node in candidates:
+        value = node.meta["val"]
+        by_kind.setdefault((value.dtype, value.device), []).append(node)
+    # The values' computations, in graph order, moved to just after the inputs.
+    ancestors = {node for node, ok in movable.items() if ok and node.op == "call_function"}
+    anchor = placeholders[-1]
+    for node in [node for node in graph.nodes if node in ancestors]:
+        anchor.append(node)
+        anchor = node
+    aten = torch.ops.aten
+    for nodes in by_kind.values():
+        for start in range(0, len(nodes), PACKED_SCALARS):
+            chunk = nodes[start : start + PACKED_SCALARS]
+            if len(chunk) < 2:
+                continue
+            with graph.inserting_before(anchor.next):
+                values = [node.args[0] for node in chunk]
+                packed = graph.call_function(torch.ops.optarena.realize_scalars.default, (values,))
+                packed.meta["val"] = torch.ops.optarena.realize_scalars(values=[v.meta["val"] for v in values])
+                for i, node in enumerate(chunk):
+                    if node.meta["val"].dim() == 0:
+                        item = graph.call_function(aten.select.int, (packed, 0, i))
+                        item.meta["val"] = packed.meta["val"].select(0, i)
+                    else:
+                        item = graph.call_function(aten.slice.Tensor, (packed, 0, i, i + 1))
+                        item.meta["val"] = packed.meta["val"][i : i + 1]
+                    node.replace_all_uses_with(item)
+            anchor = item
+            for node in chunk:
+                graph.erase_node(node)
+
+
+def _mutated_placeholders(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The graph's inputs that an op writes, directly or through a view."""
+    written = set()
+    for node in graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or not target._schema.is_mutable:
+            continue
+        for argument, value in zip(target._schema.arguments, node.args):
+            if argument.alias_info is not None and argument.alias_info.is_write:
+                values = value if isinstance(value, (list, tuple)) else [value]
+                written.update(_base(v) for v in values if isinstance(v, torch.fx.Node))
+    return {node for node in written if node.op == "placeholder"}
+
+
+def _base(node: torch.fx.Node) -> torch.fx.Node:
+    """The node a chain of views starts from."""
+    while isinstance(node.target, torch._ops.OpOverload) and node.target.is_view and node.args:
+        node = node.args[0]
+    return node
+
+
+def _scalar_arithmetic(node: Any, mutated: set[torch.fx.Node], memo: dict[torch.fx.Node, bool]) -> bool:
+    """Whether ``node`` is computed by pure, deterministic operations on one-value tensors (or symbolic sizes), which
+    read the graph's inputs only element by element (a ``select``, an ``unbind``: views) and only inputs that no op
+    writes: a step's scalars, never a reduction over a tensor (memoized in ``memo``)."""
+    if not isinstance(node, torch.fx.Node):
+        return True
+    if node in memo:
+        return memo[node]
+    target = node.target
+    ok = (
+        node.op == "call_function"
+        and _one_value(node.meta.get("val"))
+        and not (
+            isinstance(target, torch._ops.OpOverload)
+            and (target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags)
+        )
+    )
+    for argument in node.all_input_nodes if ok else ():
+        if argument.op == "placeholder":
+            by_element = isinstance(target, torch._ops.OpOverload) and target.is_view
+            ok = argument not in mutated and (by_element or not isinstance(argument.meta.get("val"), Tensor))
+        else:
+            ok = _scalar_arithmetic(argument, mutated, memo)
+        if not ok:
+            break
+    memo[node] = ok
+    return ok
+
+
+def _one_value(value: Any) -> bool:
+    """A one-value tensor, a list of them (an ``unbind``), or a number (a symbolic size)."""
+    if isinstance(value, (list, tuple)):
+        return all(_one_value(v) for v in value)
+    return value.numel() == 1 if isinstance(value, Tensor) else isinstance(value, (int, float, torch.SymInt))
 
 
 @contextlib.contextmanager

@@ -184,6 +184,17 @@ def _(x: Tensor) -> Tensor:
     return torch.empty_like(x)
 
 
+# Several one-value tensors as one buffer (codegen's _pack_realized_scalars puts the realized scalars of a compiled
+# step there): what ``realize(torch.cat(...))`` would be, but lowered to one loop, as inductor does not on a CPU.
+_LIBRARY.define("realize_scalars(Tensor[] values) -> Tensor")
+_LIBRARY.impl("realize_scalars", lambda values: torch.cat([v.reshape(1) for v in values]), "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("optarena::realize_scalars")
+def _(values: list[Tensor]) -> Tensor:
+    return values[0].new_empty(len(values))
+
+
 def realize(x: Tensor) -> Tensor:
     """A copy of ``x`` that a compiled step computes once, as a buffer of its own.
 
@@ -209,7 +220,7 @@ def lower_realize_in_inductor() -> None:
     global _REALIZE_LOWERED
     if _REALIZE_LOWERED:
         return
-    from torch._inductor.lowering import clone, register_lowering
+    from torch._inductor.lowering import clone, pointwise_cat, register_lowering, view
 
     @register_lowering(torch.ops.optarena.realize.default)
     def _lowering(x: Any) -> Any:
@@ -219,6 +230,14 @@ def lower_realize_in_inductor() -> None:
         copy = clone(x)
         copy.realize()
         return copy
+
+    @register_lowering(torch.ops.optarena.realize_scalars.default)
+    def _lowering_scalars(values: list[Any]) -> Any:
+        # One loop over the values, each computed where its index is (inductor's concatenation by masked loads,
+        # which it keeps for GPUs: on a CPU its cat is a buffer per input, written through views of the result).
+        packed = pointwise_cat([view(v, [1]) for v in values], 0)
+        packed.realize()
+        return packed
 
     _REALIZE_LOWERED = True
 
