@@ -1,14 +1,16 @@
 """How inductor generates the code of an optimizer's compiled step (:mod:`optarena.optim.compiled`).
 
 Before the first graph, inductor's probes of the CPU's vector instruction sets start early and side by side
-(:func:`start_instruction_set_probes`). Three changes, made only while an optimizer's graph is compiled
+(:func:`start_instruction_set_probes`). Four changes, made only while an optimizer's graph is compiled
 (:func:`optimizer_codegen`), never to a user's graph:
 
 * fewer fusion attempts per node (:data:`FUSION_PAIR_ATTEMPTS`): the same kernels in half the scheduling time;
 * ``__restrict__`` on every kernel pointer no other argument reaches (:func:`restrict_unaliased_pointers`): the loops
   load their per-tensor scalars once, not once per vector;
 * per-tensor scalars that are equal are computed and stored once (:class:`ShareEqualScalars`): where every tensor of
-  a group has the same step count, a bias correction is one value, not one stacked entry (and one view) per tensor.
+  a group has the same step count, a bias correction is one value, not one stacked entry (and one view) per tensor;
+* and those one-value scalars are computed first, into one buffer (:func:`_pack_realized_scalars`): one allocation
+  a graph call instead of one per scalar.
 """
 
 from __future__ import annotations
@@ -408,7 +410,7 @@ def _one_value(value: Any) -> bool:
 
 @contextlib.contextmanager
 def optimizer_codegen() -> Iterator[None]:
-    """While inductor compiles an optimizer's graph: the three changes of the module docstring (and no size asserts
+    """While inductor compiles an optimizer's graph: the four changes of the module docstring (and no size asserts
     in the module: every call is checked before it, by dynamo's guards or by direct_call.DirectCall's; no loop
     reordering after fusion where torch asserts in it: :data:`LOOP_REORDERING_ASSERTS`)."""
     with (
