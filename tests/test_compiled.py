@@ -306,17 +306,10 @@ def test_compiled_transforms_that_reduce_each_tensor_run_it_just_before_its_upda
         p.grad = torch.randn(p.shape, generator=g)
     with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
         _, codes = run_and_get_code(opt.step)
-    source = "\n".join(codes)
-    # An update writes the float32 parameters and states; the step's float64 scalars (one buffer, computed first by
-    # codegen's _pack_realized_scalars) are not an update.
-    floats = set(re.findall(r"float\* (?:__restrict__ )?(out_ptr\d+)", source))
-    events = []
-    for line in source.splitlines():
-        stored = re.search(r"\.store\((out_ptr\d+)", line)
-        if "vec_reduce_all" in line:
-            events.append("R")
-        elif stored and stored.group(1) in floats:
-            events.append("U")
+    lines = "\n".join(codes).splitlines()
+    events = [
+        "R" if "vec_reduce_all" in line else "U" for line in lines if "vec_reduce_all" in line or ".store(" in line
+    ]
     runs = "".join(kind for i, kind in enumerate(events) if i == 0 or events[i - 1] != kind)
     assert runs == expected
 
@@ -561,9 +554,7 @@ def test_compiled_first_moment_is_a_sum_not_atens_lerp(cls):
         _, code = run_and_get_code(opt.step)
     source = "\n".join(code)
     sign = ("auto left =", "auto right =")  # Yogi's sign(v − g²) is a pair of blends of its own
-    # and the step's float64 scalars are packed into one buffer by masked loads (codegen._pack_realized_scalars)
-    others = (*sign, "cast<double")
-    blends = [line for line in source.splitlines() if "blendv" in line and not any(s in line for s in others)]
+    blends = [line for line in source.splitlines() if "blendv" in line and not any(s in line for s in sign)]
     assert "cpp_fused" in source and not blends
 
 
@@ -680,7 +671,8 @@ def test_realized_scalars_of_pure_scalar_arithmetic_are_packed_into_one_buffer_a
 def test_a_per_tensor_graph_allocates_its_realized_scalars_once_per_call(name, before, monkeypatch):
     """A per-tensor graph (``graphs='per_tensor'``: one call per tensor, every step) computes its scalars (bias
     corrections, step sizes: ``before`` buffers of one value each before ``codegen._pack_realized_scalars``) into one
-    buffer: its module allocates at most two (one shared intermediate inductor keeps) per call; it equals eager."""
+    buffer: its module allocates at most two (one shared intermediate inductor keeps) per call; it equals eager. A
+    whole graph is compiled without the packing."""
     monkeypatch.setattr(compiled, "_COMPILED", {})
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
@@ -693,6 +685,9 @@ def test_a_per_tensor_graph_allocates_its_realized_scalars_once_per_call(name, b
     calls = [code.split("def call(self, args):")[1].split("return ()")[0] for code in codes]
     assert len(calls) == 1
     assert 1 <= calls[0].count("empty_strided_cpu(") <= 2 < before
+    for per_tensor in (False, True):  # a whole graph keeps its order (AGR's runs): its scalars are not packed
+        with codegen.optimizer_codegen(per_tensor=per_tensor):
+            assert torch._inductor.config.post_grad_custom_pre_pass.pack is per_tensor
     shapes = [(300,), (500,), (70,)]
     result = run_per_tensor(name, shapes, 4, compile=True)
     assert max_diff(result, run_per_tensor(name, shapes, 4, compile=False)) <= 1e-12

@@ -9,8 +9,8 @@ Before the first graph, inductor's probes of the CPU's vector instruction sets s
   load their per-tensor scalars once, not once per vector;
 * per-tensor scalars that are equal are computed and stored once (:class:`ShareEqualScalars`): where every tensor of
   a group has the same step count, a bias correction is one value, not one stacked entry (and one view) per tensor;
-* and those one-value scalars are computed first, into one buffer (:func:`_pack_realized_scalars`): one allocation
-  a graph call instead of one per scalar.
+* and, in a graph called once per tensor, those one-value scalars are computed first, into one buffer
+  (:func:`_pack_realized_scalars`): one allocation a call instead of one per scalar.
 """
 
 from __future__ import annotations
@@ -210,16 +210,25 @@ class ShareEqualScalars(CustomGraphPass):
     mutates its inputs in place, so a value read before a mutation is never merged with one read after), then
     replaces ``realize(stack([x, x, …]))[i]`` by one ``realize(x)``. The values are the same; the graph has one
     node where it had one per tensor, and the compiled module makes no view per tensor (docs/performance.md).
+
+    ``pack=True`` (a graph called once per tensor: ``graphs='per_tensor'``): then computes those scalars first, into
+    one buffer (:func:`_pack_realized_scalars`). Not in a whole graph, which allocates them once a step, and whose
+    order of loops is chosen for the cache (AGR's runs: on ResNet-18 the pass made inductor run every run's sums
+    before the first update, and the step 5 % slower).
     """
+
+    def __init__(self, *, pack: bool = False) -> None:
+        self.pack = pack
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         _merge_equal_scalars(graph)
         _unstack_repeated_scalars(graph)
         graph.eliminate_dead_code()
-        _pack_realized_scalars(graph)
+        if self.pack:
+            _pack_realized_scalars(graph)
 
-    def uuid(self) -> bytes:  # FX graph cache key: this file's contents
-        return get_hash_for_files((__file__,))
+    def uuid(self) -> bytes:  # FX graph cache key: this file's contents, and whether it packs
+        return get_hash_for_files((__file__,)) + (b"-packed" if self.pack else b"")
 
 
 def _merge_equal_scalars(graph: torch.fx.Graph) -> None:
@@ -298,8 +307,8 @@ def _pack_realized_scalars(graph: torch.fx.Graph) -> None:
     (:func:`_scalar_arithmetic`), computed at the top of the graph into one buffer per :data:`PACKED_SCALARS` values,
     each read through ``select``.
 
-    Each realized value is a buffer that inductor's module allocates at every call (≈ 0.4 µs each on a CPU): one
-    graph call per tensor (``graphs='per_tensor'``) pays that four or five times for each tensor of the model, for
+    Each realized value is a buffer that inductor's module allocates at every call (≈ 0.4 µs each on a CPU): a graph
+    called once per tensor (``graphs='per_tensor'``) pays that four or five times for each tensor of the model, for
     scalars (a bias correction, a step size) that need one buffer between them. Their computations are pure functions
     of the step's scalars, so they can run before anything else in the graph; the same operations on the same values.
     A value that reduces a tensor (AGR's Σ|g|) stays where it is: the graph computes it just before its update.
@@ -409,16 +418,17 @@ def _one_value(value: Any) -> bool:
 
 
 @contextlib.contextmanager
-def optimizer_codegen() -> Iterator[None]:
-    """While inductor compiles an optimizer's graph: the four changes of the module docstring (and no size asserts
-    in the module: every call is checked before it, by dynamo's guards or by direct_call.DirectCall's; no loop
-    reordering after fusion where torch asserts in it: :data:`LOOP_REORDERING_ASSERTS`)."""
+def optimizer_codegen(*, per_tensor: bool = False) -> Iterator[None]:
+    """While inductor compiles an optimizer's graph: the four changes of the module docstring, the last one only for
+    a graph called once per tensor (``per_tensor``), and no size asserts in the module (every call is checked before
+    it, by dynamo's guards or by direct_call.DirectCall's), and no loop reordering after fusion where torch asserts in
+    it (:data:`LOOP_REORDERING_ASSERTS`)."""
     with (
         torch._inductor.config.patch(
             max_fusion_buffer_group_pairwise_attempts=FUSION_PAIR_ATTEMPTS,
             score_fusion_memory_threshold=SEPARATE_TENSORS_BELOW_BYTES,
             size_asserts=False,  # one assert per input; direct_call.DirectCall checks all of them in one C++ call
-            post_grad_custom_pre_pass=ShareEqualScalars(),
+            post_grad_custom_pre_pass=ShareEqualScalars(pack=per_tensor),
             **({"loop_ordering_after_fusion": False} if LOOP_REORDERING_ASSERTS else {}),
         ),
         restrict_unaliased_pointers(),

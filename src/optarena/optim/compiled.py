@@ -15,7 +15,8 @@ ResNet-18's.
 The engine checks what decides the graph itself; where a check fails, the step goes through dynamo.
 
 Inductor compiles these graphs with four changes of :mod:`optarena.optim.codegen` (restricted pointers, per-tensor
-scalars computed once where the steps are equal and into one buffer, fewer fusion attempts), never a user's graph.
+scalars computed once where the steps are equal, and into one buffer in a per-tensor graph, fewer fusion attempts),
+never a user's graph.
 
 The eager path stays the reference: the compiled update equals it within float rounding (the
 kernels are the same functions; inductor only fuses them), which tests/test_compiled.py checks.
@@ -154,7 +155,7 @@ class _CompiledUpdate:
 
         def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
             lower_realize_in_inductor()
-            with optimizer_codegen():
+            with optimizer_codegen(per_tensor=dynamic):
                 compiled = inductor(gm, example_inputs)
             self.graphs.append(DirectCall.of(gm, compiled))
             return compiled
