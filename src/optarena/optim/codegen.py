@@ -22,7 +22,7 @@ import platform
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -316,14 +316,14 @@ def _pack_realized_scalars(graph: torch.fx.Graph) -> None:
     realize = torch.ops.optarena.realize.default
     mutated = _mutated_placeholders(graph)
     placeholders = [node for node in graph.nodes if node.op == "placeholder"]
-    movable: dict[torch.fx.Node, bool] = {}
+    memo: dict[torch.fx.Node, bool] = {}
     candidates = [
         node
         for node in graph.nodes
         if node.target is realize
         and isinstance(node.meta.get("val"), Tensor)
         and node.meta["val"].numel() == 1
-        and _scalar_arithmetic(node.args[0], mutated, movable)
+        and _scalar_arithmetic(node.args[0], mutated, memo)
     ]
     if len(candidates) < 2 or not placeholders:
         return
@@ -331,33 +331,47 @@ def _pack_realized_scalars(graph: torch.fx.Graph) -> None:
     for node in candidates:
         value = node.meta["val"]
         by_kind.setdefault((value.dtype, value.device), []).append(node)
-    # The values' computations, in graph order, moved to just after the inputs.
-    ancestors = {node for node, ok in movable.items() if ok and node.op == "call_function"}
+    chunks = [
+        nodes[start : start + PACKED_SCALARS]
+        for nodes in by_kind.values()
+        for start in range(0, len(nodes), PACKED_SCALARS)
+        if len(nodes) - start >= 2
+    ]
+    # The packed values' computations, in graph order, moved to just after the inputs.
+    ancestors = _computed_from(node.args[0] for chunk in chunks for node in chunk)
     anchor = placeholders[-1]
     for node in [node for node in graph.nodes if node in ancestors]:
         anchor.append(node)
         anchor = node
     aten = torch.ops.aten
-    for nodes in by_kind.values():
-        for start in range(0, len(nodes), PACKED_SCALARS):
-            chunk = nodes[start : start + PACKED_SCALARS]
-            if len(chunk) < 2:
-                continue
-            with graph.inserting_before(anchor.next):
-                values = [node.args[0] for node in chunk]
-                packed = graph.call_function(torch.ops.optarena.realize_scalars.default, (values,))
-                packed.meta["val"] = torch.ops.optarena.realize_scalars(values=[v.meta["val"] for v in values])
-                for i, node in enumerate(chunk):
-                    if node.meta["val"].dim() == 0:
-                        item = graph.call_function(aten.select.int, (packed, 0, i))
-                        item.meta["val"] = packed.meta["val"].select(0, i)
-                    else:
-                        item = graph.call_function(aten.slice.Tensor, (packed, 0, i, i + 1))
-                        item.meta["val"] = packed.meta["val"][i : i + 1]
-                    node.replace_all_uses_with(item)
-            anchor = item
-            for node in chunk:
-                graph.erase_node(node)
+    for chunk in chunks:
+        with graph.inserting_before(anchor.next):
+            values = [node.args[0] for node in chunk]
+            packed = graph.call_function(torch.ops.optarena.realize_scalars.default, (values,))
+            packed.meta["val"] = torch.ops.optarena.realize_scalars(values=[v.meta["val"] for v in values])
+            for i, node in enumerate(chunk):
+                if node.meta["val"].dim() == 0:
+                    item = graph.call_function(aten.select.int, (packed, 0, i))
+                    item.meta["val"] = packed.meta["val"].select(0, i)
+                else:
+                    item = graph.call_function(aten.slice.Tensor, (packed, 0, i, i + 1))
+                    item.meta["val"] = packed.meta["val"][i : i + 1]
+                node.replace_all_uses_with(item)
+        anchor = item
+        for node in chunk:
+            graph.erase_node(node)
+
+
+def _computed_from(values: Iterable[torch.fx.Node]) -> set[torch.fx.Node]:
+    """``values`` and every operation they are computed from (the graph's inputs left out)."""
+    found: set[torch.fx.Node] = set()
+    pending = list(values)
+    while pending:
+        node = pending.pop()
+        if node.op == "call_function" and node not in found:
+            found.add(node)
+            pending += node.all_input_nodes
+    return found
 
 
 def _mutated_placeholders(graph: torch.fx.Graph) -> set[torch.fx.Node]:

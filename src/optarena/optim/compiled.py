@@ -259,7 +259,6 @@ class PerTensorSlice:
     def __init__(
         self,
         position: int,
-        fields: tuple[Any, ...],
         signature: tuple[Any, ...],
         views: list[tuple[list[Tensor], list[list[Tensor]], int, tuple[Any, ...]]],
         grads: list[Tensor],
@@ -267,8 +266,8 @@ class PerTensorSlice:
         clip: Tensor | None,
     ) -> None:
         self.position = position  # the slice's place in the step's slices
-        self.fields = fields  # (static hyperparameters, float names, transforms) of each tensor's slice
-        self.signature = signature  # each tensor's graph signature
+        self.signature = signature  # each tensor's graph signature: ((static, float names, transforms, None), dtype,
+        # device), the first part a tensor's slice begins with
         self.views = views  # per tensor: CompiledStep.tensor_views
         self.grads = grads
         self.scalars = scalars  # per tensor (often one tensor, repeated)
@@ -277,9 +276,9 @@ class PerTensorSlice:
     def singles(self) -> list[Single]:
         """Each tensor as a slice of its own, with its graph signature and layout; its gradient as it is (its flat
         view is made where it is used: cheaper for the direct calls than for dynamo and the eager fallback)."""
-        static, names, transforms = self.fields
+        fields = self.signature[0]
         return [
-            ((static, names, transforms, None, param, [grad], states, scalars, self.clip), self.signature, layout)
+            ((*fields, param, [grad], states, scalars, self.clip), self.signature, layout)
             for (param, states, _, layout), grad, scalars in zip(self.views, self.grads, self.scalars)
         ]
 
@@ -431,8 +430,7 @@ class CompiledStep:
                 flags = [(scalars.new_full((1,), scoped),) if flagged else () for _, _, scoped, _ in cached[2]]
                 tensor_scalars = [torch.cat((scalars[:floats], *flag, scalars[floats + i :][:1]))
                                   for i, flag in enumerate(flags)]  # fmt: skip
-            by_slice.append(PerTensorSlice(k, (static, single_names, transforms), signature, cached[2], grads,
-                                           tensor_scalars, clip))  # fmt: skip
+            by_slice.append(PerTensorSlice(k, signature, cached[2], grads, tensor_scalars, clip))
         if len(self.views) > len(slices):  # slices gone (a group removed): their views would keep old tensors alive
             self.views = {k: v for k, v in self.views.items() if k < len(slices)}
             self.tensor_calls = {k: v for k, v in self.tensor_calls.items() if k < len(slices)}
