@@ -3,6 +3,7 @@ and the foreach paths' peak memory against the reference loops."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
@@ -527,6 +528,36 @@ def _kernel_sources(name: str) -> str:
         _, codes = run_and_get_code(opt.step)
     names = ("torchinductor", "AOT ID")
     return "\n".join(line for code in codes for line in code.splitlines() if not any(n in line for n in names))
+
+
+@pytest.mark.parametrize("name", ["adamnx", "adamw_agr", "lamb"])
+def test_a_mutation_realizes_only_the_reads_still_needed_and_the_code_is_the_same(monkeypatch, name):
+    """``codegen.realize_only_live_reads``: before the graph writes a tensor in place, inductor computes into buffers
+    only the values that read it and are still to be used, not every intermediate value of the update (each of which
+    the scheduler then built a node for and removed): the scheduler gets at least one node fewer a tensor, and
+    the generated code is the same but for the buffers' numbers. Lamb: a norm over the parameter it then writes."""
+    from torch._inductor.scheduler import Scheduler
+
+    scheduled: list[int] = []
+    scheduler_init = Scheduler.__init__
+
+    def count_nodes(self, nodes, *args, **kwargs):
+        scheduled.append(len(nodes))
+        scheduler_init(self, nodes, *args, **kwargs)
+
+    monkeypatch.setattr(Scheduler, "__init__", count_nodes)
+
+    def numbered_in_order(source: str) -> str:
+        names: dict[str, str] = {}
+        return re.sub(r"\bbuf\d+\b", lambda m: names.setdefault(m.group(0), f"buf{len(names)}"), source)
+
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    ours = numbered_in_order(_kernel_sources(name))
+    monkeypatch.setattr(codegen, "realize_only_live_reads", contextlib.nullcontext)
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    every_read = numbered_in_order(_kernel_sources(name))
+    assert "cpp_fused" in ours and ours == every_read
+    assert len(scheduled) == 2 and 0 < scheduled[0] <= scheduled[1] - 12, scheduled  # >= 1 fewer a tensor (12)
 
 
 @pytest.mark.parametrize("name", ["adamw_agr", "adan"])

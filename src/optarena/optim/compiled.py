@@ -14,9 +14,9 @@ dynamo's frame entry and guards cost more than the whole update of a 20k-paramet
 ResNet-18's.
 The engine checks what decides the graph itself; where a check fails, the step goes through dynamo.
 
-Inductor compiles these graphs with four changes of :mod:`optarena.optim.codegen` (restricted pointers, per-tensor
-scalars computed once where the steps are equal, and into one buffer in a per-tensor graph, fewer fusion attempts),
-never a user's graph.
+Inductor compiles these graphs with five changes of :mod:`optarena.optim.codegen` (restricted pointers, per-tensor
+scalars computed once where the steps are equal, and into one buffer in a per-tensor graph, fewer fusion attempts,
+no buffer for a value no one reads again), never a user's graph.
 
 The eager path stays the reference: the compiled update equals it within float rounding (the
 kernels are the same functions; inductor only fuses them), which tests/test_compiled.py checks.
