@@ -548,8 +548,11 @@ def test_a_mutation_realizes_only_the_reads_still_needed_and_the_code_is_the_sam
     monkeypatch.setattr(Scheduler, "__init__", count_nodes)
 
     def numbered_in_order(source: str) -> str:
+        """Buffers renumbered in order of appearance; each run of ``del`` lines sorted (inductor orders the frees
+        at a point by the buffers' names)."""
         names: dict[str, str] = {}
-        return re.sub(r"\bbuf\d+\b", lambda m: names.setdefault(m.group(0), f"buf{len(names)}"), source)
+        source = re.sub(r"\bbuf\d+\b", lambda m: names.setdefault(m.group(0), f"buf{len(names)}"), source)
+        return re.sub(r"(?:^ *del \w+\n)+", lambda m: "".join(sorted(m.group(0).splitlines(True))), source, flags=re.M)
 
     monkeypatch.setattr(compiled, "_COMPILED", {})
     ours = numbered_in_order(_kernel_sources(name))

@@ -55,23 +55,27 @@ SEPARATE_TENSORS_BELOW_BYTES = 128
 LOOP_REORDERING_ASSERTS = TorchVersion(torch.__version__) < (2, 13)
 
 
-_PROBES: list[threading.Thread] = []  # this process's instruction-set probes, once started
+_PROBES: list[threading.Thread] = []  # this process's instruction-set probe thread, once started
+_FIRST_VALID: list[Any] = []  # the first candidate the probes found valid, in inductor's order of preference
 
 
 def start_instruction_set_probes() -> None:
-    """Start inductor's probes of this CPU's vector instruction sets now, each in a thread of its own (once a
-    process; nothing where inductor would not run them as expected here).
+    """Start inductor's probes of this CPU's vector instruction sets now, in a thread of their own, and only until
+    the one inductor will pick is known (once a process; nothing where inductor would not run them as expected here).
 
     Why: before its first CPU kernel in a process, inductor picks the widest instruction set that both the CPU and
     the C++ compiler support by building and loading a small test library for each candidate
-    (``torch._inductor.cpu_vec_isa``), one after the other, when it generates the first kernel's code. With an empty
-    cache (a machine's first compile: a new container, a CI job) three of the six builds compile inductor's vector
-    headers: 7-11 s of a first compiled ResNet-18 step on two cores, more than a per-tensor graph's own compile
-    (``benchmarks/compile_time.py``, docs/performance.md). Started when a compiled step is made, they run while the
-    user builds the model and data and while dynamo, AOT autograd and inductor's lowering work, side by side and at a
-    lower priority (a nice value of 10, which the compiler processes inherit): the compile's own thread keeps its
-    core. Inductor's list of instruction sets then waits for them (:func:`wait_for_instruction_set_probes`), so it
-    reads their results instead of probing a second time alongside. With a filled cache each probe only loads its
+    (``torch._inductor.cpu_vec_isa``), one after the other, when it generates the first kernel's code, and then uses
+    the first that passed. With an empty cache (a machine's first compile: a new container, a CI job) that is six
+    builds here, three of which compile inductor's vector headers: 7-11 s of a first compiled ResNet-18 step on two
+    cores, more than a per-tensor graph's own compile (``benchmarks/compile_time.py``, docs/performance.md). Started
+    when a compiled step is made, they run while the user builds the model and data and while dynamo, AOT autograd
+    and inductor's lowering work, at a lower priority (a nice value of 10, which the compiler processes inherit): the
+    compile's own thread keeps its core. They probe the candidates in inductor's order and stop at the first that
+    passes (on an AVX-512 machine, three builds instead of six): where neither ``cpp.simdlen`` nor
+    ``ATEN_CPU_CAPABILITY`` chooses another, inductor picks that first one (``pick_vec_isa``), so inductor's list of
+    instruction sets, which waits for the probes (:func:`wait_for_instruction_set_probes`), is that one; where they
+    do choose, inductor's own list probes the rest, as it would have. With a filled cache each probe only loads its
     library. Only on x86-64 Linux, where inductor probes the instruction sets that the CPU's flags name
     (``x86_isa_checker``), and only where ``cpp.vec_isa_ok`` does not decide for it; if this torch's module lacks
     what this reads, inductor probes as usual."""
@@ -87,31 +91,39 @@ def start_instruction_set_probes() -> None:
         valid_list = cpu_vec_isa.valid_vec_isa_list
     except (ImportError, AttributeError):
         return
-    for isa in candidates:
-        thread = threading.Thread(target=_probe, args=(isa,), name=f"optarena-probe-{isa}", daemon=True)
-        thread.start()
-        _PROBES.append(thread)
+    name = "optarena-probe-instruction-sets"
+    thread = threading.Thread(target=_probe_until_valid, args=(candidates,), name=name, daemon=True)
+    thread.start()
+    _PROBES.append(thread)
     if not getattr(valid_list, "_optarena_waits", False):
 
         def valid_vec_isa_list() -> Any:
             wait_for_instruction_set_probes()
+            if _FIRST_VALID and torch._inductor.config.cpp.simdlen is None and not os.getenv("ATEN_CPU_CAPABILITY"):
+                return list(_FIRST_VALID)  # what pick_vec_isa takes from inductor's whole list: its first
             return valid_list()
 
         valid_vec_isa_list._optarena_waits = True  # type: ignore[attr-defined]
         cpu_vec_isa.valid_vec_isa_list = valid_vec_isa_list  # pick_vec_isa looks it up here at every call
 
 
-def _probe(isa: Any) -> None:
-    """Run ``isa``'s probe (its result is cached by inductor) at a lower priority. A failure here is inductor's to
-    report: it probes again, where it would have anyway, and raises or falls back there as without this thread."""
-    with contextlib.suppress(OSError):  # a priority it may not lower: the probe runs at the usual one
+def _probe_until_valid(candidates: list[Any]) -> None:
+    """Run the candidates' probes (each result is cached by inductor) at a lower priority, in order, up to the first
+    that passes. A failure here is inductor's to report: it probes again, where it would have anyway, and raises or
+    falls back there as without this thread."""
+    with contextlib.suppress(OSError):  # a priority it may not lower: the probes run at the usual one
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: this thread and its children
-    with contextlib.suppress(Exception):
-        bool(isa)
+    for isa in candidates:
+        try:
+            if bool(isa):
+                _FIRST_VALID.append(isa)
+                return
+        except Exception:  # inductor's own probe reports it
+            return
 
 
 def wait_for_instruction_set_probes() -> None:
-    """Return once every probe :func:`start_instruction_set_probes` started has finished."""
+    """Return once the probes :func:`start_instruction_set_probes` started have finished."""
     for thread in _PROBES:
         thread.join()
 
