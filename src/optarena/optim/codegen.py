@@ -5,7 +5,8 @@ Before the first graph, inductor's probes of the CPU's vector instruction sets s
 (:func:`optimizer_codegen`), never to a user's graph:
 
 * before an input is written in place, only the values that read it and are still to be used are computed into
-  buffers (:func:`realize_only_live_reads`): the same code, from a third of the scheduler's nodes;
+  buffers (:func:`realize_only_live_reads`): the same code, from 374 scheduler nodes instead of 994 (Adaburst's
+  ResNet-18 graph);
 * fewer fusion attempts per node (:data:`FUSION_PAIR_ATTEMPTS`): the same kernels in half the scheduling time;
 * ``__restrict__`` on every kernel pointer no other argument reaches (:func:`restrict_unaliased_pointers`): the loops
   load their per-tensor scalars once, not once per vector;
