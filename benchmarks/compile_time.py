@@ -16,9 +16,9 @@ The cold column is split into phases from dynamo's own timers (``torch._dynamo.u
 graph capture (dynamo's bytecode tracing and AOT autograd's metadata pass), inductor's lowering and scheduling
 (fusion), the C++ compiler in the compiling thread (every C++ build there: the kernels), the wait for the
 instruction-set probes (``optarena.optim.codegen.start_instruction_set_probes``: inductor's test builds, started
-in threads of their own when the optimizer is made; a cold cache only), and the rest (imports, kernel code
-generation, loading). Beside it, the time the probes' builds took in their threads (summed over the threads):
-what ran alongside the compile rather than in it. A later step of the same process is reported beside
+in a thread of their own when the optimizer is made, up to the one inductor picks; a cold cache only), and the rest
+(imports, kernel code generation, loading). Beside it, the time the probes' builds took in their thread: what ran
+alongside the compile rather than in it. A later step of the same process is reported beside
 them, so that what is compile time is plain. Several ``--sets`` give the size-dependent part: the ``huge`` set is
 one tensor, the least a graph can hold. ``--graphs`` times both kinds of compiled step (``compile_step``'s
 ``graphs``): ``whole`` (one graph for a step's tensors, specialized to their shapes) and ``per_tensor`` (one graph
@@ -53,7 +53,7 @@ from torch._inductor import cpp_builder
 torch.set_num_threads(int(sys.argv[4]))
 builds = {"inductor": 0.0, "probes": 0.0, "waited": 0.0}
 build, wait = cpp_builder.CppBuilder.build, codegen.wait_for_instruction_set_probes
-def timed_build(self, *args, **kwargs):  # every C++ build: a probe's (in optarena's probe threads) or inductor's
+def timed_build(self, *args, **kwargs):  # every C++ build: a probe's (in optarena's probe thread) or inductor's
     start = time.perf_counter()
     try:
         return build(self, *args, **kwargs)
